@@ -107,15 +107,18 @@ libs_of() { # shared objects (resolved paths) a dynamic executable loads, includ
 }
 mapfile -t HOST_LIBS < <(for f in "${HOST_PROGS[@]}" "$QGA"; do libs_of "$f"; done | sort -u)
 
-owner() { # Debian package owning a host file (dpkg's database predates merged /usr)
-    local f=$1 alt
-    case $f in /usr/*) alt=${f#/usr} ;; *) alt=/usr$f ;; esac
-    { dpkg-query -S "$f" 2>/dev/null || dpkg-query -S "$alt" 2>/dev/null || dpkg-query -S "$(readlink -f "$f")" 2>/dev/null; } |
-        sed -n '1{s/: .*//;s/:amd64$//;p}'
+# Debian packages owning the copied host files; dpkg's database predates merged /usr, so ask for
+# both spellings of each path at once (one dpkg-query run: it reads every file list).
+owners() {
+    local f paths=()
+    for f in "$@"; do
+        case $f in /usr/*) paths+=("$f" "${f#/usr}") ;; *) paths+=("$f" "/usr$f") ;; esac
+    done
+    dpkg-query -S "${paths[@]}" 2>/dev/null | sed 's/: .*//; s/, /\n/g' | sed 's/:amd64$//' || true
 }
 # Packages whose contents or tools shape the image: copied files' owners + the build toolchain.
 mapfile -t HOST_PKGS < <(
-    for f in "${HOST_PROGS[@]}" "${HOST_LIBS[@]}" "$BUSYBOX" "$PCI_IDS"; do owner "$f"; done
+    owners "${HOST_PROGS[@]}" "${HOST_LIBS[@]}" "$BUSYBOX" "$PCI_IDS"
     printf '%s\n' gcc-12 libc6-dev kmod cpio zstd binutils make
     [ -f /usr/lib/x86_64-linux-gnu/liburing.a ] && echo liburing-dev
 )
@@ -297,7 +300,7 @@ mkdir -p "$DEST_MODS/extra"
 cp "$WORK/mtty/mtty.ko" "$DEST_MODS/extra/mtty.ko"
 cp "$KMODS"/modules.{order,builtin,builtin.modinfo} "$DEST_MODS/"
 depmod -b "$ROOT" "$KREL"
-mapfile -t MODULES < <(find "$DEST_MODS" -name '*.ko' -printf '%f\n' | sed 's/\.ko$//' | sort)
+mapfile -t MODULES < <(find "$DEST_MODS" -name '*.ko' -printf '%f\n' | sed 's/\.ko$//; s/-/_/g' | sort)
 
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOT/etc/passwd"
 printf 'root:x:0:\ntty:x:5:\n' >"$ROOT/etc/group"

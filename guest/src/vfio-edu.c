@@ -263,7 +263,12 @@ static void stage_regions(struct vfio *v)
 	if (ioctl(v->device, VFIO_DEVICE_GET_INFO, &info))
 		fail("VFIO_DEVICE_GET_INFO");
 	for (unsigned int i = 0; i < info.num_regions; i++) {
-		struct vfio_region_info r = region_info(v, i);
+		struct vfio_region_info r = { .argsz = sizeof(r), .index = i };
+		/* vfio-pci always counts the VGA region but only VGA devices have it. */
+		if (ioctl(v->device, VFIO_DEVICE_GET_REGION_INFO, &r) && errno == EINVAL) {
+			say("  %-6s (index %u): not present\n", region_name(i), i);
+			continue;
+		}
 		if (!r.size) {
 			say("  %-6s (index %u): not implemented\n", region_name(i), i);
 			continue;
@@ -287,8 +292,13 @@ static void stage_irqs(struct vfio *v)
 		fail("VFIO_DEVICE_GET_INFO");
 	for (unsigned int i = 0; i < info.num_irqs; i++) {
 		struct vfio_irq_info irq = { .argsz = sizeof(irq), .index = i };
-		if (ioctl(v->device, VFIO_DEVICE_GET_IRQ_INFO, &irq))
-			fail("VFIO_DEVICE_GET_IRQ_INFO(%u)", i);
+		if (ioctl(v->device, VFIO_DEVICE_GET_IRQ_INFO, &irq)) {
+			/* ERR needs a PCIe device with AER; the index is counted anyway. */
+			if (errno != EINVAL)
+				fail("VFIO_DEVICE_GET_IRQ_INFO(%u)", i);
+			say("  %-5s (index %u): not present\n", i < 5 ? names[i] : "other", i);
+			continue;
+		}
 		say("  %-5s (index %u): %u vector(s)%s\n", i < 5 ? names[i] : "other", i,
 		    irq.count, (irq.flags & VFIO_IRQ_INFO_EVENTFD) ? ", eventfd" : "");
 	}
