@@ -1,0 +1,231 @@
+"""The Hypervisor: one libvirt connection of one process, and the VMs VirtLab owns on it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import libvirt
+
+from .accel import AccelChoice, probe_accelerator
+from .disks import DEFAULT_DISKS_ROOT, create_disks, list_disk_sessions, plan_disks, remove_session_disks
+from .domain_xml import DomainSpec, SessionTag, build_domain_xml, parse_session_tag
+from .errors import (
+    DomainMissing,
+    HostUnreachable,
+    HypervisorError,
+    OutOfMemory,
+    map_libvirt_error,
+    silence_libvirt_stderr,
+    translated,
+)
+from .events import ensure_event_loop
+from .image import GuestImage, load_image
+from .naming import METADATA_NS, domain_name, session_of
+from .profiles import PROFILES, Profile, get_profile
+from .vm import VM
+
+DEFAULT_URI = "qemu:///system"
+# Memory left to the host OS, libvirtd and the host agent before VMs are refused.
+HOST_RESERVE_MIB = 1024
+# QEMU's own cost on top of guest RAM (TCG cache, device state, ROM copies of kernel/initrd),
+# from bench/vm.py: idle RSS of a 128 MiB guest minus its RAM, rounded up.
+QEMU_OVERHEAD_MIB = 48
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    """What this host can take, for placement."""
+
+    accelerator: str
+    accelerator_reason: str
+    total_mem_mib: int
+    free_mem_mib: int
+    vm_count: int
+    max_vms: int
+    kernel_features: list[str] = field(default_factory=list)
+    image_hash: str = ""
+
+
+@dataclass(frozen=True)
+class TaggedDomain:
+    """A domain VirtLab created (name prefix and session metadata both present)."""
+
+    name: str
+    tag: SessionTag
+    active: bool
+
+    @property
+    def session_id(self) -> str:
+        """The session the domain belongs to."""
+        return self.tag.session_id
+
+
+def vm_cost_mib(profile: Profile) -> int:
+    """Host memory one running VM of `profile` is budgeted to use."""
+    return profile.memory_mib + QEMU_OVERHEAD_MIB
+
+
+class Hypervisor:
+    """VirtLab's view of one libvirt host. Create with Hypervisor.connect()."""
+
+    def __init__(self, conn: libvirt.virConnect, disks_root: Path = DEFAULT_DISKS_ROOT):
+        self._conn = conn
+        self._pid = os.getpid()
+        self.disks_root = disks_root
+
+    @classmethod
+    @contextlib.contextmanager
+    def connect(cls, uri: str = DEFAULT_URI, disks_root: Path = DEFAULT_DISKS_ROOT) -> Iterator[Hypervisor]:
+        """Open a connection for this process (never at import, never inherited across fork)."""
+        silence_libvirt_stderr()
+        ensure_event_loop()
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise HostUnreachable(f"cannot connect to {uri}: {exc.get_error_message()}") from exc
+        # Keepalives turn a dead libvirtd into an error instead of a hang.
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(5, 3)
+        try:
+            yield cls(conn, disks_root)
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        """The underlying connection, guarded against use from a forked child."""
+        if os.getpid() != self._pid:
+            raise HypervisorError("libvirt connection used after fork; open a new one in this process")
+        return self._conn
+
+    def accelerator(self, image: GuestImage) -> AccelChoice:
+        """KVM or TCG for guests of `image` on this host (probed once, cached)."""
+        # The compressed kernel fails fastest under a broken KVM; it is the same kernel.
+        probe_kernel = image.directory / "bzImage"
+        return probe_accelerator(probe_kernel if probe_kernel.is_file() else image.kernel, image.initrd)
+
+    def _lookup(self, session_id: str) -> libvirt.virDomain:
+        with translated():
+            return self.conn.lookupByName(domain_name(session_id))
+
+    def vm(self, session_id: str) -> VM:
+        """The VM of `session_id`; DomainMissing if there is none (or it is not VirtLab's)."""
+        domain = self._lookup(session_id)
+        if self._tag_of(domain) is None:
+            raise DomainMissing(f"{domain_name(session_id)} exists but carries no VirtLab tag")
+        return VM(self.conn, domain, session_id, self.disks_root)
+
+    def create_vm(self, session_id: str, profile: Profile | str, image_dir: Path | str) -> VM:
+        """Define and start the session's VM; if it already exists, (re)start and return it."""
+        profile = get_profile(profile) if isinstance(profile, str) else profile
+        try:
+            vm = self.vm(session_id)
+        except DomainMissing:
+            vm = self._define(session_id, profile, load_image(image_dir))
+        try:
+            vm.start()
+        except HypervisorError:
+            if not vm.is_running():
+                vm.destroy()  # never leave a defined-but-broken domain or its disks behind
+            raise
+        return vm
+
+    def _define(self, session_id: str, profile: Profile, image: GuestImage) -> VM:
+        self._check_memory(profile)
+        base = image.directory / "disk.qcow2"
+        disks = plan_disks(self.disks_root, session_id, profile, base if base.is_file() else None)
+        create_disks(disks)
+        spec = DomainSpec(
+            session_id, profile, image, tuple(disks), self.accelerator(image).accelerator, datetime.now(UTC)
+        )
+        try:
+            domain = self.conn.defineXML(build_domain_xml(spec))
+        except libvirt.libvirtError as exc:
+            remove_session_disks(self.disks_root, session_id)
+            raise map_libvirt_error(exc) from exc
+        return VM(self.conn, domain, session_id, self.disks_root)
+
+    def _memory_mib(self) -> tuple[int, int]:
+        with translated():
+            stats = self.conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+        total = stats.get("total", 0) // 1024
+        # Page cache is reclaimable, so it counts as available (like MemAvailable).
+        free = (stats.get("free", 0) + stats.get("buffers", 0) + stats.get("cached", 0)) // 1024
+        return int(total), int(free)
+
+    def _check_memory(self, profile: Profile) -> None:
+        _total, free = self._memory_mib()
+        needed = vm_cost_mib(profile) + HOST_RESERVE_MIB
+        if free < needed:
+            raise OutOfMemory(f"profile {profile.name} needs {needed} MiB free on the host, {free} MiB are")
+
+    def capacity(self, image_dir: Path | str | None = None) -> HostCapacity:
+        """Memory, VM count and slots (budgeted with the `tiny` profile), accelerator, features."""
+        total, free = self._memory_mib()
+        vm_count = sum(1 for d in self.list_tagged() if d.active)
+        slots = max(0, (free - HOST_RESERVE_MIB) // vm_cost_mib(PROFILES["tiny"]))
+        accel, reason, features, image_hash = "unknown", "no guest image to probe with", [], ""
+        if image_dir is not None:
+            image = load_image(image_dir)
+            choice = self.accelerator(image)
+            accel, reason, features, image_hash = choice.accelerator, choice.reason, image.features, image.image_hash
+        return HostCapacity(accel, reason, total, free, vm_count, vm_count + slots, features, image_hash)
+
+    def _tag_of(self, domain: libvirt.virDomain) -> SessionTag | None:
+        session_id = session_of(domain.name())
+        if session_id is None:
+            return None
+        try:
+            raw = domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+        except libvirt.libvirtError:
+            return None  # no VirtLab metadata: not ours, whatever its name says
+        tag = parse_session_tag(raw)
+        return tag if tag is not None and tag.session_id == session_id else None
+
+    def list_tagged(self) -> list[TaggedDomain]:
+        """Every domain on the host that VirtLab created."""
+        result = []
+        with translated():
+            domains = self.conn.listAllDomains(0)
+        for domain in domains:
+            try:
+                tag = self._tag_of(domain)
+                if tag is not None:
+                    result.append(TaggedDomain(domain.name(), tag, bool(domain.isActive())))
+            except libvirt.libvirtError:
+                continue  # undefined while we looked
+        return sorted(result, key=lambda d: d.name)
+
+    def reap(self, keep_session_ids: Iterable[str]) -> list[str]:
+        """Destroy tagged VMs (and orphan disk directories) whose session is not in `keep`.
+
+        Untagged domains are never touched. Returns the reaped session ids.
+        """
+        keep = set(keep_session_ids)
+        reaped: list[str] = []
+        failures: list[str] = []
+        for tagged in self.list_tagged():
+            if tagged.session_id in keep:
+                continue
+            try:
+                self.vm(tagged.session_id).destroy()
+                reaped.append(tagged.session_id)
+            except DomainMissing:
+                reaped.append(tagged.session_id)
+            except HypervisorError as exc:
+                failures.append(f"{tagged.name}: {exc}")
+        defined = {d.session_id for d in self.list_tagged()}
+        for session_id in list_disk_sessions(self.disks_root):
+            if session_id not in keep and session_id not in defined and session_of("virtlab-" + session_id):
+                remove_session_disks(self.disks_root, session_id)
+                if session_id not in reaped:
+                    reaped.append(session_id)
+        if failures:
+            raise HypervisorError("reap failed for " + "; ".join(failures))
+        return reaped

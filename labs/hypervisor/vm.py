@@ -1,0 +1,198 @@
+"""A handle on one VirtLab VM (a tagged libvirt domain) and everything done to it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+
+from .agent import ExecResult, GuestAgent
+from .console import Console
+from .disks import remove_session_disks
+from .errors import DomainMissing, HypervisorError, SnapshotMissing, translated
+from .naming import check_snapshot_name
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """Size information of one disk, as seen from the host (a guest cannot fake it)."""
+
+    target: str
+    path: str
+    capacity: int
+    allocation: int
+    physical: int
+
+
+class VM:
+    """One session's VM. Obtain it from Hypervisor.create_vm() or Hypervisor.vm()."""
+
+    def __init__(self, conn: libvirt.virConnect, domain: libvirt.virDomain, session_id: str, disks_root: Path):
+        self._conn = conn
+        self._domain = domain
+        self.session_id = session_id
+        self._disks_root = disks_root
+
+    @property
+    def name(self) -> str:
+        """The libvirt domain name."""
+        return str(self._domain.name())
+
+    def state(self) -> str:
+        """ "running", "paused", "shutoff", ... ; "missing" if the domain no longer exists."""
+        try:
+            state, _reason = self._domain.state()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return "missing"
+            raise
+        return _STATES.get(state, "unknown")
+
+    def is_running(self) -> bool:
+        """Whether the guest is running (or paused)."""
+        return self.state() in ("running", "blocked", "paused")
+
+    def start(self) -> None:
+        """Start the defined domain (resumes from a managed save if one exists)."""
+        with translated():
+            if not self._domain.isActive():
+                self._domain.create()
+
+    @property
+    def agent(self) -> GuestAgent:
+        """The guest-agent control channel."""
+        return GuestAgent(self._domain)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> float:
+        """Wait until the guest agent answers; return seconds waited."""
+        return self.agent.wait_ready(timeout_s)
+
+    def exec(self, command: str | Sequence[str], timeout_s: float = 30.0, stdin: bytes | None = None) -> ExecResult:
+        """Run a command in the guest over the control channel."""
+        return self.agent.exec(command, timeout_s=timeout_s, stdin=stdin)
+
+    def console(self, wake: bool = True) -> Console:
+        """Attach to the serial console (reattach after revert: the old stream ends)."""
+        return Console(self._conn, self._domain, wake=wake)
+
+    def xml(self, inactive: bool = False) -> str:
+        """The domain XML as libvirt sees it (live unless `inactive`)."""
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        with translated():
+            return str(self._domain.XMLDesc(flags))
+
+    def disk_targets(self) -> list[tuple[str, str]]:
+        """(target, source path) of every file-backed disk."""
+        root = ET.fromstring(self.xml())  # noqa: S314 - libvirtd output
+        result = []
+        for disk in root.findall("./devices/disk"):
+            target, source = disk.find("target"), disk.find("source")
+            if target is not None and source is not None and source.get("file"):
+                result.append((target.get("dev", ""), source.get("file", "")))
+        return result
+
+    def block_info(self) -> list[BlockInfo]:
+        """Capacity/allocation of each disk, read by libvirt from the host side."""
+        infos = []
+        with translated():
+            for target, path in self.disk_targets():
+                capacity, allocation, physical = self._domain.blockInfo(target)
+                infos.append(BlockInfo(target, path, capacity, allocation, physical))
+        return infos
+
+    def snapshot(self, name: str) -> None:
+        """Take an internal live snapshot (RAM + every disk) called `name`."""
+        element = ET.Element("domainsnapshot")
+        ET.SubElement(element, "name").text = check_snapshot_name(name)
+        with translated():
+            self._domain.snapshotCreateXML(ET.tostring(element, encoding="unicode"), 0)
+
+    def _snapshot(self, name: str) -> libvirt.virDomainSnapshot:
+        with translated():
+            try:
+                return self._domain.snapshotLookupByName(check_snapshot_name(name), 0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                    raise SnapshotMissing(f"{self.name} has no snapshot {name!r}") from exc
+                raise
+
+    def revert(self, name: str) -> None:
+        """Roll RAM and disks back to snapshot `name`; open consoles end and must be reattached."""
+        snapshot = self._snapshot(name)
+        with translated():
+            self._domain.revertToSnapshot(snapshot, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING)
+
+    def delete_snapshot(self, name: str) -> None:
+        """Delete snapshot `name` (its data inside the qcow2 files too)."""
+        snapshot = self._snapshot(name)
+        with translated():
+            snapshot.delete(0)
+
+    def list_snapshots(self) -> list[str]:
+        """Names of the domain's snapshots, oldest first."""
+        with translated():
+            snapshots = self._domain.listAllSnapshots(0)
+            return [s.getName() for s in sorted(snapshots, key=_creation_time)]
+
+    def managed_save(self) -> None:
+        """Save RAM to disk and stop; the next start() resumes where it was."""
+        with translated():
+            self._domain.managedSave(0)
+
+    def has_managed_save(self) -> bool:
+        """Whether start() will resume from a managed save."""
+        with translated():
+            return bool(self._domain.hasManagedSaveImage(0))
+
+    def shutdown(self, timeout_s: float = 10.0) -> bool:
+        """Ask the guest to power off (guest agent); return whether it stopped within the timeout."""
+        if not self.is_running():
+            return True
+        # qemu-ga often exits before replying to a shutdown.
+        with contextlib.suppress(HypervisorError):
+            self.agent.command("guest-shutdown", {"mode": "powerdown"}, timeout_s=2)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def destroy(self) -> None:
+        """Stop the VM, undefine it (with snapshot and save metadata) and delete its disks.
+
+        Idempotent: destroying a missing VM only removes leftover disks.
+        """
+        try:
+            with translated():
+                if self._domain.isActive():
+                    self._domain.destroy()
+                self._domain.undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                    | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                )
+        except DomainMissing:
+            pass
+        remove_session_disks(self._disks_root, self.session_id)
+
+
+def _creation_time(snapshot: libvirt.virDomainSnapshot) -> int:
+    root = ET.fromstring(snapshot.getXMLDesc(0))  # noqa: S314 - libvirtd output
+    return int(root.findtext("creationTime") or 0)
