@@ -262,6 +262,9 @@ WANT_MODULES=(
     vfio vfio_pci vfio_pci_core vfio_iommu_type1 irqbypass mdev
     ublk_drv nbd loop overlay squashfs ext4
     virtio_blk virtio_net virtio_scsi
+    # Entropy from the host (-device virtio-rng-pci): without it getrandom() blocks for
+    # seconds under TCG (no RDRAND on qemu64) and e.g. mkfs.ext4 stalls.
+    virtio_rng
     # ext4/jbd2 reach crc32c through the crypto API (a soft dependency modules.dep omits).
     crc32c_generic crc32c_intel
 )

@@ -44,7 +44,8 @@ def test_build_is_cached_and_readable_by_unprivileged_qemu(guest_image: Path) ->
 
 
 def test_boots_to_prompt_with_modules_and_tools(boot_guest: BootGuest, guest_image: Path) -> None:
-    with boot_guest(machine="pc", memory_mib=128) as vm:
+    # virtio-rng: without host entropy getrandom() blocks for seconds under TCG (mkfs stalls).
+    with boot_guest(machine="pc", memory_mib=128, extra=["-device", "virtio-rng-pci"]) as vm:
         assert vm.boot_seconds is not None
         assert vm.boot_seconds < 30
 
@@ -53,6 +54,10 @@ def test_boots_to_prompt_with_modules_and_tools(boot_guest: BootGuest, guest_ima
         assert vm.check("hostname") == "virtlab\n"
         assert guest_image.name in vm.check("cat /etc/virtlab-release")
         assert vm.run("false")[0] == 1
+
+        # init loads drivers for the virtio devices present (coldplug), and only those.
+        assert vm.check("cat /sys/devices/virtual/misc/hw_random/rng_current") == "virtio_rng.0\n"
+        assert "virtio_blk" not in vm.check("cat /proc/modules")
 
         vm.check("modprobe nbd nbds_max=2 && test -b /dev/nbd0")
         vm.check("modprobe ublk_drv && test -c /dev/ublk-control")
