@@ -37,8 +37,10 @@ class Profile:
 BASE_KERNEL_ARGS: tuple[str, ...] = ("console=ttyS0", "quiet", "panic=-1")
 
 # The only extra QEMU arguments any profile may use: libvirt 9.0 has no element for the `edu`
-# teaching device, so it goes through <qemu:commandline> with exactly these values.
-EDU_QEMU_ARGS: tuple[str, ...] = ("-device", "edu")
+# teaching device, so it goes through <qemu:commandline> with exactly these values. QEMU creates
+# it before libvirt's own PCI devices, so it gets a fixed slot libvirt's allocator never reaches
+# (libvirt packs q35 root ports from slot 1 upwards).
+EDU_QEMU_ARGS: tuple[str, ...] = ("-device", "edu,bus=pcie.0,addr=0x10")
 
 PROFILES: dict[str, Profile] = {
     p.name: p

@@ -161,18 +161,29 @@ class VM:
             return bool(self._domain.hasManagedSaveImage(0))
 
     def shutdown(self, timeout_s: float = 10.0) -> bool:
-        """Ask the guest to power off (guest agent); return whether it stopped within the timeout."""
+        """Power the guest off cleanly; return whether it stopped within the timeout.
+
+        Tries qemu-ga's guest-shutdown, then (busybox guests have no /sbin/shutdown) an immediate
+        `poweroff -f` through the agent. The domain stays defined, with its disks.
+        """
         if not self.is_running():
             return True
         # qemu-ga often exits before replying to a shutdown.
         with contextlib.suppress(HypervisorError):
             self.agent.command("guest-shutdown", {"mode": "powerdown"}, timeout_s=2)
+        if self._wait_stopped(2.0):
+            return True
+        with contextlib.suppress(HypervisorError):
+            self.agent.command("guest-exec", {"path": "/bin/busybox", "arg": ["poweroff", "-f"]})
+        return self._wait_stopped(timeout_s)
+
+    def _wait_stopped(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.is_running():
                 return True
             time.sleep(0.1)
-        return False
+        return not self.is_running()
 
     def destroy(self) -> None:
         """Stop the VM, undefine it (with snapshot and save metadata) and delete its disks.

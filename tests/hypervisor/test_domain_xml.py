@@ -1,0 +1,91 @@
+"""Domain XML generation: schema-valid for every profile, tagged, and free of user input."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from labs.hypervisor.disks import plan_disks
+from labs.hypervisor.domain_xml import QEMU_NS, DomainSpec, build_domain_xml, parse_session_tag
+from labs.hypervisor.image import load_image
+from labs.hypervisor.naming import METADATA_NS, check_session_id, domain_name, session_of
+from labs.hypervisor.profiles import PROFILES, get_profile
+
+from .conftest import validate_domain_xml
+
+DISKS = Path("/var/lib/virtlab/disks")
+
+
+def spec_for(profile_name: str, image_dir: Path, accelerator: str = "tcg") -> DomainSpec:
+    profile = get_profile(profile_name)
+    disks = tuple(plan_disks(DISKS, "s-123", profile))
+    return DomainSpec("s-123", profile, load_image(image_dir), disks, accelerator, datetime(2026, 1, 2, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+@pytest.mark.parametrize("accelerator", ["tcg", "kvm"])
+def test_every_profile_produces_schema_valid_xml(
+    profile_name: str, accelerator: str, guest_image: Path, tmp_path: Path
+) -> None:
+    xml = build_domain_xml(spec_for(profile_name, guest_image, accelerator))
+    validate_domain_xml(xml, tmp_path)
+    root = ET.fromstring(xml)
+    assert root.get("type") == ("kvm" if accelerator == "kvm" else "qemu")
+    assert root.findtext("name") == "virtlab-s-123"
+    assert root.find("./devices/memballoon").get("model") == "none"
+    assert root.find("./devices/interface") is None, "guests get no network"
+    assert root.find("./devices/channel/target").get("name") == "org.qemu.guest_agent.0"
+    assert [d.get("dev") for d in root.findall("./devices/disk/target")][0] == "vda"
+    tb_cache = root.find("./features/tcg/tb-cache")
+    assert (tb_cache is not None) == (accelerator == "tcg")
+
+
+def test_vfio_profile_has_iommu_and_only_the_vetted_edu_args(guest_image: Path) -> None:
+    root = ET.fromstring(build_domain_xml(spec_for("vfio", guest_image)))
+    assert root.find("./os/type").get("machine") == "q35"
+    assert root.find("./devices/iommu").get("model") == "intel"
+    assert "intel_iommu=on" in root.findtext("./os/cmdline")
+    args = [a.get("value") for a in root.findall(f"./{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+    assert args == ["-device", "edu,bus=pcie.0,addr=0x10"]
+    tiny = ET.fromstring(build_domain_xml(spec_for("tiny", guest_image)))
+    assert tiny.find(f"./{{{QEMU_NS}}}commandline") is None
+
+
+def test_storage_profile_has_scratch_and_two_data_disks(guest_image: Path) -> None:
+    root = ET.fromstring(build_domain_xml(spec_for("storage", guest_image)))
+    sources = [d.get("file") for d in root.findall("./devices/disk/source")]
+    assert sources == [str(DISKS / "s-123" / n) for n in ("scratch.qcow2", "data1.qcow2", "data2.qcow2")]
+    assert [d.get("dev") for d in root.findall("./devices/disk/target")] == ["vda", "vdb", "vdc"]
+
+
+def test_metadata_carries_session_profile_image_and_time(guest_image: Path) -> None:
+    root = ET.fromstring(build_domain_xml(spec_for("tiny", guest_image)))
+    session = root.find(f"./metadata/{{{METADATA_NS}}}session")
+    assert session is not None
+    tag = parse_session_tag(ET.tostring(session, encoding="unicode"))
+    assert tag is not None
+    assert (tag.session_id, tag.profile) == ("s-123", "tiny")
+    assert tag.image_hash == load_image(guest_image).image_hash
+    assert tag.created_at.startswith("2026-01-02T00:00:00")
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER", "a/b", "../etc", "x" * 64, "a b", "a;rm", "-lead"])
+def test_unsafe_session_ids_never_reach_names_or_paths(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid session id"):
+        check_session_id(bad)
+    with pytest.raises(ValueError, match="invalid session id"):
+        plan_disks(DISKS, bad, get_profile("tiny"))
+
+
+def test_domain_names_round_trip_and_foreign_names_are_not_sessions() -> None:
+    assert session_of(domain_name("abc-1")) == "abc-1"
+    assert session_of("debian12") is None
+    assert session_of("virtlab-Bad/Name") is None
+
+
+def test_unknown_profile_names_the_valid_choices() -> None:
+    with pytest.raises(KeyError, match="tiny"):
+        get_profile("gpu-passthrough")

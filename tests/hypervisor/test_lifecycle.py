@@ -1,0 +1,113 @@
+"""Creation, teardown, reaping and error mapping against the real libvirtd."""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from labs.hypervisor import (
+    DomainMissing,
+    HostUnreachable,
+    Hypervisor,
+    SnapshotMissing,
+)
+from labs.hypervisor.disks import session_dir
+
+from .conftest import BOOT_TIMEOUT_S, new_session_id
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+
+@pytest.fixture
+def untagged_domains(hv: Hypervisor) -> Iterator[list[str]]:
+    """Two domains VirtLab did not create: one even uses the virtlab- name prefix."""
+    names = [f"virtlab-{new_session_id()}", f"foreign-{new_session_id()}"]
+    for name in names:
+        domain = ET.Element("domain", type="qemu")
+        ET.SubElement(domain, "name").text = name
+        ET.SubElement(domain, "memory", unit="MiB").text = "32"
+        os_el = ET.SubElement(domain, "os")
+        ET.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
+        hv.conn.defineXML(ET.tostring(domain, encoding="unicode"))
+    yield names
+    for name in names:
+        try:
+            hv.conn.lookupByName(name).undefine()
+        except libvirt.libvirtError:
+            pass
+
+
+def test_missing_domain_raises_domain_missing(hv: Hypervisor) -> None:
+    with pytest.raises(DomainMissing):
+        hv.vm("test-never-created")
+
+
+def test_untagged_domain_is_not_a_virtlab_vm(hv: Hypervisor, untagged_domains: list[str]) -> None:
+    session_id = untagged_domains[0].removeprefix("virtlab-")
+    with pytest.raises(DomainMissing, match="no VirtLab tag"):
+        hv.vm(session_id)
+    assert session_id not in {d.session_id for d in hv.list_tagged()}
+
+
+def test_unreachable_host_raises_host_unreachable() -> None:
+    with pytest.raises(HostUnreachable), Hypervisor.connect("qemu+unix:///system?socket=/nonexistent/sock"):
+        pass
+
+
+def test_destroy_removes_domain_snapshots_and_disks_and_reap_spares_untagged(
+    hv: Hypervisor, guest_image: Path, untagged_domains: list[str]
+) -> None:
+    doomed = hv.create_vm(new_session_id(), "tiny", guest_image)
+    kept = hv.create_vm(new_session_id(), "tiny", guest_image)
+    try:
+        doomed.wait_ready(BOOT_TIMEOUT_S)
+        doomed.snapshot("s1")
+        with pytest.raises(SnapshotMissing):
+            doomed.revert("no-such-snapshot")
+        assert session_dir(hv.disks_root, doomed.session_id).is_dir()
+
+        # Reap everything of ours except `kept`; other sessions on this host are left alone.
+        others = {d.session_id for d in hv.list_tagged()} - {doomed.session_id, kept.session_id}
+        others |= {p.name for p in hv.disks_root.iterdir()} - {doomed.session_id, kept.session_id}
+        reaped = hv.reap(keep_session_ids=others | {kept.session_id})
+
+        assert doomed.session_id in reaped
+        assert kept.session_id not in reaped
+        assert doomed.state() == "missing"
+        with pytest.raises(DomainMissing):
+            hv.vm(doomed.session_id)
+        assert not session_dir(hv.disks_root, doomed.session_id).exists()
+        assert hv.vm(kept.session_id).is_running()
+        for name in untagged_domains:
+            hv.conn.lookupByName(name)  # still defined: reap never touches untagged domains
+        doomed.destroy()  # idempotent
+    finally:
+        kept.destroy()
+        doomed.destroy()
+    tagged = {d.session_id for d in hv.list_tagged()}
+    assert not {doomed.session_id, kept.session_id} & tagged
+    assert not session_dir(hv.disks_root, kept.session_id).exists()
+    names = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert f"virtlab-{kept.session_id}" not in names
+
+
+def test_shutdown_stops_the_guest_and_create_vm_starts_it_again(hv: Hypervisor, guest_image: Path) -> None:
+    vm = hv.create_vm(new_session_id(), "tiny", guest_image)
+    try:
+        vm.wait_ready(BOOT_TIMEOUT_S)
+        vm.exec("echo persisted | dd of=/dev/vda conv=fsync 2>/dev/null")
+        assert vm.shutdown(timeout_s=30)
+        assert vm.state() == "shutoff"
+        again = hv.create_vm(vm.session_id, "tiny", guest_image)
+        again.wait_ready(BOOT_TIMEOUT_S)
+        assert again.exec("head -c10 /dev/vda").text == "persisted\n"  # same overlay disk
+    finally:
+        vm.destroy()
+    assert vm.state() == "missing"

@@ -1,0 +1,127 @@
+"""One `tiny` VM, booted once for the module: control channel, console, confinement, disks."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from labs.hypervisor import VM, CommandTimeout, Hypervisor
+from labs.hypervisor.naming import METADATA_NS
+
+from .conftest import validate_domain_xml
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+PROMPT = b"root@virtlab:"
+
+
+def test_exec_returns_exit_code_stdout_and_stderr_separately(tiny_vm: VM) -> None:
+    result = tiny_vm.exec("echo out; echo err >&2; exit 7")
+    assert (result.exit_code, result.stdout, result.stderr) == (7, b"out\n", b"err\n")
+    assert not result.ok
+    assert 0 < result.duration_s < 10
+
+
+def test_exec_argv_and_stdin(tiny_vm: VM) -> None:
+    assert tiny_vm.exec(["/bin/busybox", "uname", "-r"]).text.startswith("6.12.")
+    assert tiny_vm.exec("tr a-z A-Z", stdin=b"shout\n").stdout == b"SHOUT\n"
+
+
+def test_exec_timeout_kills_the_command_and_the_guest_stays_usable(tiny_vm: VM) -> None:
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as excinfo:
+        tiny_vm.exec("echo started; sleep 30", timeout_s=1.5)
+    assert time.monotonic() - started < 10
+    assert "1.5s" in str(excinfo.value)
+    # The sleep was killed: nothing of it is left in the guest.
+    assert "sleep 30" not in tiny_vm.exec("ps").text
+    assert tiny_vm.exec("echo still-here").text == "still-here\n"
+
+
+def test_guest_files_round_trip_through_the_agent(tiny_vm: VM) -> None:
+    payload = bytes(range(256)) * 400  # binary, larger than one transfer chunk
+    tiny_vm.agent.write_file("/tmp/blob", payload)
+    assert tiny_vm.agent.read_file("/tmp/blob") == payload
+    assert tiny_vm.exec("wc -c < /tmp/blob").text.strip() == str(len(payload))
+
+
+def test_console_echoes_typed_keys_and_shows_the_prompt(tiny_vm: VM) -> None:
+    with tiny_vm.console() as console:
+        console.read_until(PROMPT, timeout=30)  # the newline sent on attach redraws the prompt
+        console.write(b"echo typed-$((6*7))\r")
+        output = console.read_until(b"typed-42\r\n", timeout=30)
+        assert b"echo typed-$((6*7))" in output  # the echo of what was typed
+        console.read_until(PROMPT, timeout=30)
+        # Commands on the control channel never appear on the learner's console.
+        tiny_vm.exec("echo control-only")
+        assert b"control-only" not in console.read(timeout=1.0)
+
+
+def test_qemu_runs_unprivileged_with_seccomp(tiny_vm: VM) -> None:
+    pid = Path(f"/run/libvirt/qemu/{tiny_vm.name}.pid").read_text().strip()
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert set(uid_line.split()[1:]) != {"0"}, "QEMU runs as root"
+    assert "Seccomp:\t2" in status  # filter mode
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"-sandbox" in argv
+    assert any(a.startswith(b"tcg,tb-size=") for a in argv) or b"kvm" in b" ".join(argv)
+    owner = subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True, check=True)
+    assert owner.stdout.strip().startswith("libvirt")
+
+
+def test_live_xml_is_schema_valid_and_tagged(tiny_vm: VM, tmp_path: Path) -> None:
+    xml = tiny_vm.xml()
+    validate_domain_xml(xml, tmp_path)
+    root = ET.fromstring(xml)
+    assert root.findtext(f"./metadata/{{{METADATA_NS}}}session/{{{METADATA_NS}}}id") == tiny_vm.session_id
+    assert root.find("./devices/interface") is None
+
+
+def test_block_info_is_read_from_the_host(tiny_vm: VM) -> None:
+    (info,) = tiny_vm.block_info()
+    assert info.target == "vda"
+    assert info.capacity == 64 * 1024 * 1024
+    assert info.path.endswith(f"/{tiny_vm.session_id}/scratch.qcow2")
+    assert tiny_vm.exec("cat /sys/block/vda/size").text.strip() == str(64 * 1024 * 1024 // 512)
+
+
+def test_create_vm_is_idempotent(hv: Hypervisor, tiny_vm: VM, guest_image: Path) -> None:
+    uuid_before = ET.fromstring(tiny_vm.xml()).findtext("uuid")
+    again = hv.create_vm(tiny_vm.session_id, "tiny", guest_image)
+    assert ET.fromstring(again.xml()).findtext("uuid") == uuid_before
+    assert again.exec("cat /proc/uptime").ok  # same running guest, not a reboot
+    assert [d.session_id for d in hv.list_tagged()].count(tiny_vm.session_id) == 1
+
+
+def test_capacity_counts_the_vm_and_reports_the_accelerator(hv: Hypervisor, tiny_vm: VM, guest_image: Path) -> None:
+    capacity = hv.capacity(guest_image)
+    assert capacity.vm_count >= 1
+    assert capacity.accelerator in ("kvm", "tcg")
+    assert capacity.accelerator_reason
+    assert capacity.max_vms > capacity.vm_count
+    assert 0 < capacity.free_mem_mib < capacity.total_mem_mib
+    assert "vfio_pci" in {f.replace("-", "_") for f in capacity.kernel_features}
+
+
+def test_snapshot_and_revert_roll_back_memory_and_disk(tiny_vm: VM) -> None:
+    tiny_vm.exec("echo before > /root/state && printf AAAA | dd of=/dev/vda bs=4 count=1 conv=fsync 2>/dev/null")
+    tiny_vm.snapshot("checkpoint-1")
+    assert "checkpoint-1" in tiny_vm.list_snapshots()
+
+    tiny_vm.exec("echo after > /root/state && printf BBBB | dd of=/dev/vda bs=4 count=1 conv=fsync 2>/dev/null")
+    assert tiny_vm.exec("cat /root/state; head -c4 /dev/vda").text == "after\nBBBB"
+
+    tiny_vm.revert("checkpoint-1")
+    tiny_vm.wait_ready(60)
+    # /root is in RAM (initramfs): "before" proves RAM came back; vda proves the disk did.
+    assert tiny_vm.exec("cat /root/state; head -c4 /dev/vda").text == "before\nAAAA"
+    with tiny_vm.console() as console:  # a fresh console works after the revert
+        console.read_until(PROMPT, timeout=30)
+
+    tiny_vm.delete_snapshot("checkpoint-1")
+    assert "checkpoint-1" not in tiny_vm.list_snapshots()
