@@ -135,7 +135,9 @@ VERSIONS=$(sort -u <<<"$VERSIONS")
 HASH=$(
     cd "$HERE"
     { printf '%s\n' "$VERSIONS"
-      find build.sh init packages.txt src -type f ! -name '*.o' -print0 | sort -z | xargs -0 sha256sum
+      # Sources only: a program left in src/ by a manual make must not change the hash.
+      find build.sh init packages.txt src -type f \( -name '*.[ch]' -o -name Makefile -o ! -path 'src/*' \) \
+          -print0 | sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-16
 )
 OUT=$CACHE/$HASH
@@ -213,7 +215,10 @@ mkdir -p "$WORK/mtty"
 cp "$SRC_SAMPLES/samples/vfio-mdev/mtty.c" "$WORK/mtty/"
 echo 'obj-m := mtty.o' >"$WORK/mtty/Kbuild"
 # BTF for out-of-tree modules needs pahole; mtty needs no BTF.
-make -s -C "$KHDR" M="$WORK/mtty" CONFIG_DEBUG_INFO_BTF_MODULES= modules >&2
+# No debug info and a prefix map keep the random build dir out of the module (reproducible).
+make -s -C "$KHDR" M="$WORK/mtty" CONFIG_DEBUG_INFO_BTF_MODULES= \
+    KCFLAGS="-g0 -ffile-prefix-map=$WORK/mtty=samples/vfio-mdev" modules >&2
+
 MTTY_VERMAGIC=$(modinfo -F vermagic "$WORK/mtty/mtty.ko")
 KERNEL_VERMAGIC=$(modinfo -F vermagic "$(find "$KMODS/kernel/drivers/vfio" -name 'vfio.ko*' | head -n1)")
 [ "$MTTY_VERMAGIC" = "$KERNEL_VERMAGIC" ] || die "mtty vermagic '$MTTY_VERMAGIC' != kernel '$KERNEL_VERMAGIC'"
