@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ BOOT_TIMEOUT_S = 180.0  # TCG boots take 3-6 s alone, far longer when the 2 core
 
 try:
     # The guest engineer's fixture builds (or reuses) the image once per test session.
-    from tests.guest.conftest import guest_image  # noqa: F401
+    from tests.guest.conftest import guest_image
 except ImportError:  # pragma: no cover - only before tests/guest exists
 
     @pytest.fixture(scope="session")
@@ -80,6 +81,11 @@ def boot_vm(hv: Hypervisor, guest_image: Path) -> Iterator[Callable[[str], VM]]:
 def tiny_vm(boot_vm: Callable[[str], VM]) -> VM:
     """A booted `tiny` VM shared by the tests of one module."""
     return boot_vm("tiny")
+
+
+def parse_xml(text: str) -> ET.Element:
+    """Parse XML produced by our own code or by libvirtd (never by users)."""
+    return ET.fromstring(text)  # noqa: S314 - trusted: libvirtd's or our own output
 
 
 def validate_domain_xml(xml: str, tmp_path: Path) -> None:

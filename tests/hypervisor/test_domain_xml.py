@@ -14,7 +14,7 @@ from labs.hypervisor.image import load_image
 from labs.hypervisor.naming import METADATA_NS, check_session_id, domain_name, session_of
 from labs.hypervisor.profiles import PROFILES, get_profile
 
-from .conftest import validate_domain_xml
+from .conftest import parse_xml, validate_domain_xml
 
 DISKS = Path("/var/lib/virtlab/disks")
 
@@ -32,37 +32,37 @@ def test_every_profile_produces_schema_valid_xml(
 ) -> None:
     xml = build_domain_xml(spec_for(profile_name, guest_image, accelerator))
     validate_domain_xml(xml, tmp_path)
-    root = ET.fromstring(xml)
+    root = parse_xml(xml)
     assert root.get("type") == ("kvm" if accelerator == "kvm" else "qemu")
     assert root.findtext("name") == "virtlab-s-123"
     assert root.find("./devices/memballoon").get("model") == "none"
     assert root.find("./devices/interface") is None, "guests get no network"
     assert root.find("./devices/channel/target").get("name") == "org.qemu.guest_agent.0"
-    assert [d.get("dev") for d in root.findall("./devices/disk/target")][0] == "vda"
+    assert next(d.get("dev") for d in root.findall("./devices/disk/target")) == "vda"
     tb_cache = root.find("./features/tcg/tb-cache")
     assert (tb_cache is not None) == (accelerator == "tcg")
 
 
 def test_vfio_profile_has_iommu_and_only_the_vetted_edu_args(guest_image: Path) -> None:
-    root = ET.fromstring(build_domain_xml(spec_for("vfio", guest_image)))
+    root = parse_xml(build_domain_xml(spec_for("vfio", guest_image)))
     assert root.find("./os/type").get("machine") == "q35"
     assert root.find("./devices/iommu").get("model") == "intel"
     assert "intel_iommu=on" in root.findtext("./os/cmdline")
     args = [a.get("value") for a in root.findall(f"./{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
     assert args == ["-device", "edu,bus=pcie.0,addr=0x10"]
-    tiny = ET.fromstring(build_domain_xml(spec_for("tiny", guest_image)))
+    tiny = parse_xml(build_domain_xml(spec_for("tiny", guest_image)))
     assert tiny.find(f"./{{{QEMU_NS}}}commandline") is None
 
 
 def test_storage_profile_has_scratch_and_two_data_disks(guest_image: Path) -> None:
-    root = ET.fromstring(build_domain_xml(spec_for("storage", guest_image)))
+    root = parse_xml(build_domain_xml(spec_for("storage", guest_image)))
     sources = [d.get("file") for d in root.findall("./devices/disk/source")]
     assert sources == [str(DISKS / "s-123" / n) for n in ("scratch.qcow2", "data1.qcow2", "data2.qcow2")]
     assert [d.get("dev") for d in root.findall("./devices/disk/target")] == ["vda", "vdb", "vdc"]
 
 
 def test_metadata_carries_session_profile_image_and_time(guest_image: Path) -> None:
-    root = ET.fromstring(build_domain_xml(spec_for("tiny", guest_image)))
+    root = parse_xml(build_domain_xml(spec_for("tiny", guest_image)))
     session = root.find(f"./metadata/{{{METADATA_NS}}}session")
     assert session is not None
     tag = parse_session_tag(ET.tostring(session, encoding="unicode"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -36,10 +37,8 @@ def untagged_domains(hv: Hypervisor) -> Iterator[list[str]]:
         hv.conn.defineXML(ET.tostring(domain, encoding="unicode"))
     yield names
     for name in names:
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             hv.conn.lookupByName(name).undefine()
-        except libvirt.libvirtError:
-            pass
 
 
 def test_missing_domain_raises_domain_missing(hv: Hypervisor) -> None:

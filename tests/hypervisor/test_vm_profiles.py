@@ -85,7 +85,8 @@ def test_storage_profile_has_two_blank_data_disks(boot_vm: Callable[[str], VM]) 
     assert [i.target for i in vm.block_info()] == ["vda", "vdb", "vdc"]
     # The data disks are usable block devices: a filesystem round trip on vdb.
     fs = vm.exec(
-        "modprobe ext4 && mkfs.ext4 -q /dev/vdb && mkdir -p /mnt/b && mount /dev/vdb /mnt/b && echo ok > /mnt/b/f && cat /mnt/b/f"
+        "modprobe ext4 && mkfs.ext4 -q /dev/vdb && mkdir -p /mnt/b"
+        " && mount /dev/vdb /mnt/b && echo ok > /mnt/b/f && cat /mnt/b/f"
     )
     assert fs.text == "ok\n", fs.stderr
     assert vm.block_info()[1].allocation > 0

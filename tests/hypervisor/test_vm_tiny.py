@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from labs.hypervisor import VM, CommandTimeout, Hypervisor
 from labs.hypervisor.naming import METADATA_NS
 
-from .conftest import validate_domain_xml
+from .conftest import parse_xml, validate_domain_xml
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -77,7 +76,7 @@ def test_qemu_runs_unprivileged_with_seccomp(tiny_vm: VM) -> None:
 def test_live_xml_is_schema_valid_and_tagged(tiny_vm: VM, tmp_path: Path) -> None:
     xml = tiny_vm.xml()
     validate_domain_xml(xml, tmp_path)
-    root = ET.fromstring(xml)
+    root = parse_xml(xml)
     assert root.findtext(f"./metadata/{{{METADATA_NS}}}session/{{{METADATA_NS}}}id") == tiny_vm.session_id
     assert root.find("./devices/interface") is None
 
@@ -91,9 +90,9 @@ def test_block_info_is_read_from_the_host(tiny_vm: VM) -> None:
 
 
 def test_create_vm_is_idempotent(hv: Hypervisor, tiny_vm: VM, guest_image: Path) -> None:
-    uuid_before = ET.fromstring(tiny_vm.xml()).findtext("uuid")
+    uuid_before = parse_xml(tiny_vm.xml()).findtext("uuid")
     again = hv.create_vm(tiny_vm.session_id, "tiny", guest_image)
-    assert ET.fromstring(again.xml()).findtext("uuid") == uuid_before
+    assert parse_xml(again.xml()).findtext("uuid") == uuid_before
     assert again.exec("cat /proc/uptime").ok  # same running guest, not a reboot
     assert [d.session_id for d in hv.list_tagged()].count(tiny_vm.session_id) == 1
 
