@@ -56,6 +56,10 @@ declare -A DL=(
     ["linux-kbuild-$KABI"]=$KVERSION
     ["linux-source-$KSERIES"]=$KVERSION
     ["qemu-guest-agent"]=$(candidate qemu-guest-agent)
+    # Debian's dynamic busybox, not busybox-static: the static one is built with
+    # FEATURE_SH_STANDALONE, so its shell runs its own mount/modprobe/losetup/... applets even
+    # when the real util-linux and kmod tools are on PATH. This one needs only libc.
+    ["busybox"]=$(candidate busybox)
 )
 for p in "${!DL[@]}"; do [ -n "${DL[$p]}" ] || die "no candidate version for $p"; done
 
@@ -91,21 +95,20 @@ HOST_PROGS=(
     /usr/bin/unshare /usr/bin/nsenter /usr/bin/mount /usr/bin/umount /usr/sbin/losetup
     /usr/bin/lsblk /usr/sbin/pivot_root /usr/sbin/switch_root /usr/sbin/mke2fs /usr/sbin/blkid
 )
-BUSYBOX=/usr/bin/busybox
-[ -x "$BUSYBOX" ] || BUSYBOX=/bin/busybox
 PCI_IDS=/usr/share/misc/pci.ids
-for f in "${HOST_PROGS[@]}" "$BUSYBOX" "$PCI_IDS"; do
+for f in "${HOST_PROGS[@]}" "$PCI_IDS"; do
     [ -e "$f" ] || die "$f missing: apt-get install \$(cat $HERE/packages.txt)"
 done
 
 QGA_DEB=$(fetch qemu-guest-agent "${DL[qemu-guest-agent]}")
 QGA_TREE=$(unpack "qemu-guest-agent_${DL[qemu-guest-agent]}" "$QGA_DEB")
 QGA=$QGA_TREE/usr/sbin/qemu-ga
+BUSYBOX=$(unpack "busybox_${DL[busybox]}" "$(fetch busybox "${DL[busybox]}")")/bin/busybox
 
 libs_of() { # shared objects (resolved paths) a dynamic executable loads, including the loader
     ldd "$1" 2>/dev/null | awk '/=> \//{print $3} /^\t\/[^ ]+ \(/{print $1}'
 }
-mapfile -t HOST_LIBS < <(for f in "${HOST_PROGS[@]}" "$QGA"; do libs_of "$f"; done | sort -u)
+mapfile -t HOST_LIBS < <(for f in "${HOST_PROGS[@]}" "$QGA" "$BUSYBOX"; do libs_of "$f"; done | sort -u)
 
 # Debian packages owning the copied host files; dpkg's database predates merged /usr, so ask for
 # both spellings of each path at once (one dpkg-query run: it reads every file list).
@@ -118,7 +121,7 @@ owners() {
 }
 # Packages whose contents or tools shape the image: copied files' owners + the build toolchain.
 mapfile -t HOST_PKGS < <(
-    owners "${HOST_PROGS[@]}" "${HOST_LIBS[@]}" "$BUSYBOX" "$PCI_IDS"
+    owners "${HOST_PROGS[@]}" "${HOST_LIBS[@]}" "$PCI_IDS"
     printf '%s\n' gcc-12 libc6-dev kmod cpio zstd binutils make
     [ -f /usr/lib/x86_64-linux-gnu/liburing.a ] && echo liburing-dev
 )

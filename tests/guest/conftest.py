@@ -32,7 +32,7 @@ def guest_image() -> Path:
     return image
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def boot_guest(guest_image: Path) -> BootGuest:
     """Factory: `with boot_guest(machine=..., extra=[...]) as vm:` boots to the prompt."""
     if shutil.which(QEMU) is None:

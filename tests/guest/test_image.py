@@ -13,11 +13,12 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .serial_guest import BUILD_SCRIPT, CMDLINE, BootGuest
+from .serial_guest import BUILD_SCRIPT, CMDLINE, BootGuest, SerialGuest
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
 
@@ -39,43 +40,57 @@ def test_build_is_cached_and_readable_by_unprivileged_qemu(guest_image: Path) ->
     manifest = json.loads((guest_image / "manifest.json").read_text())
     assert manifest["hash"] == guest_image.name
     assert manifest["kernel"]["release"].startswith("6.12.")
-    assert {"qemu-ga", "qemu-img", "vfio-edu", "busybox"} <= set(manifest["programs"])
+    assert {"qemu-ga", "qemu-img", "vfio-edu", "ublk-ram", "busybox"} <= set(manifest["programs"])
     assert {"vfio_pci", "mdev", "mtty", "ublk_drv", "nbd", "ext4"} <= set(manifest["modules"])
 
 
-def test_boots_to_prompt_with_modules_and_tools(boot_guest: BootGuest, guest_image: Path) -> None:
+@pytest.fixture(scope="module")
+def pc_guest(boot_guest: BootGuest) -> Iterator[SerialGuest]:
+    """One plain `pc` guest with 128 MiB shared by the tests below (boots cost seconds)."""
     # virtio-rng: without host entropy getrandom() blocks for seconds under TCG (mkfs stalls).
     with boot_guest(machine="pc", memory_mib=128, extra=["-device", "virtio-rng-pci"]) as vm:
-        assert vm.boot_seconds is not None
-        assert vm.boot_seconds < 30
+        yield vm
 
-        assert vm.check("echo hello") == "hello\n"
-        assert vm.check("uname -r").startswith("6.12.")
-        assert vm.check("hostname") == "virtlab\n"
-        assert guest_image.name in vm.check("cat /etc/virtlab-release")
-        assert vm.run("false")[0] == 1
 
-        # init loads drivers for the virtio devices present (coldplug), and only those.
-        assert vm.check("cat /sys/devices/virtual/misc/hw_random/rng_current") == "virtio_rng.0\n"
-        assert "virtio_blk" not in vm.check("cat /proc/modules")
+def test_boots_to_prompt_with_modules_and_tools(pc_guest: SerialGuest, guest_image: Path) -> None:
+    vm = pc_guest
+    assert vm.boot_seconds is not None
+    assert vm.boot_seconds < 30
 
-        vm.check("modprobe nbd nbds_max=2 && test -b /dev/nbd0")
-        vm.check("modprobe ublk_drv && test -c /dev/ublk-control")
-        vm.check("modprobe loop && modprobe overlay && modprobe ext4 && modprobe squashfs")
-        loaded = vm.check("cat /proc/modules")
-        for module in ("nbd", "ublk_drv", "loop", "overlay", "ext4", "jbd2", "squashfs"):
-            assert f"\n{module} " in "\n" + loaded, f"{module} not loaded"
+    assert vm.check("echo hello") == "hello\n"
+    assert vm.check("uname -r").startswith("6.12.")
+    assert vm.check("hostname") == "virtlab\n"
+    assert guest_image.name in vm.check("cat /etc/virtlab-release")
+    assert vm.run("false")[0] == 1
 
-        assert "qemu-img version 7.2" in vm.check("qemu-img --version")
-        # ext4 end to end: real mke2fs, loop device, mount.
-        vm.check(
-            "qemu-img create -f raw /tmp/d.img 16M >/dev/null && mkfs.ext4 -q /tmp/d.img"
-            " && mkdir -p /mnt/d && mount -o loop /tmp/d.img /mnt/d && echo ok > /mnt/d/f"
-            " && umount /mnt/d && blkid /tmp/d.img"
-        )
-        assert "memory" in vm.check("cat /sys/fs/cgroup/cgroup.subtree_control").split()
-        assert "Host bridge" in vm.check("lspci")
-        vm.check("unshare --mount --pid --fork true")
+    # init loads drivers for the virtio devices present (coldplug), and only those.
+    assert vm.check("cat /sys/devices/virtual/misc/hw_random/rng_current") == "virtio_rng.0\n"
+    assert "virtio_blk" not in vm.check("cat /proc/modules")
+
+    vm.check("modprobe nbd nbds_max=2 && test -b /dev/nbd0")
+    vm.check("modprobe ublk_drv && test -c /dev/ublk-control")
+    vm.check("modprobe loop && modprobe overlay && modprobe ext4 && modprobe squashfs")
+    loaded = vm.check("cat /proc/modules")
+    for module in ("nbd", "ublk_drv", "loop", "overlay", "ext4", "jbd2", "squashfs"):
+        assert f"\n{module} " in "\n" + loaded, f"{module} not loaded"
+
+    assert "qemu-img version 7.2" in vm.check("qemu-img --version")
+    # ext4 end to end: real mke2fs, loop device, mount.
+    vm.check(
+        "qemu-img create -f raw /tmp/d.img 16M >/dev/null && mkfs.ext4 -q /tmp/d.img"
+        " && mkdir -p /mnt/d && mount -o loop /tmp/d.img /mnt/d && echo ok > /mnt/d/f"
+        " && umount /mnt/d && blkid /tmp/d.img"
+    )
+    assert "memory" in vm.check("cat /sys/fs/cgroup/cgroup.subtree_control").split()
+    assert "Host bridge" in vm.check("lspci")
+    vm.check("unshare --mount --pid --fork true")
+    # The real tools, not busybox applets, answer in the learner's shell.
+    assert vm.check("type mount modprobe losetup unshare").split("\n")[:4] == [
+        "mount is /usr/bin/mount",
+        "modprobe is /usr/sbin/modprobe",
+        "losetup is /usr/sbin/losetup",
+        "unshare is /usr/bin/unshare",
+    ]
 
 
 def _connect_unix(path: Path) -> socket.socket:
@@ -197,22 +212,42 @@ def test_vfio_user_space_driver_for_edu(boot_guest: BootGuest) -> None:
         assert rc == 2
 
 
-def test_mtty_mdev_instance_lifecycle(boot_guest: BootGuest) -> None:
-    with boot_guest() as vm:
-        vm.check("modprobe mtty")
-        parent = "/sys/class/mdev_bus/mtty/mdev_supported_types"
-        types = vm.check(f"ls {parent}").split()
-        assert types, "mtty registered no mdev types"
-        mdev_type = types[-1]
-        before = int(vm.check(f"cat {parent}/{mdev_type}/available_instances"))
-        assert before > 0
+def test_mtty_mdev_instance_lifecycle(pc_guest: SerialGuest) -> None:
+    vm = pc_guest
+    vm.check("modprobe mtty")
+    parent = "/sys/class/mdev_bus/mtty/mdev_supported_types"
+    types = vm.check(f"ls {parent}").split()
+    assert types, "mtty registered no mdev types"
+    mdev_type = types[-1]
+    before = int(vm.check(f"cat {parent}/{mdev_type}/available_instances"))
+    assert before > 0
 
-        instance = str(uuid.uuid4())
-        vm.check(f"echo {instance} > {parent}/{mdev_type}/create")
-        assert instance in vm.check("ls /sys/bus/mdev/devices/").split()
-        assert int(vm.check(f"cat {parent}/{mdev_type}/available_instances")) < before
-        assert vm.check(f"basename $(readlink /sys/bus/mdev/devices/{instance}/mdev_type)").strip() == mdev_type
+    instance = str(uuid.uuid4())
+    vm.check(f"echo {instance} > {parent}/{mdev_type}/create")
+    assert instance in vm.check("ls /sys/bus/mdev/devices/").split()
+    assert int(vm.check(f"cat {parent}/{mdev_type}/available_instances")) < before
+    assert vm.check(f"basename $(readlink /sys/bus/mdev/devices/{instance}/mdev_type)").strip() == mdev_type
 
-        vm.check(f"echo 1 > /sys/bus/mdev/devices/{instance}/remove")
-        assert instance not in vm.check("ls /sys/bus/mdev/devices/").split()
-        assert int(vm.check(f"cat {parent}/{mdev_type}/available_instances")) == before
+    vm.check(f"echo 1 > /sys/bus/mdev/devices/{instance}/remove")
+    assert instance not in vm.check("ls /sys/bus/mdev/devices/").split()
+    assert int(vm.check(f"cat {parent}/{mdev_type}/available_instances")) == before
+
+
+def test_ublk_ram_server_serves_a_filesystem(pc_guest: SerialGuest) -> None:
+    vm = pc_guest
+    vm.check("modprobe ublk_drv")
+    # A subshell detaches the server from the shell's job control (no "Done" lines later).
+    vm.check("(ublk-ram 32M >/tmp/ublk.log 2>&1 &)")
+    vm.check("for i in $(seq 50); do [ -b /dev/ublkb0 ] && break; sleep 0.1; done; test -b /dev/ublkb0")
+    assert "/dev/ublkb0 ready: 32 MiB" in vm.check("cat /tmp/ublk.log")
+    assert vm.check("cat /sys/block/ublkb0/size") == "65536\n"
+
+    # Data survives a page-cache drop, so it was really read back through the server.
+    vm.check("dd if=/dev/urandom of=/tmp/payload bs=1k count=3000 2>/dev/null")
+    vm.check("mkfs.ext4 -q /dev/ublkb0 && mkdir -p /mnt/u && mount /dev/ublkb0 /mnt/u", timeout=60)
+    vm.check("cp /tmp/payload /mnt/u/ && umount /mnt/u && echo 3 > /proc/sys/vm/drop_caches")
+    vm.check("mount /dev/ublkb0 /mnt/u && cmp /tmp/payload /mnt/u/payload && umount /mnt/u")
+
+    vm.check("kill $(pidof ublk-ram); for i in $(seq 50); do [ -e /dev/ublkc0 ] || break; sleep 0.1; done")
+    assert "removed" in vm.check("cat /tmp/ublk.log")
+    assert vm.run("test -e /dev/ublkb0 || test -e /dev/ublkc0")[0] == 1
