@@ -21,6 +21,13 @@ from .errors import CommandTimeout, GuestAgentTimeout, GuestAgentUnavailable, Hy
 # Seconds libvirt waits for one agent reply; guest-exec itself returns at once (it only spawns).
 _REPLY_TIMEOUT_S = 10
 _FILE_CHUNK = 48 * 1024
+# Stops the process, kills its descendants (found through /proc: busybox images may lack pgrep),
+# then kills it. The pid arrives as "$1".
+_KILL_TREE = (
+    'kill_tree() { kill -STOP "$1" 2>/dev/null; for s in /proc/[0-9]*/stat; do'
+    ' read -r p _ _ pp _ < "$s" 2>/dev/null || continue; [ "$pp" = "$1" ] && kill_tree "$p"; done;'
+    ' kill -9 "$1" 2>/dev/null; }; kill_tree "$1"'
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,8 @@ class GuestAgent:
     ) -> ExecResult:
         """Run `command` in the guest (a string goes through /bin/sh -c) and wait for it.
 
-        On timeout the guest process is killed and CommandTimeout raised.
+        Output is captured until the command's stdout/stderr close, so background jobs must
+        redirect theirs. On timeout the command's process tree is killed and CommandTimeout raised.
         """
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         arguments: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
@@ -113,10 +121,16 @@ class GuestAgent:
         )
 
     def _kill(self, pid: int) -> None:
-        # qemu-ga 7.2 has no guest-exec-kill: kill the process (and its group) from a second exec.
+        # qemu-ga 7.2 has no guest-exec-kill. Kill the command's whole process tree (children
+        # first) from a second exec; the pid travels as an argument, never inside the script.
         try:
-            self.command("guest-exec", {"path": "/bin/kill", "arg": ["-9", str(pid)]})
-            self.command("guest-exec-status", {"pid": pid})
+            killer = self.command("guest-exec", {"path": "/bin/sh", "arg": ["-c", _KILL_TREE, "kill-tree", str(pid)]})
+            deadline = time.monotonic() + 5
+            while not self.command("guest-exec-status", {"pid": killer["pid"]}).get("exited"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            self.command("guest-exec-status", {"pid": pid})  # reap the status entry in qemu-ga
         except HypervisorError:
             pass
 

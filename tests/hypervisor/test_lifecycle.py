@@ -15,6 +15,9 @@ from labs.hypervisor import (
     DomainMissing,
     HostUnreachable,
     Hypervisor,
+    ImageInvalid,
+    OutOfMemory,
+    Profile,
     SnapshotMissing,
 )
 from labs.hypervisor.disks import session_dir
@@ -110,3 +113,22 @@ def test_shutdown_stops_the_guest_and_create_vm_starts_it_again(hv: Hypervisor, 
     finally:
         vm.destroy()
     assert vm.state() == "missing"
+
+
+def test_profile_larger_than_free_memory_is_refused_before_anything_is_created(
+    hv: Hypervisor, guest_image: Path
+) -> None:
+    session_id = new_session_id()
+    free = hv.capacity().free_mem_mib
+    huge = Profile(name="huge", machine="pc", memory_mib=free + 1)
+    with pytest.raises(OutOfMemory, match="needs"):
+        hv.create_vm(session_id, huge, guest_image)
+    with pytest.raises(DomainMissing):
+        hv.vm(session_id)
+    assert not session_dir(hv.disks_root, session_id).exists()
+
+
+def test_incomplete_image_directory_is_rejected(hv: Hypervisor, tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(ImageInvalid, match="vmlinux or bzImage"):
+        hv.create_vm(new_session_id(), "tiny", tmp_path)
