@@ -3,6 +3,9 @@
 #
 #   guest/build.sh            -> prints the image directory as the last line of stdout
 #
+# Run as root to build. Without root it only finds an existing image (exit 77 if it would have
+# to build).
+#
 # The image lands in $VIRTLAB_GUEST_CACHE/<hash>/ where <hash> covers this recipe (this file,
 # init, src/**, packages.txt) and the exact Debian package versions used. A complete image
 # directory is never rebuilt; $VIRTLAB_GUEST_CACHE/current points at the newest one.
@@ -23,10 +26,7 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "run as root (apt-get download, depmod into the image tree)"
 START=$(date +%s.%N)
-mkdir -p "$DEBS" "$PKGS"
-chmod 0755 "$CACHE" "$DEBS" "$PKGS"
 
 # ---------------------------------------------------------------- package resolution
 
@@ -66,6 +66,7 @@ for p in "${!DL[@]}"; do [ -n "${DL[$p]}" ] || die "no candidate version for $p"
 fetch() { # fetch PKG VERSION -> path of the .deb (downloaded once)
     local dir="$DEBS/$1=$2"
     if ! compgen -G "$dir/*.deb" >/dev/null; then
+        need_root "downloading $1=$2"
         log "downloading $1=$2"
         local tmp="$dir.tmp$$"
         rm -rf "$tmp" && mkdir -p "$tmp"
@@ -79,6 +80,7 @@ fetch() { # fetch PKG VERSION -> path of the .deb (downloaded once)
 unpack() { # unpack NAME DEB... -> tree with all debs extracted (once)
     local name=$1 dir="$PKGS/$1"; shift
     if [ ! -d "$dir" ]; then
+        need_root "unpacking $name"
         log "unpacking $name"
         local deb tmp="$dir.tmp$$"
         rm -rf "$tmp" && mkdir -p "$tmp"
@@ -99,6 +101,20 @@ PCI_IDS=/usr/share/misc/pci.ids
 for f in "${HOST_PROGS[@]}" "$PCI_IDS"; do
     [ -e "$f" ] || die "$f missing: apt-get install \$(cat $HERE/packages.txt)"
 done
+
+# Building needs root (apt-get download, root-owned files in the image); finding a cached
+# image does not, as long as the packages it needs are already unpacked.
+need_root() {
+    if [ "$(id -u)" != 0 ]; then
+        log "error: $* needs root: run guest/build.sh as root"
+        exit 77
+    fi
+}
+if [ ! -d "$PKGS" ]; then need_root "creating $CACHE"; fi
+if [ "$(id -u)" = 0 ]; then
+    mkdir -p "$DEBS" "$PKGS"
+    chmod 0755 "$CACHE" "$DEBS" "$PKGS"
+fi
 
 QGA_DEB=$(fetch qemu-guest-agent "${DL[qemu-guest-agent]}")
 QGA_TREE=$(unpack "qemu-guest-agent_${DL[qemu-guest-agent]}" "$QGA_DEB")
@@ -146,17 +162,18 @@ HASH=$(
 OUT=$CACHE/$HASH
 
 point_current() { # atomically repoint $CACHE/current
-    ln -sfn "$HASH" "$CACHE/.current.tmp"
-    mv -T "$CACHE/.current.tmp" "$CACHE/current"
+    local tmp="$CACHE/.current.tmp$$"
+    ln -sfn "$HASH" "$tmp" && mv -T "$tmp" "$CACHE/current"
 }
 
 if [ -f "$OUT/manifest.json" ]; then
     log "cached: $OUT"
-    point_current
+    if [ -w "$CACHE" ]; then point_current; fi
     printf '%s\n' "$OUT"
     exit 0
 fi
 
+need_root "building image $HASH"
 log "building image $HASH (kernel $KREL, $KVERSION)"
 WORK=$(mktemp -d "$CACHE/.build-$HASH.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
