@@ -124,15 +124,19 @@ class Hypervisor:
     def create_vm(self, session_id: str, profile: Profile | str, image_dir: Path | str) -> VM:
         """Define and start the session's VM; if it already exists, (re)start and return it."""
         profile = get_profile(profile) if isinstance(profile, str) else profile
+        defined_now = False
         try:
             vm = self.vm(session_id)
         except DomainMissing:
             vm = self._define(session_id, profile, load_image(image_dir))
+            defined_now = True
         try:
             vm.start()
         except HypervisorError:
-            if not vm.is_running():
-                vm.destroy()  # never leave a defined-but-broken domain or its disks behind
+            # A domain defined by this call must not linger half-made; an existing session's VM
+            # keeps its disks (the learner's work) even if it cannot start right now.
+            if defined_now and not vm.is_running():
+                vm.destroy()
             raise
         return vm
 

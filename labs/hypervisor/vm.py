@@ -14,7 +14,7 @@ import libvirt
 from .agent import ExecResult, GuestAgent
 from .console import Console
 from .disks import remove_session_disks
-from .errors import DomainMissing, HypervisorError, SnapshotMissing, translated
+from .errors import DomainMissing, HypervisorError, SnapshotMissing, map_libvirt_error, translated
 from .naming import check_snapshot_name
 
 _STATES = {
@@ -70,9 +70,14 @@ class VM:
 
     def start(self) -> None:
         """Start the defined domain (resumes from a managed save if one exists)."""
-        with translated():
+        try:
             if not self._domain.isActive():
                 self._domain.create()
+        except libvirt.libvirtError as exc:
+            # A concurrent start (a retried task) won the race: the VM is up, which is the goal.
+            if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and self._domain.isActive():
+                return
+            raise map_libvirt_error(exc) from exc
 
     @property
     def agent(self) -> GuestAgent:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +14,12 @@ import libvirt
 import pytest
 
 from labs.hypervisor import (
+    Console,
+    ConsoleClosed,
     DomainMissing,
     HostUnreachable,
     Hypervisor,
+    HypervisorError,
     ImageInvalid,
     OutOfMemory,
     Profile,
@@ -132,3 +137,41 @@ def test_incomplete_image_directory_is_rejected(hv: Hypervisor, tmp_path: Path) 
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(ImageInvalid, match="vmlinux or bzImage"):
         hv.create_vm(new_session_id(), "tiny", tmp_path)
+
+
+def _use_connection_in_child(hv: Hypervisor, result: multiprocessing.SimpleQueue[str]) -> None:
+    try:
+        hv.vm("test-after-fork")
+        result.put("used")
+    except HypervisorError as exc:
+        result.put(str(exc))
+
+
+def test_connection_is_never_used_across_fork(hv: Hypervisor) -> None:
+    context = multiprocessing.get_context("fork")
+    result: multiprocessing.SimpleQueue[str] = context.SimpleQueue()
+    child = context.Process(target=_use_connection_in_child, args=(hv, result))
+    child.start()
+    child.join(30)
+    assert "after fork" in result.get()
+    with pytest.raises(DomainMissing):  # the parent's connection still works
+        hv.vm("test-after-fork")
+
+
+def _read_for(console: Console, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        console.read(timeout=0.5)
+
+
+def test_console_reports_closed_when_the_vm_goes_away(hv: Hypervisor, guest_image: Path) -> None:
+    vm = hv.create_vm(new_session_id(), "tiny", guest_image)
+    try:
+        console = vm.console(wake=False)
+        vm.destroy()
+        with pytest.raises(ConsoleClosed):
+            _read_for(console, seconds=30)
+        assert console.closed
+        console.close()
+    finally:
+        vm.destroy()
