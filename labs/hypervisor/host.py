@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +13,14 @@ from pathlib import Path
 import libvirt
 
 from .accel import AccelChoice, probe_accelerator
-from .disks import DEFAULT_DISKS_ROOT, create_disks, list_disk_sessions, plan_disks, remove_session_disks
+from .disks import (
+    DEFAULT_DISKS_ROOT,
+    create_disks,
+    list_disk_sessions,
+    plan_disks,
+    remove_session_disks,
+    session_dir,
+)
 from .domain_xml import DomainSpec, SessionTag, build_domain_xml, parse_session_tag
 from .errors import (
     DomainMissing,
@@ -25,13 +33,15 @@ from .errors import (
 )
 from .events import ensure_event_loop
 from .image import GuestImage, load_image
-from .naming import METADATA_NS, domain_name, session_of
+from .naming import METADATA_NS, domain_name, is_session_id, session_of
 from .profiles import PROFILES, Profile, get_profile
 from .vm import VM
 
 DEFAULT_URI = "qemu:///system"
 # Memory left to the host OS, libvirtd and the host agent before VMs are refused.
 HOST_RESERVE_MIB = 1024
+# Disk directories without a domain are removed by reap() only once older than this.
+ORPHAN_DISK_GRACE_S = 600
 # QEMU's own cost on top of guest RAM (TCG cache, device state, ROM copies of kernel/initrd),
 # from bench/vm.py: idle RSS of a 128 MiB guest minus its RAM, rounded up.
 QEMU_OVERHEAD_MIB = 48
@@ -209,7 +219,8 @@ class Hypervisor:
     def reap(self, keep_session_ids: Iterable[str]) -> list[str]:
         """Destroy tagged VMs (and orphan disk directories) whose session is not in `keep`.
 
-        Untagged domains are never touched. Returns the reaped session ids.
+        Untagged domains are never touched; disk directories without a domain are removed once
+        older than ORPHAN_DISK_GRACE_S (a create may be in flight). Returns the reaped session ids.
         """
         keep = set(keep_session_ids)
         reaped: list[str] = []
@@ -226,7 +237,11 @@ class Hypervisor:
                 failures.append(f"{tagged.name}: {exc}")
         defined = {d.session_id for d in self.list_tagged()}
         for session_id in list_disk_sessions(self.disks_root):
-            if session_id not in keep and session_id not in defined and session_of("virtlab-" + session_id):
+            if session_id in keep or session_id in defined or not is_session_id(session_id):
+                continue
+            # create_vm makes the disks just before defining the domain: spare fresh directories.
+            age = time.time() - session_dir(self.disks_root, session_id).stat().st_mtime
+            if age > ORPHAN_DISK_GRACE_S:
                 remove_session_disks(self.disks_root, session_id)
                 if session_id not in reaped:
                     reaped.append(session_id)

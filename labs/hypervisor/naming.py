@@ -20,6 +20,11 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
+def is_session_id(value: str) -> bool:
+    """Whether `value` is a well-formed session id."""
+    return bool(_SESSION_ID.fullmatch(value))
+
+
 def check_snapshot_name(name: str) -> str:
     """Return `name` if it is a safe snapshot name, else raise ValueError."""
     if not _SNAPSHOT_NAME.fullmatch(name):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -25,7 +26,7 @@ from labs.hypervisor import (
     Profile,
     SnapshotMissing,
 )
-from labs.hypervisor.disks import session_dir
+from labs.hypervisor.disks import remove_session_disks, session_dir
 
 from .conftest import BOOT_TIMEOUT_S, new_session_id
 
@@ -175,3 +176,22 @@ def test_console_reports_closed_when_the_vm_goes_away(hv: Hypervisor, guest_imag
         console.close()
     finally:
         vm.destroy()
+
+
+def test_reap_removes_old_orphan_disk_directories_but_spares_fresh_ones(hv: Hypervisor) -> None:
+    old, fresh = new_session_id(), new_session_id()
+    for session_id in (old, fresh):
+        session_dir(hv.disks_root, session_id).mkdir(mode=0o711)
+        (session_dir(hv.disks_root, session_id) / "scratch.qcow2").write_bytes(b"")
+    aged = time.time() - 3600
+    os.utime(session_dir(hv.disks_root, old), (aged, aged))
+    try:
+        others = {d.session_id for d in hv.list_tagged()} | {p.name for p in hv.disks_root.iterdir()}
+        reaped = hv.reap(keep_session_ids=others - {old, fresh})
+        assert old in reaped
+        assert not session_dir(hv.disks_root, old).exists()
+        assert fresh not in reaped  # may belong to a create_vm in flight
+        assert session_dir(hv.disks_root, fresh).is_dir()
+    finally:
+        remove_session_disks(hv.disks_root, old)
+        remove_session_disks(hv.disks_root, fresh)
