@@ -50,7 +50,7 @@ chmod 0711 "$DISKS_DIR"
 mkdir -p "$IMAGE_ROOT"
 chmod 0755 /var/cache/virtlab "$IMAGE_ROOT"
 for dir in "$IMAGE_ROOT"/*/; do
-    [ -d "$dir" ] && chmod o+rx "$dir"
+    if [ -f "${dir}manifest.json" ]; then chmod o+rx "$dir"; fi
 done
 
 # Confinement: QEMU runs as the unprivileged qemu user under QEMU's seccomp sandbox, with a
