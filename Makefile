@@ -1,0 +1,33 @@
+# VirtLab: `make run` installs everything and starts the portal; `make test` installs and tests.
+SHELL := /bin/bash
+PY := .venv/bin/python
+
+.PHONY: run test setup services guest lint lock bench clean-vms
+
+run: setup
+	scripts/run.sh
+
+test: setup
+	scripts/test.sh
+
+setup:
+	scripts/setup.sh
+
+services:
+	scripts/services.sh
+
+guest:
+	guest/build.sh
+
+lint:
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools)==' > requirements.txt
+
+bench:
+	$(PY) bench/vm.py --quick
+	$(PY) bench/docs.py --quick
+	$(PY) bench/labs.py --quick

@@ -1,0 +1,68 @@
+"""Hypervisor host registry: each host agent advertises its capacity in Redis.
+
+The web tier never talks to libvirt; it learns about hosts only from these adverts, which
+expire when an agent stops refreshing them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+from django.conf import settings
+
+ADVERT_PREFIX = "virtlab:host:"
+ADVERT_TTL_S = 30
+
+
+@dataclass(frozen=True)
+class HostAdvert:
+    """What a host agent reports about itself."""
+
+    name: str
+    libvirt_ok: bool
+    libvirt_error: str = ""
+    accelerator: str = "unknown"  # "kvm" or "tcg"
+    accelerator_reason: str = ""
+    image_present: bool = False
+    image_dir: str = ""
+    image_hash: str = ""
+    total_mem_mib: int = 0
+    free_mem_mib: int = 0
+    vm_count: int = 0
+    max_vms: int = 0
+    kernel_features: list[str] = field(default_factory=list)
+    updated_at: float = 0.0
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.max_vms - self.vm_count) if self.libvirt_ok and self.image_present else 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> HostAdvert:
+        data: dict[str, Any] = json.loads(raw)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def publish(advert: HostAdvert, client: redis.Redis | None = None) -> None:
+    client = client or redis_client()
+    stamped = HostAdvert(**{**asdict(advert), "updated_at": time.time()})
+    client.set(ADVERT_PREFIX + advert.name, stamped.to_json(), ex=ADVERT_TTL_S)
+
+
+def list_hosts(client: redis.Redis | None = None) -> list[HostAdvert]:
+    client = client or redis_client()
+    keys = sorted(client.scan_iter(match=ADVERT_PREFIX + "*"))
+    raws = client.mget(keys) if keys else []
+    return [HostAdvert.from_json(r) for r in raws if r]

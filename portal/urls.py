@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from portal import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/", include("portal.accounts.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("docs/", include("portal.kb.urls")),
+    path("", include("labs.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,34 @@
+"""Shared fixtures: the users every permission test needs (owner, other learner, instructor)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from portal import roles
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def make_user(username: str, *role_names: str) -> User:
+    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD)
+    for role in role_names or (roles.LEARNER,):
+        roles.grant_role(user, role)
+    return user
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    """A learner who owns things in tests."""
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    """Another learner: must never see alice's things."""
+    return make_user("bob")
+
+
+@pytest.fixture
+def teacher(db: None) -> User:
+    return make_user("teacher", roles.INSTRUCTOR)
