@@ -263,7 +263,8 @@ for f in "${HOST_LIBS[@]}"; do
         *) install -m 0644 "$f" "$ROOT/usr/lib/x86_64-linux-gnu/${f##*/}" ;;
     esac
 done
-install -m 0644 "$PCI_IDS" "$ROOT$PCI_IDS"
+# libpci looks for pci.ids.gz first (Debian builds it with zlib): 0.3 MB instead of 1.3 MB.
+gzip -9n -c "$PCI_IDS" >"$ROOT$PCI_IDS.gz"
 for l in modprobe lsmod rmmod insmod modinfo depmod; do ln -s ../bin/kmod "$ROOT/usr/sbin/$l"; done
 ln -s mke2fs "$ROOT/usr/sbin/mkfs.ext4"
 ln -s /proc/self/mounts "$ROOT/etc/mtab"
@@ -281,8 +282,8 @@ make -s -C "$HERE/src" OUT="$WORK/progs" >&2
 mapfile -t LAB_PROGS < <(find "$WORK/progs" -maxdepth 1 -type f -perm -u+x -printf '%f\n' | sort)
 for p in "${LAB_PROGS[@]}"; do install -m 0755 "$WORK/progs/$p" "$ROOT/usr/bin/$p"; done
 
-# Kernel modules: the wanted set plus its modules.dep closure, xz-decompressed (the busybox
-# side needs no xz support then, and compressing the whole cpio once is smaller).
+# Kernel modules: the wanted set plus its modules.dep closure, xz-decompressed: modprobe then
+# does no decompression under TCG, and compressing the whole cpio once is smaller.
 WANT_MODULES=(
     vfio vfio_pci vfio_pci_core vfio_iommu_type1 irqbypass mdev
     ublk_drv nbd loop overlay squashfs ext4
