@@ -32,3 +32,13 @@ def bob(db: None) -> User:
 @pytest.fixture
 def teacher(db: None) -> User:
     return make_user("teacher", roles.INSTRUCTOR)
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings) -> None:  # type: ignore[no-untyped-def]
+    # The live server serves static files through the finders, which know the source names, not
+    # the manifest's hashed ones; production (whitenoise + manifest) is exercised by bench/docs.py.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
