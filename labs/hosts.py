@@ -47,7 +47,7 @@ class HostAdvert:
     @classmethod
     def from_json(cls, raw: str | bytes) -> HostAdvert:
         data: dict[str, Any] = json.loads(raw)
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

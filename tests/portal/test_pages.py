@@ -17,7 +17,8 @@ def test_language_switch_to_chinese(client: Client) -> None:
     assert resp.status_code == 302
     html = client.get("/").content.decode()
     assert '<html lang="zh-hans"' in html
-    assert "文档" in html and "实验" in html
+    assert "文档" in html
+    assert "实验" in html
 
 
 def test_static_vendor_assets_are_served(client: Client) -> None:
