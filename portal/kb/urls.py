@@ -1,8 +1,13 @@
-from django.urls import path
-from django.views.generic import TemplateView
+from django.urls import path, re_path
+
+from . import views
 
 app_name = "kb"
 urlpatterns = [
-    path("", TemplateView.as_view(template_name="portal/home.html"), name="index"),
-    path("search/", TemplateView.as_view(template_name="portal/home.html"), name="search"),
+    path("", views.index, name="index"),
+    path("search/", views.search, name="search"),
+    path("glossary/", views.glossary, name="glossary"),
+    re_path(r"^img/(?P<name>[\w-]+\.(?:svg|png))$", views.image, name="image"),
+    re_path(r"^(?P<lang>en|zh)/(?P<slug>[a-z0-9][a-z0-9-]*)/$", views.page, name="page"),
+    path("<slug:slug>/", views.page_redirect, name="page_redirect"),
 ]

@@ -1,0 +1,68 @@
+"""Knowledge-base search: one entry point, the backend chosen by the database vendor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connection
+
+from ..markdown import doc_url
+from .backend import IndexDoc, RawHit, SearchBackend
+from .postgres_fts import PostgresFtsBackend
+from .snippets import highlighter, mark, score_terms, snippet, stem, term_keys
+from .text import parse_query
+
+__all__ = ["IndexDoc", "RawHit", "SearchResult", "get_backend", "search"]
+MAX_LIMIT = 50
+
+
+def get_backend() -> SearchBackend:
+    if connection.vendor == "postgresql":
+        return PostgresFtsBackend()
+    from .sqlite_fts import SqliteFtsBackend
+
+    return SqliteFtsBackend()
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    lang: str
+    slug: str
+    section: str
+    title_html: str
+    heading_html: str
+    anchor: str
+    url: str
+    snippet_html: str
+    score: float
+
+
+def search(q: str, *, lang: str | None = None, section: str | None = None, limit: int = 10) -> list[SearchResult]:
+    """Ranked pages for `q`, each with its best-matching section and a highlighted snippet."""
+    from ..cache import corpus
+
+    snap = corpus()
+    query = parse_query(q, snap.glossary)
+    if not query:
+        return []
+    hits = get_backend().query(query.terms, lang or None, section or None, min(limit, MAX_LIMIT))
+    pattern = highlighter(query.highlight_words)
+    keys = term_keys(query.highlight_words)
+    prefix = next((stem(t.words[0]) for t in query.terms if t.prefix), "")
+    results = []
+    for hit in hits:
+        info = snap.pages.get((hit.lang, hit.slug))
+        if info is None:  # index ahead of the page table for a moment during a build
+            continue
+        best = max(info.sections or [{"id": "", "heading": info.title, "text": info.summary}],
+                   key=lambda s: score_terms(s.get("heading_terms", {}), keys, prefix) * 3
+                   + score_terms(s.get("terms", {}), keys, prefix))
+        anchor = best["id"]
+        heading = best["heading"] if anchor else ""
+        results.append(SearchResult(
+            lang=hit.lang, slug=hit.slug, section=info.section,
+            title_html=mark(info.title, pattern), heading_html=mark(heading, pattern), anchor=anchor,
+            url=doc_url(hit.lang, hit.slug, anchor),
+            snippet_html=snippet(best["text"] or info.summary, keys), score=hit.score,
+        ))
+    return results

@@ -1,0 +1,104 @@
+"""Highlighting in the ORIGINAL text: matched terms are found again in the unsegmented text,
+everything else is escaped. One implementation for every backend.
+
+Section choice uses term counts prepared at build time (`term_counts`), so a query only scans
+the one section it quotes.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from html import escape
+
+from .text import CJK_RE, jieba
+
+SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "ed", "es", "s", "e", "y")
+PIECE_RE = re.compile(r"[^\W_]+")  # `_` joins words in identifiers but not in the index's tokens
+WIDTH = 200
+
+
+def stem(word: str) -> str:
+    """Close enough to porter for matching: "snapshots" and "snapshotting" share "snapshot"."""
+    if CJK_RE.search(word):
+        return word
+    for suffix in SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def term_keys(words: list[str]) -> list[str]:
+    return sorted({stem(p) for w in words for p in PIECE_RE.findall(w.lower())}, key=len, reverse=True)
+
+
+def term_counts(text: str) -> dict[str, int]:
+    """Stemmed token counts of a section, computed at build time."""
+    return dict(Counter(stem(p) for tok in jieba().cut_for_search(text) for p in PIECE_RE.findall(tok.lower())))
+
+
+@functools.lru_cache(maxsize=512)
+def _pattern(keys: tuple[str, ...]) -> re.Pattern[str] | None:
+    alts = [re.escape(k) if CJK_RE.search(k) else rf"(?<![^\W_]){re.escape(k)}[^\W_]*" for k in keys]
+    return re.compile("|".join(alts), re.I) if alts else None
+
+
+def highlighter(words: list[str]) -> re.Pattern[str] | None:
+    return _pattern(tuple(term_keys(words)))
+
+
+def mark(text: str, pattern: re.Pattern[str] | None) -> str:
+    """Escape `text`, wrapping every match in <mark>."""
+    if pattern is None:
+        return escape(text)
+    out, pos = [], 0
+    for m in pattern.finditer(text):
+        if m.end() == m.start():
+            continue
+        out += [escape(text[pos : m.start()]), "<mark>", escape(m.group(0)), "</mark>"]
+        pos = m.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
+def score_terms(counts: dict[str, int], keys: list[str], prefix: str = "") -> int:
+    """Distinct matched terms times ten plus total matches (capped)."""
+    found = [counts[k] for k in keys if k in counts]
+    if prefix and prefix not in counts:
+        found += [n for t, n in counts.items() if t.startswith(prefix)][:1]
+    return len(found) * 10 + min(sum(found), 9)
+
+
+def _positions(lower: str, keys: list[str]) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for k in keys:
+        start = lower.find(k)
+        while start != -1 and len(found) < 400:
+            if CJK_RE.search(k) or start == 0 or not lower[start - 1].isalnum():
+                found.append((start, k))
+            start = lower.find(k, start + len(k))
+    return sorted(found)
+
+
+def snippet(text: str, keys: list[str], width: int = WIDTH) -> str:
+    """The window of `text` with the most distinct matches, highlighted, as safe HTML."""
+    pattern = _pattern(tuple(keys))
+    if len(text) <= width:
+        return mark(text, pattern)
+    hits = _positions(text.lower(), keys)
+    start, best, j = 0, 0, 0
+    for i, (pos, _) in enumerate(hits):  # sliding window over match positions
+        while j < len(hits) and hits[j][0] < pos + width - width // 5:
+            j += 1
+        distinct = len({k for _, k in hits[i:j]})
+        if distinct > best:
+            best, start = distinct, max(0, pos - width // 5)
+    end = min(len(text), start + width)
+    if start > 0:
+        space = text.find(" ", start, start + 20)
+        start = space + 1 if space != -1 else start
+    if end < len(text):
+        space = text.rfind(" ", end - 20, end)
+        end = space if space != -1 else end
+    return ("… " if start > 0 else "") + mark(text[start:end], pattern) + (" …" if end < len(text) else "")

@@ -1,0 +1,60 @@
+"""SQLite FTS5: porter-stemmed unicode61 tokens over pre-segmented text, ranked by bm25."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import connection
+
+from .backend import TABLE, IndexDoc, RawHit
+from .text import Term, segment
+
+# bm25 column weights: title, headings, body (UNINDEXED columns take no part).
+WEIGHTS = "10.0, 4.0, 1.0"
+
+
+def match_expression(terms: list[Term]) -> str:
+    """FTS5 query syntax; words are \\w+ only, so quoting them cannot break out of the string."""
+    parts = []
+    for t in terms:
+        phrase = '"' + " ".join(t.words) + '"'
+        parts.append(phrase + "*" if t.prefix else phrase)
+    return " OR ".join(parts)
+
+
+class SqliteFtsBackend:
+    def index(self, docs: Iterable[IndexDoc]) -> None:
+        rows = [(d.lang, d.slug, d.section, segment(d.title), segment(d.headings), segment(d.body)) for d in docs]
+        with connection.cursor() as cur:
+            cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", [r[:2] for r in rows])  # noqa: S608
+            cur.executemany(
+                f"INSERT INTO {TABLE} (lang, slug, section, title, headings, body) VALUES (%s, %s, %s, %s, %s, %s)",  # noqa: S608
+                rows,
+            )
+
+    def remove(self, keys: Iterable[tuple[str, str]]) -> None:
+        with connection.cursor() as cur:
+            cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", list(keys))  # noqa: S608
+
+    def keys(self) -> set[tuple[str, str]]:
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT lang, slug FROM {TABLE}")  # noqa: S608
+            return {(r[0], r[1]) for r in cur.fetchall()}
+
+    def query(self, terms: list[Term], lang: str | None, section: str | None, limit: int) -> list[RawHit]:
+        if not terms:
+            return []
+        sql = f"SELECT lang, slug, bm25({TABLE}, {WEIGHTS}) AS rank FROM {TABLE} WHERE {TABLE} MATCH %s"  # noqa: S608
+        params: list[str | int] = [match_expression(terms)]
+        if lang:
+            sql += " AND lang = %s"
+            params.append(lang)
+        if section:
+            sql += " AND section = %s"
+            params.append(section)
+        sql += " ORDER BY rank LIMIT %s"
+        params.append(limit)
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            # bm25 is negative, more negative is better.
+            return [RawHit(r[0], r[1], -float(r[2])) for r in cur.fetchall()]

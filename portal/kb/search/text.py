@@ -1,0 +1,125 @@
+"""Text handling shared by every search backend: segmentation, query terms, glossary expansion."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+USER_DICT = Path(__file__).with_name("dict.txt")
+WORD_RE = re.compile(r"\w+")
+CJK_RE = re.compile(r"[\u3400-\u9fff]")
+MAX_QUERY = 200
+# Words that carry no meaning in a query; bm25 would weigh them little anyway, but they add noise.
+_STOP_WORDS = (
+    "a an and are as at be by can do does for from how i in is it of on or the to vs what with "
+    "的 和 与 及 是 在 了 吗 呢 把 被 对 或 中 之 个 什么 怎么 如何 区别"
+)
+STOP = frozenset(_STOP_WORDS.split())
+
+_lock = threading.Lock()
+_jieba: Any = None
+
+
+def jieba() -> Any:
+    """jieba with VirtLab's virtualization dictionary, loaded once per process."""
+    global _jieba
+    if _jieba is None:
+        with _lock:
+            if _jieba is None:
+                import jieba as jb
+
+                jb.setLogLevel(logging.WARNING)
+                jb.initialize()
+                jb.load_userdict(str(USER_DICT))
+                _jieba = jb
+    return _jieba
+
+
+def words(text: str) -> list[str]:
+    return WORD_RE.findall(text.lower())
+
+
+def segment(text: str) -> str:
+    """Space-joined search tokens (jieba's search mode; Latin words pass through, lower-cased)."""
+    return " ".join(w for tok in jieba().cut_for_search(text) for w in words(tok))
+
+
+@dataclass(frozen=True)
+class Term:
+    """One OR-ed query element: a single word or a phrase (words adjacent), optionally a prefix."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass
+class Query:
+    terms: list[Term] = field(default_factory=list)
+
+    @property
+    def highlight_words(self) -> list[str]:
+        return sorted({w for t in self.terms for w in t.words if w not in STOP}, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.terms)
+
+
+class Glossary:
+    """Term groups from content/docs/glossary: any member found in a query adds all the others."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self.groups: list[list[str]] = []
+        lookup: dict[str, int] = {}
+        for entry in entries:
+            members = [entry["en"], *entry.get("zh", []), *entry.get("aliases", [])]
+            self.groups.append(members)
+            for m in members:
+                lookup.setdefault(m.lower(), len(self.groups) - 1)
+        self.lookup = lookup
+        phrases = sorted(lookup, key=len, reverse=True)
+        # Latin phrases match on word boundaries; CJK phrases anywhere (no spaces in Chinese).
+        alts = [re.escape(p) if CJK_RE.search(p) else rf"(?<!\w){re.escape(p)}(?!\w)" for p in phrases]
+        self.pattern = re.compile("|".join(alts)) if alts else None
+
+    def expand(self, text: str) -> list[str]:
+        if self.pattern is None:
+            return []
+        out: list[str] = []
+        for m in self.pattern.finditer(text.lower()):
+            group = self.groups[self.lookup[m.group(0)]]
+            out.extend(g for g in group if g.lower() != m.group(0))
+        return out
+
+
+def parse_query(q: str, glossary: Glossary | None = None) -> Query:
+    """Segment a (possibly mixed-language) query, expand it through the glossary.
+
+    The last Latin word is a prefix unless the query ends in a space: search-as-you-type.
+    """
+    q = q[:MAX_QUERY]
+    query = Query()
+    seen: set[tuple[str, ...]] = set()
+
+    def add(term: Term) -> None:
+        if term.words and term.words not in seen and not (len(term.words) == 1 and term.words[0] in STOP):
+            seen.add(term.words)
+            query.terms.append(term)
+
+    tokens = [tuple(words(tok)) for tok in jieba().cut_for_search(q)]
+    tokens = [t for t in tokens if t]
+    for tok in tokens:
+        add(Term(tok))
+    if tokens and not q.endswith(" "):
+        last = tokens[-1]
+        if len(last) == 1 and not CJK_RE.search(last[0]) and len(last[0]) >= 2:
+            query.terms = [t for t in query.terms if t.words != last]
+            seen.discard(last)
+            add(Term(last, prefix=True))
+    for phrase in glossary.expand(q) if glossary else []:
+        # A multi-word expansion is searched as a phrase of its segmented words.
+        add(Term(tuple(w for tok in jieba().cut(phrase) for w in words(tok))))
+    return query

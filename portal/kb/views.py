@@ -1,0 +1,90 @@
+"""Knowledge-base pages. The request path reads prepared rows (cached per build), never Markdown."""
+
+from __future__ import annotations
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from . import cache, navigation
+from .content import LANGS, SECTIONS, docs_dir
+from .search import search as run_search
+
+
+def doc_lang_for(request: HttpRequest) -> str:
+    """The docs language matching the UI language (zh-hans → zh)."""
+    return "zh" if (get_language() or "").startswith("zh") else "en"
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    corpus = cache.corpus()
+    ui = doc_lang_for(request)
+    return render(request, "kb/index.html", {
+        "sections": navigation.sections_for_index(corpus, ui), "doc_lang": ui,
+        "section_choices": navigation.section_choices(),
+    })
+
+
+@require_GET
+def page(request: HttpRequest, lang: str, slug: str) -> HttpResponse:
+    corpus = cache.corpus()
+    other = "zh" if lang == "en" else "en"
+    shown = lang if (lang, slug) in corpus.pages else other if (other, slug) in corpus.pages else None
+    if shown is None:
+        raise Http404(_("No such documentation page."))
+    ui = get_language() or "en"
+    key = f"page:{corpus.build_hash}:{ui}:{lang}:{slug}"
+    fragment = cache.fragments.get(key)
+    if fragment is None:
+        context = navigation.page_context(corpus, shown, slug, requested=lang)
+        fragment = render_to_string("kb/_page_body.html", context)
+        cache.fragments.set(key, fragment)
+    info = corpus.pages[(shown, slug)]
+    return render(request, "kb/page.html", {"fragment": fragment, "info": info, "doc_lang": shown})
+
+
+@require_GET
+def page_redirect(request: HttpRequest, slug: str) -> HttpResponse:
+    corpus = cache.corpus()
+    if not any((lang, slug) in corpus.pages for lang in LANGS):
+        raise Http404(_("No such documentation page."))
+    return redirect("kb:page", lang=doc_lang_for(request), slug=slug)
+
+
+@require_GET
+def search(request: HttpRequest) -> HttpResponse:
+    q = request.GET.get("q", "").strip()[:200]
+    lang = request.GET.get("lang", doc_lang_for(request) if "lang" not in request.GET else "")
+    section = request.GET.get("section", "")
+    if lang not in ("", *LANGS):
+        return HttpResponseBadRequest(_("Unknown language: choose en, zh or leave it empty for both."))
+    if section not in ("", *SECTIONS):
+        return HttpResponseBadRequest(_("Unknown section: choose one of %s.") % ", ".join(SECTIONS))
+    results = run_search(q, lang=lang or None, section=section or None, limit=20) if q else []
+    context = {"q": q, "lang": lang, "section": section, "results": results,
+               "section_choices": navigation.section_choices()}
+    partial = request.headers.get("HX-Request") == "true" or request.GET.get("partial") == "1"
+    return render(request, "kb/_results.html" if partial else "kb/search.html", context)
+
+
+@require_GET
+def glossary(request: HttpRequest) -> HttpResponse:
+    corpus = cache.corpus()
+    ui = doc_lang_for(request)
+    entries = sorted(corpus.glossary_entries, key=lambda e: e["en"].lower())
+    return render(request, "kb/glossary.html", {"entries": entries, "doc_lang": ui})
+
+
+@require_GET
+def image(request: HttpRequest, name: str) -> FileResponse:
+    # `name` is constrained by the URL pattern to [\w-]+.(svg|png): no path separators.
+    path = docs_dir() / "img" / name
+    if not path.is_file():
+        raise Http404(_("No such image."))
+    response = FileResponse(path.open("rb"))
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
