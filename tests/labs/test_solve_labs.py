@@ -1,0 +1,46 @@
+"""Every shipped lab, solved automatically in a clean VM of its profile.
+
+For each step in order: setup, the check must fail (the step is not already done), the solution
+runs, the check must pass. One VM per lab, so state carries over from step to step exactly as it
+does for a learner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from labs.catalog import load_catalog
+from labs.hypervisor import VM
+from labs.verify import CheckResult, run_check, run_setup, run_solution
+
+from .conftest import SOLVE_TIMES
+
+CATALOG = load_catalog()
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+
+def _explain(result: CheckResult) -> str:
+    return "; ".join(f"[{'ok' if r.ok else 'FAIL'} {r.kind}] {r.message.en} ({r.detail})" for r in result.results)
+
+
+def test_shipped_labs_are_all_valid() -> None:
+    assert [str(e) for e in CATALOG.errors] == []
+    assert {"first-contact", "qemu-img"} <= set(CATALOG.labs)
+
+
+@pytest.mark.parametrize("slug", sorted(CATALOG.labs))
+def test_lab_solves_step_by_step(slug: str, booted_vm: Callable[[str], VM]) -> None:
+    lab = CATALOG.labs[slug]
+    vm = booted_vm(lab.profile)
+    started = time.monotonic()
+    for step in lab.steps:
+        run_setup(vm, step)
+        before = run_check(vm, step)
+        assert not before.passed, f"step {step.number} {step.name} passes before its solution: {_explain(before)}"
+        run_solution(vm, step)
+        after = run_check(vm, step)
+        assert after.passed, f"step {step.number} {step.name} fails after its solution: {_explain(after)}"
+    SOLVE_TIMES[slug] = (time.monotonic() - started, len(lab.steps))
