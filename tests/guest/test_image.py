@@ -67,6 +67,16 @@ def test_boots_to_prompt_with_modules_and_tools(pc_guest: SerialGuest, guest_ima
     assert vm.check("cat /sys/devices/virtual/misc/hw_random/rng_current") == "virtio_rng.0\n"
     assert "virtio_blk" not in vm.check("cat /proc/modules")
 
+    # ext4 end to end: real mke2fs, loop device, mount; the kernel autoloads loop and ext4
+    # through kmod (init points /proc/sys/kernel/modprobe at it).
+    assert vm.check("cat /proc/sys/kernel/modprobe") == "/usr/bin/modprobe\n"
+    vm.check(
+        "qemu-img create -f raw /tmp/d.img 16M >/dev/null && mkfs.ext4 -q /tmp/d.img"
+        " && mkdir -p /mnt/d && mount -o loop /tmp/d.img /mnt/d && echo ok > /mnt/d/f"
+        " && umount /mnt/d && blkid /tmp/d.img"
+    )
+    assert "\next4 " in "\n" + vm.check("cat /proc/modules")
+
     vm.check("modprobe nbd nbds_max=2 && test -b /dev/nbd0")
     vm.check("modprobe ublk_drv && test -c /dev/ublk-control")
     vm.check("modprobe loop && modprobe overlay && modprobe ext4 && modprobe squashfs")
@@ -75,19 +85,13 @@ def test_boots_to_prompt_with_modules_and_tools(pc_guest: SerialGuest, guest_ima
         assert f"\n{module} " in "\n" + loaded, f"{module} not loaded"
 
     assert "qemu-img version 7.2" in vm.check("qemu-img --version")
-    # ext4 end to end: real mke2fs, loop device, mount.
-    vm.check(
-        "qemu-img create -f raw /tmp/d.img 16M >/dev/null && mkfs.ext4 -q /tmp/d.img"
-        " && mkdir -p /mnt/d && mount -o loop /tmp/d.img /mnt/d && echo ok > /mnt/d/f"
-        " && umount /mnt/d && blkid /tmp/d.img"
-    )
     assert "memory" in vm.check("cat /sys/fs/cgroup/cgroup.subtree_control").split()
     assert "Host bridge" in vm.check("lspci")
     vm.check("unshare --mount --pid --fork true")
     # The real tools, not busybox applets, answer in the learner's shell.
     assert vm.check("type mount modprobe losetup unshare").split("\n")[:4] == [
         "mount is /usr/bin/mount",
-        "modprobe is /usr/sbin/modprobe",
+        "modprobe is /usr/bin/modprobe",
         "losetup is /usr/sbin/losetup",
         "unshare is /usr/bin/unshare",
     ]
