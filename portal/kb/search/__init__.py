@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection
 
@@ -37,6 +38,12 @@ class SearchResult:
     score: float
 
 
+def _section_score(section: dict[str, Any], keys: list[str], typed: list[str], prefix: str) -> int:
+    """Typed words count double glossary expansions; a heading match counts triple."""
+    heading, text = section.get("heading_terms", {}), section.get("terms", {})
+    return sum(score_terms(heading, k, prefix) * 3 + score_terms(text, k, prefix) for k in (keys, typed, typed))
+
+
 def search(q: str, *, lang: str | None = None, section: str | None = None, limit: int = 10) -> list[SearchResult]:
     """Ranked pages for `q`, each with its best-matching section and a highlighted snippet."""
     from ..cache import corpus
@@ -48,6 +55,7 @@ def search(q: str, *, lang: str | None = None, section: str | None = None, limit
     hits = get_backend().query(query.terms, lang or None, section or None, min(limit, MAX_LIMIT))
     pattern = highlighter(query.highlight_words)
     keys = term_keys(query.highlight_words)
+    typed = term_keys(query.typed_words)
     prefix = next((stem(t.words[0]) for t in query.terms if t.prefix), "")
     results = []
     for hit in hits:
@@ -55,14 +63,13 @@ def search(q: str, *, lang: str | None = None, section: str | None = None, limit
         if info is None:  # index ahead of the page table for a moment during a build
             continue
         best = max(info.sections or [{"id": "", "heading": info.title, "text": info.summary}],
-                   key=lambda s: score_terms(s.get("heading_terms", {}), keys, prefix) * 3
-                   + score_terms(s.get("terms", {}), keys, prefix))
+                   key=lambda s: _section_score(s, keys, typed, prefix))
         anchor = best["id"]
         heading = best["heading"] if anchor else ""
         results.append(SearchResult(
             lang=hit.lang, slug=hit.slug, section=info.section,
             title_html=mark(info.title, pattern), heading_html=mark(heading, pattern), anchor=anchor,
             url=doc_url(hit.lang, hit.slug, anchor),
-            snippet_html=snippet(best["text"] or info.summary, keys), score=hit.score,
+            snippet_html=snippet(best["text"] or info.summary, keys, typed), score=hit.score,
         ))
     return results

@@ -81,7 +81,7 @@ def _positions(lower: str, keys: list[str]) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def snippet(text: str, keys: list[str], width: int = WIDTH) -> str:
+def snippet(text: str, keys: list[str], typed: list[str] | None = None, width: int = WIDTH) -> str:
     """The window of `text` with the most distinct matches, highlighted, as safe HTML."""
     pattern = _pattern(tuple(keys))
     if len(text) <= width:
@@ -91,7 +91,8 @@ def snippet(text: str, keys: list[str], width: int = WIDTH) -> str:
     for i, (pos, _) in enumerate(hits):  # sliding window over match positions
         while j < len(hits) and hits[j][0] < pos + width - width // 5:
             j += 1
-        distinct = len({k for _, k in hits[i:j]})
+        window = {k for _, k in hits[i:j]}
+        distinct = len(window) + len(window.intersection(typed or ()))  # typed words weigh double
         if distinct > best:
             best, start = distinct, max(0, pos - width // 5)
     end = min(len(text), start + width)

@@ -54,6 +54,7 @@ class Term:
 
     words: tuple[str, ...]
     prefix: bool = False
+    expanded: bool = False  # added by the glossary, not typed by the user
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Query:
     @property
     def highlight_words(self) -> list[str]:
         return sorted({w for t in self.terms for w in t.words if w not in STOP}, key=len, reverse=True)
+
+    @property
+    def typed_words(self) -> list[str]:
+        return sorted({w for t in self.terms if not t.expanded for w in t.words if w not in STOP}, key=len)
 
     def __bool__(self) -> bool:
         return bool(self.terms)
@@ -118,8 +123,11 @@ def parse_query(q: str, glossary: Glossary | None = None) -> Query:
         if len(last) == 1 and not CJK_RE.search(last[0]) and len(last[0]) >= 2:
             query.terms = [t for t in query.terms if t.words != last]
             seen.discard(last)
-            add(Term(last, prefix=True))
+            # Stemmed index tokens are often shorter than what was typed ("paravirtualiz" is
+            # indexed as "paravirtu"): a prefix drops a few letters so it still matches them.
+            word = last[0]
+            add(Term((word[: max(3, len(word) - 4)] if len(word) > 6 else word,), prefix=True))
     for phrase in glossary.expand(q) if glossary else []:
         # A multi-word expansion is searched as a phrase of its segmented words.
-        add(Term(tuple(w for tok in jieba().cut(phrase) for w in words(tok))))
+        add(Term(tuple(w for tok in jieba().cut(phrase) for w in words(tok)), expanded=True))
     return query

@@ -1,0 +1,102 @@
+"""`manage.py docs build`: idempotent, incremental, validating, and keeping the index current."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from portal.kb.build import build_docs
+from portal.kb.content import short_hash
+from portal.kb.models import DocPage
+from portal.kb.search import get_backend, search
+
+from .conftest import rebuild
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+
+def test_first_build_renders_everything_and_second_build_nothing(content_copy: Path) -> None:
+    first = rebuild(content_copy)
+    assert len(first.rendered) + first.unchanged == 14 and not first.errors
+    second = rebuild(content_copy)
+    assert second.rendered == [] and second.unchanged == 14 and second.removed == []
+    assert second.build_hash == first.build_hash
+    assert get_backend().keys() == set(DocPage.objects.values_list("lang", "slug"))
+
+
+def test_changed_page_is_rendered_again_and_searchable(content_copy: Path) -> None:
+    rebuild(content_copy)
+    path = content_copy / "docs" / "en" / "mdev.md"
+    path.write_text(path.read_text() + "\n## Zebrafish appendix {#zebrafish}\n\nQuuxotic zebrafish.\n")
+    report = rebuild(content_copy)
+    assert report.rendered == ["en/mdev"]
+    page = DocPage.objects.get(lang="en", slug="mdev")
+    assert '<h2 id="zebrafish">' in page.html
+    hits = search("quuxotic", lang="en")
+    assert [(h.slug, h.anchor) for h in hits] == [("mdev", "zebrafish")]
+
+
+def test_deleted_page_is_removed_from_pages_and_index(content_copy: Path) -> None:
+    rebuild(content_copy)
+    (content_copy / "docs" / "zh" / "ublk.md").unlink()
+    report = rebuild(content_copy)
+    assert report.removed == ["zh/ublk"]
+    assert not DocPage.objects.filter(lang="zh", slug="ublk").exists()
+    assert ("zh", "ublk") not in get_backend().keys()
+    assert all(h.slug != "ublk" for h in search("用户态块设备", lang="zh"))
+
+
+def test_invalid_front_matter_is_reported_with_file_and_field_and_skipped(content_copy: Path) -> None:
+    path = content_copy / "docs" / "en" / "vfio.md"
+    path.write_text(path.read_text().replace("section: kernel", "section: astrology", 1))
+    report = rebuild(content_copy)
+    (error,) = report.errors
+    assert error.path == path and error.field == "section"
+    assert not DocPage.objects.filter(lang="en", slug="vfio").exists()
+    assert DocPage.objects.filter(lang="zh", slug="vfio").exists()
+
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 page"):
+        call_command("docs", "build", "--content", str(content_copy), stdout=io.StringIO(), stderr=err)
+    assert str(path) in err.getvalue() and "'section'" in err.getvalue()
+
+
+def test_missing_title_names_the_field(content_copy: Path) -> None:
+    path = content_copy / "docs" / "zh" / "mdev.md"
+    lines = [ln for ln in path.read_text().splitlines(keepends=True) if not ln.startswith("title:")]
+    path.write_text("".join(lines))
+    (error,) = build_docs(content_copy).errors
+    assert (error.path.name, error.field) == ("mdev.md", "title")
+
+
+def test_outdated_notice_appears_when_english_changes(content_copy: Path, client: Client) -> None:
+    rebuild(content_copy)
+    zh = DocPage.objects.get(lang="zh", slug="vfio")
+    en_path = content_copy / "docs" / "en" / "vfio.md"
+    assert zh.source_hash == short_hash(en_path.read_bytes()) and not zh.outdated
+    assert "kb-notice-outdated" not in client.get("/docs/zh/vfio/").content.decode()
+
+    en_path.write_text(en_path.read_text() + "\nOne more sentence.\n")
+    report = rebuild(content_copy)
+    assert report.rendered == ["en/vfio"]  # the translation itself is not re-rendered
+    assert DocPage.objects.get(lang="zh", slug="vfio").outdated
+    html = client.get("/docs/zh/vfio/").content.decode()
+    assert "kb-notice-outdated" in html and 'href="/docs/en/vfio/"' in html
+
+
+def test_command_prints_counts_and_time(content_copy: Path) -> None:
+    out = io.StringIO()
+    call_command("docs", "build", "--content", str(content_copy), stdout=out)
+    call_command("docs", "build", "--content", str(content_copy), stdout=out)
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last.startswith("docs: 0 rendered, 14 unchanged, 0 removed, 0 invalid") and last.count("s (build") == 1
+
+
+def test_search_subcommand_prints_ranked_results(docs: object) -> None:
+    out = io.StringIO()
+    call_command("docs", "search", "中介设备", "--lang", "zh", stdout=out)
+    assert out.getvalue().splitlines()[0].split()[2].startswith("zh/mdev")
