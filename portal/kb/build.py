@@ -115,7 +115,7 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
 
     backend = get_backend()
     backend.remove(gone)
-    missing = valid - backend.keys()  # e.g. a fresh database: index what is not indexed yet
+    missing = valid - backend.indexed_keys()  # e.g. a fresh database: index what is not indexed yet
     to_index = changed + [p for p in DocPage.objects.all() if (p.lang, p.slug) in missing - {
         (c.lang, c.slug) for c in changed}]
     backend.index(_index_doc(p) for p in to_index)

@@ -21,11 +21,14 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 def test_first_build_renders_everything_and_second_build_nothing(content_copy: Path) -> None:
     first = rebuild(content_copy)
-    assert len(first.rendered) + first.unchanged == 14 and not first.errors
+    assert len(first.rendered) + first.unchanged == 14
+    assert not first.errors
     second = rebuild(content_copy)
-    assert second.rendered == [] and second.unchanged == 14 and second.removed == []
+    assert second.rendered == []
+    assert second.unchanged == 14
+    assert second.removed == []
     assert second.build_hash == first.build_hash
-    assert get_backend().keys() == set(DocPage.objects.values_list("lang", "slug"))
+    assert get_backend().indexed_keys() == set(DocPage.objects.values_list("lang", "slug"))
 
 
 def test_changed_page_is_rendered_again_and_searchable(content_copy: Path) -> None:
@@ -46,7 +49,7 @@ def test_deleted_page_is_removed_from_pages_and_index(content_copy: Path) -> Non
     report = rebuild(content_copy)
     assert report.removed == ["zh/ublk"]
     assert not DocPage.objects.filter(lang="zh", slug="ublk").exists()
-    assert ("zh", "ublk") not in get_backend().keys()
+    assert ("zh", "ublk") not in get_backend().indexed_keys()
     assert all(h.slug != "ublk" for h in search("用户态块设备", lang="zh"))
 
 
@@ -55,14 +58,16 @@ def test_invalid_front_matter_is_reported_with_file_and_field_and_skipped(conten
     path.write_text(path.read_text().replace("section: kernel", "section: astrology", 1))
     report = rebuild(content_copy)
     (error,) = report.errors
-    assert error.path == path and error.field == "section"
+    assert error.path == path
+    assert error.field == "section"
     assert not DocPage.objects.filter(lang="en", slug="vfio").exists()
     assert DocPage.objects.filter(lang="zh", slug="vfio").exists()
 
     err = io.StringIO()
     with pytest.raises(CommandError, match="1 page"):
         call_command("docs", "build", "--content", str(content_copy), stdout=io.StringIO(), stderr=err)
-    assert str(path) in err.getvalue() and "'section'" in err.getvalue()
+    assert str(path) in err.getvalue()
+    assert "'section'" in err.getvalue()
 
 
 def test_missing_title_names_the_field(content_copy: Path) -> None:
@@ -77,7 +82,8 @@ def test_outdated_notice_appears_when_english_changes(content_copy: Path, client
     rebuild(content_copy)
     zh = DocPage.objects.get(lang="zh", slug="vfio")
     en_path = content_copy / "docs" / "en" / "vfio.md"
-    assert zh.source_hash == short_hash(en_path.read_bytes()) and not zh.outdated
+    assert zh.source_hash == short_hash(en_path.read_bytes())
+    assert not zh.outdated
     assert "kb-notice-outdated" not in client.get("/docs/zh/vfio/").content.decode()
 
     en_path.write_text(en_path.read_text() + "\nOne more sentence.\n")
@@ -85,7 +91,8 @@ def test_outdated_notice_appears_when_english_changes(content_copy: Path, client
     assert report.rendered == ["en/vfio"]  # the translation itself is not re-rendered
     assert DocPage.objects.get(lang="zh", slug="vfio").outdated
     html = client.get("/docs/zh/vfio/").content.decode()
-    assert "kb-notice-outdated" in html and 'href="/docs/en/vfio/"' in html
+    assert "kb-notice-outdated" in html
+    assert 'href="/docs/en/vfio/"' in html
 
 
 def test_command_prints_counts_and_time(content_copy: Path) -> None:
@@ -93,7 +100,8 @@ def test_command_prints_counts_and_time(content_copy: Path) -> None:
     call_command("docs", "build", "--content", str(content_copy), stdout=out)
     call_command("docs", "build", "--content", str(content_copy), stdout=out)
     last = out.getvalue().strip().splitlines()[-1]
-    assert last.startswith("docs: 0 rendered, 14 unchanged, 0 removed, 0 invalid") and last.count("s (build") == 1
+    assert last.startswith("docs: 0 rendered, 14 unchanged, 0 removed, 0 invalid")
+    assert last.count("s (build") == 1
 
 
 def test_search_subcommand_prints_ranked_results(docs: object) -> None:

@@ -38,7 +38,8 @@ def test_sanitizer_strips_scripts_handlers_and_javascript_urls(evil: str) -> Non
     html = render_markdown(f"Before\n\n{evil}\n\nAfter", lang="en").html.lower()
     for bad in ("<script", "onerror", "onclick", "javascript:", "<iframe", "style="):
         assert bad not in html
-    assert "before" in html and "after" in html
+    assert "before" in html
+    assert "after" in html
 
 
 def test_doc_links_point_to_the_same_language_and_lab_links_to_labs() -> None:
@@ -48,15 +49,20 @@ def test_doc_links_point_to_the_same_language_and_lab_links_to_labs() -> None:
     assert 'href="/docs/en/vfio/#iommu-groups"' in en.html
     assert 'href="/docs/zh/vfio/#iommu-groups"' in zh.html
     assert 'href="/docs/zh/mdev/"' in zh.html
-    assert 'href="/labs/vfio-userspace/"' in en.html and 'href="/labs/ublk/#step-3"' in en.html
+    assert 'href="/labs/vfio-userspace/"' in en.html
+    assert 'href="/labs/ublk/#step-3"' in en.html
     assert en.doc_links == [("vfio", "iommu-groups"), ("mdev", "")]
 
 
 def test_console_copy_text_has_only_commands() -> None:
-    text = "```console\n# qemu-img create -f qcow2 \\\n    disk.qcow2 1G\nFormatting 'disk.qcow2'\n$ ls\ndisk.qcow2\n```\n"
+    text = (
+        "```console\n# qemu-img create -f qcow2 \\\n    disk.qcow2 1G\n"
+        "Formatting 'disk.qcow2'\n$ ls\ndisk.qcow2\n```\n"
+    )
     r = render_markdown(text, lang="en")
     (block,) = r.code_blocks
-    assert block.lang == "console" and not block.runnable
+    assert block.lang == "console"
+    assert not block.runnable
     assert block.copy_text == "qemu-img create -f qcow2 \\\n    disk.qcow2 1G\nls"
     assert 'data-copy="qemu-img create -f qcow2 \\\n    disk.qcow2 1G\nls"' in r.html
     assert "Formatting" in r.html  # shown, just not copied
@@ -65,8 +71,11 @@ def test_console_copy_text_has_only_commands() -> None:
 def test_runnable_flag_and_highlighting() -> None:
     r = render_markdown("```sh runnable\nset -e\necho hi\n```\n\n```c\nint x;\n```\n", lang="en")
     runnable, c_block = r.code_blocks
-    assert runnable.runnable and runnable.lang == "sh" and runnable.code == "set -e\necho hi"
-    assert not c_block.runnable and c_block.lang == "c"
+    assert runnable.runnable
+    assert runnable.lang == "sh"
+    assert runnable.code == "set -e\necho hi"
+    assert not c_block.runnable
+    assert c_block.lang == "c"
     assert r.html.count('data-runnable="true"') == 1
     assert '<span class="kt">int</span>' in r.html  # Pygments classes survive the sanitizer
 
@@ -76,7 +85,8 @@ def test_headings_tables_admonitions() -> None:
     r = render_markdown(text, lang="en")
     assert '<h2 id="iommu-groups">IOMMU groups</h2>' in r.html
     assert [(h.level, h.id, h.title) for h in r.toc] == [(2, "iommu-groups", "IOMMU groups")]
-    assert 'class="admonition warning"' in r.html and "<table>" in r.html
+    assert 'class="admonition warning"' in r.html
+    assert "<table>" in r.html
     assert [s.id for s in r.sections] == ["", "iommu-groups"]
 
 
@@ -85,6 +95,7 @@ def test_every_page_renders_and_its_runnable_blocks_are_found() -> None:
     for (lang, _slug), path in page_files(CONTENT).items():
         src = parse_page(path, path.read_text(), lang)
         r = render_markdown(src.body, lang=lang, title=src.title)
-        assert r.html and r.sections[0].heading == src.title
+        assert r.html
+        assert r.sections[0].heading == src.title
         runnable += sum(b.runnable for b in r.code_blocks)
     assert runnable == 32

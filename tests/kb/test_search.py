@@ -50,7 +50,8 @@ def test_glossary_expands_across_languages() -> None:
     assert "vfio" in slugs("直通", lang="en")[:3]
     assert "qemu-img" in slugs("快照", lang="en")[:3]
     terms = {t.words for t in parse_query("中介设备", corpus().glossary).terms}
-    assert ("mdev",) in terms and ("mediated", "device") in terms
+    assert ("mdev",) in terms
+    assert ("mediated", "device") in terms
 
 
 def test_mixed_language_query() -> None:
@@ -71,7 +72,9 @@ def test_filters_by_language_and_section() -> None:
 
 def test_results_deep_link_to_the_best_section() -> None:
     top = search("IOMMU groups viable", lang="en")[0]
-    assert top.slug == "vfio" and top.anchor and top.url == f"/docs/en/vfio/#{top.anchor}"
+    assert top.slug == "vfio"
+    assert top.anchor
+    assert top.url == f"/docs/en/vfio/#{top.anchor}"
 
 
 def test_snippets_highlight_the_original_unsegmented_text() -> None:
@@ -86,14 +89,18 @@ def test_snippets_highlight_the_original_unsegmented_text() -> None:
 def test_snippets_escape_everything_but_marks() -> None:
     for r in search("#include <linux/vfio.h>", lang="en") + search("<script>alert(1)</script>"):
         without_marks = re.sub(r"</?mark>", "", r.snippet_html + r.title_html + r.heading_html)
-        assert "<" not in without_marks and ">" not in without_marks
+        assert "<" not in without_marks
+        assert ">" not in without_marks
 
 
 def test_stemming_finds_other_word_forms() -> None:
     top = search("snapshotting", lang="en")[0]
-    assert top.slug == "qemu-img" and re.search(r"<mark>snapshot\w*</mark>", top.snippet_html, re.I)
+    assert top.slug == "qemu-img"
+    assert re.search(r"<mark>snapshot\w*</mark>", top.snippet_html, re.I)
 
 
 def test_empty_and_junk_queries_return_nothing() -> None:
-    assert search("") == [] and search("   ") == [] and search("\"'*()") == []
+    assert search("") == []
+    assert search("   ") == []
+    assert search("\"'*()") == []
     assert search("zzqqxxnotaword") == []

@@ -37,7 +37,7 @@ class SearchBackend(Protocol):
     def remove(self, keys: Iterable[tuple[str, str]]) -> None:
         """Delete the rows of these (lang, slug) pages."""
 
-    def keys(self) -> set[tuple[str, str]]:
+    def indexed_keys(self) -> set[tuple[str, str]]:
         """(lang, slug) of every indexed page."""
 
     def query(self, terms: list[Term], lang: str | None, section: str | None, limit: int) -> list[RawHit]:

@@ -44,7 +44,7 @@ class PostgresFtsBackend:
         with connection.cursor() as cur:
             cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", list(keys))  # noqa: S608
 
-    def keys(self) -> set[tuple[str, str]]:
+    def indexed_keys(self) -> set[tuple[str, str]]:
         with connection.cursor() as cur:
             cur.execute(f"SELECT lang, slug FROM {TABLE}")  # noqa: S608
             return {(r[0], r[1]) for r in cur.fetchall()}
