@@ -1,3 +1,8 @@
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from labs import consumers
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/sessions/<slug:session_id>/events/", consumers.SessionEventsConsumer.as_asgi()),
+    path("ws/sessions/<slug:session_id>/terminal/", consumers.TerminalConsumer.as_asgi()),
+]

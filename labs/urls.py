@@ -1,5 +1,9 @@
 from django.urls import path
-from django.views.generic import TemplateView
+
+from labs import views
 
 app_name = "labs"
-urlpatterns = [path("labs/", TemplateView.as_view(template_name="portal/home.html"), name="catalogue")]
+urlpatterns = [
+    path("labs/", views.catalogue_page, name="catalogue"),
+    path("labs/<slug:slug>/", views.lab_page, name="detail"),
+]

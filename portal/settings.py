@@ -121,7 +121,9 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
+        # blocking BZPOPMIN: a quiet websocket would die after 5 s. Give reads room.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 1500, "expiry": 30},
     }
 }
 CACHES = {
@@ -151,6 +153,19 @@ VIRTLAB_HOST_NAME = env("VIRTLAB_HOST_NAME", "local")
 LIBVIRT_URI = env("LIBVIRT_URI", "qemu:///system")
 GUEST_IMAGE_DIR = Path(env("VIRTLAB_GUEST_IMAGE", "/var/cache/virtlab/guest/current"))
 CONTENT_DIR = Path(env("VIRTLAB_CONTENT_DIR", str(BASE_DIR / "content")))
+
+# Lab sessions (labs/services/limits.py): per-learner limits, lifetimes, warm pool, id namespace.
+LABS_MAX_RUNNING_PER_USER = env_int("LABS_MAX_RUNNING_PER_USER", 1)
+LABS_START_RATE = env_int("LABS_START_RATE", 6)  # starts per learner per window
+LABS_START_RATE_WINDOW_S = env_int("LABS_START_RATE_WINDOW_S", 600)
+LABS_TTL_S = env_int("LABS_TTL_S", 45 * 60)
+LABS_EXTEND_S = env_int("LABS_EXTEND_S", 15 * 60)
+LABS_MAX_LIFETIME_S = env_int("LABS_MAX_LIFETIME_S", 2 * 3600)
+LABS_IDLE_TIMEOUT_S = env_int("LABS_IDLE_TIMEOUT_S", 20 * 60)
+LABS_MAX_VMS_PER_HOST = env_int("LABS_MAX_VMS_PER_HOST", 0)  # 0: as many as memory allows
+# Warm VMs per profile and host, e.g. "tiny=1,vfio=0".
+LABS_POOL_SIZES = {k: int(v) for k, _, v in (p.partition("=") for p in env("LABS_POOL_SIZES", "tiny=1").split(",") if p)}
+LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

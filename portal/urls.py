@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from labs.api import api
 from portal import views
 
 urlpatterns = [
@@ -10,5 +11,6 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("docs/", include("portal.kb.urls")),
     path("", include("labs.urls")),
+    path("api/", api.urls),
     path("admin/", admin.site.urls),
 ]

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -70,3 +71,178 @@ def celery_worker(env: dict[str, str], queues: str = "web", name: str = "test") 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- A whole lab stack for end-to-end tests: DB file, private Redis, host agent worker, ASGI server.
+
+LAB_SLUG = "relay-check"
+
+
+def write_test_lab(content_dir: Path) -> str:
+    """A two-step lab on the `tiny` profile, written as content/labs/<slug>; returns the slug."""
+    import yaml
+
+    lab = content_dir / "labs" / LAB_SLUG
+    (content_dir / "docs" / "en").mkdir(parents=True, exist_ok=True)
+    steps = {
+        "01-hello": ("/root/hello.txt exists", "test -f /root/hello.txt", "echo hi > /root/hello.txt"),
+        "02-world": ("it contains 'world'", "grep -q world /root/hello.txt", "echo world >> /root/hello.txt"),
+    }
+    meta = {
+        "slug": LAB_SLUG, "title": {"en": "Relay check", "zh": "中继检查"},
+        "summary": {"en": "Make a file.", "zh": "创建一个文件。"}, "duration_min": 5,
+        "difficulty": "intro", "profile": "tiny", "docs": [], "steps": list(steps),
+    }  # fmt: skip
+    lab.mkdir(parents=True, exist_ok=True)
+    (lab / "lab.yaml").write_text(yaml.safe_dump(meta, allow_unicode=True))
+    for name, (what, check, solution) in steps.items():
+        step = lab / "steps" / name
+        step.mkdir(parents=True, exist_ok=True)
+        (step / "en.md").write_text(f"Make sure {what}.\n")
+        (step / "zh.md").write_text(f"确保 {what}。\n")
+        data = {
+            "title": {"en": f"Step {name}", "zh": f"步骤 {name}"},
+            "setup": ["mkdir -p /root"],
+            "check": [{"guest": {"run": check}, "message": {"en": f"{what}: not yet", "zh": f"{what} 还没有"}}],
+            "hints": {"en": [f"Try: {solution}"], "zh": [f"试试 {solution}"]},
+            "solution": [solution],
+        }
+        (step / "step.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    return LAB_SLUG
+
+
+def lab_env(tmp: Path, redis_url: str, **extra: str) -> dict[str, str]:
+    """Environment for every process of a test stack: its own DB file, Redis, host name, id prefix."""
+    tag = os.urandom(3).hex()
+    return {
+        "DATABASE_URL": f"sqlite:///{tmp / 'virtlab.sqlite3'}",
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "VIRTLAB_CONTENT_DIR": str(tmp / "content"),
+        "VIRTLAB_HOST_NAME": f"test-{tag}",
+        "LABS_ID_PREFIX": f"t{tag}-",
+        "LABS_POOL_SIZES": "tiny=0",
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        **extra,
+    }
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run manage.py with the stack's environment; returns stdout."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+        check=True, timeout=120,
+    )  # fmt: skip
+    return result.stdout
+
+
+def create_users(env: dict[str, str], password: str, *usernames: str, staff: tuple[str, ...] = ()) -> None:
+    code = (
+        "from django.contrib.auth.models import User\n"
+        f"for name in {list(usernames)!r}:\n"
+        f"    User.objects.create_user(name, name + '@example.com', {password!r}, is_staff=name in {list(staff)!r})\n"
+    )
+    manage(env, "shell", "-c", code)
+
+
+def host_agent(env: dict[str, str]) -> Any:
+    """The host agent of the stack's host: a worker on host.<name> and web, with its relay."""
+    return celery_worker(env, queues=f"host.{env['VIRTLAB_HOST_NAME']},web", name=env["VIRTLAB_HOST_NAME"])
+
+
+@contextmanager
+def asgi_server(env: dict[str, str]) -> Iterator[str]:
+    """uvicorn serving portal.asgi (HTTP and websockets); yields its base URL."""
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, **env},
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(base + "/accounts/login/", timeout=2).status == 200, 30, "uvicorn")  # noqa: S310
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_advert(redis_url: str, host: str, timeout: float = 60) -> None:
+    client = redis.Redis.from_url(redis_url)
+    wait_for(lambda: client.exists(f"virtlab:host:{host}"), timeout, f"host advert of {host}")
+
+
+class LabClient:
+    """A logged-in learner talking to a live server: HTTP with cookies + CSRF, and websockets."""
+
+    def __init__(self, base: str):
+        import http.cookiejar
+        import urllib.request
+
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def cookie(self, name: str) -> str:
+        return next((c.value or "" for c in self.jar if c.name == name), "")
+
+    def request(self, method: str, path: str, body: Any = None, form: dict[str, str] | None = None) -> tuple[int, Any]:
+        import json
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        if not self.cookie("csrftoken"):
+            self.opener.open(self.base + "/accounts/login/", timeout=10).read()
+        headers = {"X-CSRFToken": self.cookie("csrftoken"), "Referer": self.base + "/"}
+        data = None
+        if form is not None:
+            data = urllib.parse.urlencode({**form, "csrfmiddlewaretoken": self.cookie("csrftoken")}).encode()
+        elif body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)  # noqa: S310  (http only: self.base)
+        try:
+            with self.opener.open(req, timeout=30) as resp:
+                raw, status = resp.read(), resp.status
+        except urllib.error.HTTPError as exc:
+            raw, status = exc.read(), exc.code
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def login(self, username: str, password: str) -> None:
+        status, _ = self.request("POST", "/accounts/login/", form={"username": username, "password": password})
+        assert self.cookie("sessionid"), f"login of {username} failed ({status})"
+
+    def websocket(self, path: str, origin: str | None = None) -> Any:
+        from websockets.sync.client import connect
+
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.jar)
+        ws_url = self.base.replace("http://", "ws://") + path
+        return connect(ws_url, additional_headers={"Cookie": cookies, "Origin": origin or self.base},
+                       open_timeout=10, max_size=None)  # fmt: skip
+
+
+def destroy_vms_with_prefix(prefix: str) -> list[str]:
+    """Remove every VM a test stack created (its ids start with `prefix`), whatever state it is in."""
+    from labs.hypervisor import DomainMissing, Hypervisor
+
+    removed = []
+    with Hypervisor.connect() as hv:
+        for tagged in hv.list_tagged():
+            if tagged.session_id.startswith(prefix):
+                try:
+                    hv.vm(tagged.session_id).destroy()
+                except DomainMissing:
+                    continue
+                removed.append(tagged.session_id)
+    return removed

@@ -1,0 +1,104 @@
+"""The host agent: capacity adverts and the console relay, inside the Celery worker of this host.
+
+The worker consumes `host.<name>`. Its main process (not the pool children) starts two daemon
+threads when the worker is ready (portal/celery.py connects the signals):
+  - the advert loop publishes build_advert() to Redis every ADVERT_EVERY_S;
+  - the relay manager (labs/relay.py) attaches to the serial console of each ready session.
+Each thread opens its own libvirt connection after the pool has forked; a child forked later
+inherits only a connection that Hypervisor refuses to use. Tasks in the children connect per task.
+Before that, work interrupted by a previous crash of this agent is failed and reconciled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from labs import hosts
+from labs.hypervisor import Hypervisor, HypervisorError, load_image
+
+log = logging.getLogger(__name__)
+ADVERT_EVERY_S = 10.0
+_stopping = threading.Event()
+_started = False
+
+
+def build_advert(hv: Hypervisor | None = None) -> hosts.HostAdvert:
+    """What this host can take: libvirt reachable, accelerator, guest image, memory and VM slots."""
+    name, image_dir = settings.VIRTLAB_HOST_NAME, settings.GUEST_IMAGE_DIR
+    try:
+        load_image(image_dir)
+        image_ok, image_error = True, ""
+    except (HypervisorError, OSError) as exc:
+        image_ok, image_error = False, str(exc)
+    try:
+        if hv is None:
+            with Hypervisor.connect(settings.LIBVIRT_URI) as own:
+                cap = own.capacity(image_dir if image_ok else None)
+        else:
+            cap = hv.capacity(image_dir if image_ok else None)
+    except HypervisorError as exc:
+        return hosts.HostAdvert(name=name, libvirt_ok=False, libvirt_error=str(exc), image_dir=str(image_dir))
+    return hosts.HostAdvert(
+        name=name, libvirt_ok=True, accelerator=cap.accelerator,
+        accelerator_reason=cap.accelerator_reason or image_error, image_present=image_ok,
+        image_dir=str(image_dir), image_hash=cap.image_hash, total_mem_mib=cap.total_mem_mib,
+        free_mem_mib=cap.free_mem_mib, vm_count=cap.vm_count, max_vms=cap.max_vms,
+        kernel_features=list(cap.kernel_features),
+    )  # fmt: skip
+
+
+def _advert_loop() -> None:
+    while not _stopping.is_set():
+        try:
+            with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
+                while not _stopping.is_set():
+                    hosts.publish(build_advert(hv))
+                    _stopping.wait(ADVERT_EVERY_S)
+        except Exception:  # libvirtd or Redis away: advertise again when they are back
+            log.exception("host advert failed")
+            _stopping.wait(ADVERT_EVERY_S)
+
+
+def _recover() -> None:
+    """Fail what a previous run of this agent left half-done, then reconcile libvirt with the DB."""
+    from labs.services import reconcile
+
+    started = timezone.now()
+    close_old_connections()
+    try:
+        failed = reconcile.fail_interrupted(settings.VIRTLAB_HOST_NAME, started)
+        report = reconcile.reconcile_host(settings.VIRTLAB_HOST_NAME)
+        log.info("host agent start: interrupted %s, reconcile %s", failed, report)
+    except Exception:
+        log.exception("host agent start: recovery failed (the periodic reconciler will retry)")
+
+
+def start() -> None:
+    """Start the agent's threads once per worker main process."""
+    global _started
+    if _started:
+        return
+    _started = True
+    from labs.relay import RelayManager
+
+    try:
+        hosts.publish(build_advert())  # placement can use this host before the first loop tick
+    except Exception:
+        log.exception("first host advert failed")
+    _recover()
+    hosts_thread = threading.Thread(target=_advert_loop, name="host-advert", daemon=True)
+    relay = RelayManager(settings.VIRTLAB_HOST_NAME, settings.LIBVIRT_URI)
+    relay.stopping = _stopping
+    relay_thread = threading.Thread(target=relay.run, name="console-relay", daemon=True)
+    hosts_thread.start()
+    relay_thread.start()
+    log.info("host agent %s: advert and console relay running", settings.VIRTLAB_HOST_NAME)
+
+
+def stop() -> None:
+    _stopping.set()

@@ -1,0 +1,62 @@
+"""Pushing session changes to the browser: channel-layer group names and payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from labs.models import LabSession, StepResult
+
+
+def events_group(session_id: str) -> str:
+    return f"lab.{session_id}.events"
+
+
+def terminal_group(session_id: str) -> str:
+    return f"lab.{session_id}.term"
+
+
+def session_payload(session: LabSession) -> dict[str, Any]:
+    """What the page needs to render a session; the same dict the API and websocket send."""
+    latest: dict[int, StepResult] = {}
+    for result in session.results.all():
+        latest[result.step] = result  # ordered by time: the last one wins
+    return {
+        "id": session.id,
+        "lab": session.lab_slug,
+        "state": session.state,
+        "state_label": str(session.get_state_display()),
+        "current_step": session.current_step,
+        "checkpoints": list(session.checkpoints),
+        "queue_position": session.queue_position,
+        "error": session.error,
+        "created_at": session.created_at.isoformat() if session.created_at else None,
+        "ready_at": session.ready_at.isoformat() if session.ready_at else None,
+        "expires_at": session.expires_at.isoformat() if session.expires_at else None,
+        "results": {
+            str(step): {"passed": r.passed, "message": r.message, "details": r.details, "at": r.created_at.isoformat()}
+            for step, r in sorted(latest.items())
+        },
+    }
+
+
+def send(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(group, message)
+
+
+def push_session(session_id: str, **extra: Any) -> None:
+    """Send the session's current row (and optional extras such as a progress stage) to its page."""
+    session = LabSession.objects.get(pk=session_id)
+    send(events_group(session_id), {"type": "session.event", "session": session_payload(session), **extra})
+
+
+def push_progress(session_id: str, stage: str, detail: str = "") -> None:
+    send(events_group(session_id), {"type": "session.progress", "stage": stage, "detail": detail})
+
+
+def push_terminal_gone(session_id: str, reason: str) -> None:
+    send(terminal_group(session_id), {"type": "term.gone", "reason": reason})

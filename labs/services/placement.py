@@ -1,0 +1,95 @@
+"""Choosing a host for a VM from the hosts' adverts, and starting queued sessions when room frees."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from django.db import transaction
+
+from labs import hosts
+from labs.models import LabSession, PoolVM
+from labs.services import dispatch, limits
+from labs.services.transitions import transition
+from labs.states import VM_LIVE, SessionState
+
+log = logging.getLogger(__name__)
+PLACEMENT_LOCK = "virtlab:placement"
+
+
+def host_load(host: str) -> int:
+    """VMs the DB has put on `host`: live sessions plus unassigned warm-pool VMs."""
+    sessions = LabSession.objects.filter(host=host, state__in=VM_LIVE).count()
+    pool = PoolVM.objects.filter(host=host).exclude(state=PoolVM.State.ASSIGNED).count()
+    return sessions + pool
+
+
+def free_slots(advert: hosts.HostAdvert) -> int:
+    cap = advert.max_vms if advert.libvirt_ok and advert.image_present else 0
+    if limits.max_vms_per_host():
+        cap = min(cap, limits.max_vms_per_host())
+    return cap - host_load(advert.name)
+
+
+def choose_host() -> str | None:
+    """The advertised host with the most free slots (then free memory); None when all are full."""
+    try:
+        adverts = hosts.list_hosts()
+    except redis.RedisError:
+        log.warning("cannot read host adverts; treating every host as full")
+        return None
+    scored = [(free_slots(a), a.free_mem_mib, a.name) for a in adverts]
+    scored = [s for s in scored if s[0] > 0]
+    return max(scored)[2] if scored else None
+
+
+def placement_lock() -> redis.lock.Lock:
+    """Serialises placement decisions across web processes so two starts cannot take one slot."""
+    return hosts.redis_client().lock(PLACEMENT_LOCK, timeout=30, blocking_timeout=10)
+
+
+def claim_pool_vm(session: LabSession) -> PoolVM | None:
+    """Hand a ready warm-pool VM of the session's profile to it (a conditional update: one winner)."""
+    for pool_vm in PoolVM.objects.filter(profile=session.profile, state=PoolVM.State.READY).order_by("created_at"):
+        won = PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.READY).update(
+            state=PoolVM.State.ASSIGNED, session=session
+        )
+        if won:
+            return pool_vm
+    return None
+
+
+def place(session: LabSession) -> bool:
+    """Give a queued session a VM slot (warm pool first); False if every host is full."""
+    pool_vm = claim_pool_vm(session)
+    if pool_vm is not None:
+        host, vm_id = pool_vm.host, pool_vm.id
+    else:
+        chosen = choose_host()
+        if chosen is None:
+            return False
+        host, vm_id = chosen, session.id
+    if not transition(session.id, SessionState.REQUESTED, host=host, vm_id=vm_id):
+        return False
+    dispatch.on_host("provision_session", host, session.id)
+    if pool_vm is not None:
+        dispatch.on_host("fill_pool", host)
+    return True
+
+
+def place_queued() -> int:
+    """Start queued sessions, oldest first, while hosts have room. Returns how many started."""
+    started = 0
+    with placement_lock():
+        for session in LabSession.objects.filter(state=SessionState.QUEUED).order_by("created_at"):
+            with transaction.atomic():
+                if not place(session):
+                    break
+            started += 1
+    if started:
+        # Everyone still waiting moved up the queue: refresh their pages.
+        from labs.services.events import push_session
+
+        for session_id in LabSession.objects.filter(state=SessionState.QUEUED).values_list("id", flat=True):
+            push_session(session_id)
+    return started

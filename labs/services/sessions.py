@@ -1,0 +1,123 @@
+"""What a learner can do with a lab session. Views, API and consumers all call these."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from labs import hosts
+from labs.models import LabSession
+from labs.services import dispatch, limits, placement
+from labs.services.catalogue import get_lab
+from labs.services.errors import AlreadyRunning, LabNotFound, RateLimited, WrongState
+from labs.services.events import push_session
+from labs.services.transitions import transition, update_fields
+from labs.states import ENDED, RUNNING, SessionState
+
+S = SessionState
+
+
+def start_lab(user: AbstractBaseUser, slug: str) -> LabSession:
+    """Create a session for `slug`: placed on a host (or the warm pool), or queued when all are full."""
+    lab = get_lab(slug)
+    if lab is None:
+        raise LabNotFound(_("There is no lab called “%(slug)s”.") % {"slug": slug})
+    # One learner's double click must not slip past the running-lab limit.
+    with hosts.redis_client().lock(f"virtlab:start:{user.pk}", timeout=30, blocking_timeout=10):
+        running = LabSession.objects.filter(user=user, state__in=RUNNING).order_by("-created_at")
+        if running.count() >= limits.max_running_per_user():
+            current = running[0]
+            raise AlreadyRunning(
+                _("You already have a running lab (%(lab)s). Stop it before starting another.")
+                % {"lab": current.lab_slug},
+                current.id,
+            )
+        if limits.hit_start_rate(int(user.pk)):
+            count, window = limits.start_rate()
+            raise RateLimited(
+                _("Too many lab starts: at most %(count)d every %(minutes)d minutes. Try again later.")
+                % {"count": count, "minutes": window // 60}
+            )
+        with placement.placement_lock(), transaction.atomic():
+            session = LabSession.objects.create(user=user, lab_slug=lab.slug, profile=lab.profile, state=S.QUEUED)
+            placement.place(session)
+    session.refresh_from_db()
+    if session.state == S.QUEUED:
+        push_session(session.id)
+    return session
+
+
+def _require(session: LabSession, *states: str) -> None:
+    session.refresh_from_db()
+    if session.state not in states:
+        raise WrongState(_("The lab is %(state)s; this needs it to be ready.") % {"state": session.get_state_display()})
+
+
+def check_step(session: LabSession, step: int) -> None:
+    """Verify `step` on the VM (asynchronously: the verdict arrives as a session event)."""
+    _require(session, S.READY)
+    if step != session.current_step:
+        raise WrongState(_("Only the current step (%(step)d) can be checked.") % {"step": session.current_step})
+    touch(session)
+    dispatch.on_host("check_session_step", session.host, session.id, step)
+
+
+def goto_step(session: LabSession, step: int) -> None:
+    """Go back to the checkpoint taken when `step` began (later steps' progress is dropped)."""
+    _require(session, S.READY)
+    if step not in session.checkpoints:
+        raise WrongState(_("Step %(step)d has no checkpoint yet.") % {"step": step})
+    with transaction.atomic():
+        if not transition(session.id, S.RESETTING, last_activity=timezone.now()):
+            raise WrongState(_("The lab changed state; reload the page."))
+        dispatch.on_host("revert_session", session.host, session.id, step)
+
+
+def reset_lab(session: LabSession) -> None:
+    """Start the lab over: back to the checkpoint of step 1."""
+    goto_step(session, 1)
+
+
+def extend_lab(session: LabSession) -> LabSession:
+    """Push the expiry back by one extension, never past the session's maximum lifetime."""
+    _require(session, S.READY)
+    assert session.expires_at is not None
+    assert session.ready_at is not None
+    cap = session.ready_at + limits.max_lifetime()
+    new_expiry = min(max(session.expires_at, timezone.now()) + limits.extend_step(), cap)
+    if new_expiry <= session.expires_at:
+        raise WrongState(_("This lab has reached its maximum lifetime and cannot be extended."))
+    with transaction.atomic():
+        update_fields(session.id, expected=[S.READY], expires_at=new_expiry, last_activity=timezone.now())
+    session.refresh_from_db()
+    return session
+
+
+def stop_lab(session: LabSession) -> None:
+    """End the session now and destroy its VM."""
+    session.refresh_from_db()
+    if session.state == S.DESTROYED:
+        return
+    with transaction.atomic():
+        if transition(session.id, S.DESTROYED) and session.host and session.vm_id:
+            dispatch.on_host("destroy_session_vm", session.host, session.id)
+            dispatch.on_web("place_queued_sessions")
+
+
+def end_session(session_id: str, to: SessionState, error: str = "") -> bool:
+    """completed/expired/failed: the VM goes; destroy_session_vm then records `destroyed`."""
+    assert to in ENDED
+    session = LabSession.objects.get(pk=session_id)
+    with transaction.atomic():
+        done = transition(session_id, to, error=error) if error else transition(session_id, to)
+        if done and session.host:
+            dispatch.on_host("destroy_session_vm", session.host, session_id)
+            dispatch.on_web("place_queued_sessions")
+    return done
+
+
+def touch(session: LabSession) -> None:
+    """Record learner activity (idle timeout)."""
+    LabSession.objects.filter(pk=session.pk).update(last_activity=timezone.now())

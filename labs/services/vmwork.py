@@ -1,0 +1,182 @@
+"""The host side of a session: what the host agent's tasks do to the VM. Only workers import this."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from labs import hosts, verify
+from labs.catalog import Lab
+from labs.hypervisor import VM, DomainMissing, Hypervisor, HypervisorError
+from labs.models import LabSession, PoolVM, StepResult
+from labs.services import dispatch, limits
+from labs.services.catalogue import require_lab
+from labs.services.events import push_progress, push_session
+from labs.services.placement import free_slots
+from labs.services.sessions import end_session
+from labs.services.transitions import transition, update_fields
+from labs.states import SessionState
+
+S = SessionState
+log = logging.getLogger(__name__)
+POOL_CLEAN_SNAPSHOT = "clean"
+BOOT_TIMEOUT_S = 120.0
+
+
+@contextlib.contextmanager
+def hypervisor() -> Iterator[Hypervisor]:
+    """A libvirt connection for this task, in this process (never shared across fork)."""
+    with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
+        yield hv
+
+
+def checkpoint(step: int) -> str:
+    return f"step-{step}"
+
+
+def provision(session_id: str) -> None:
+    """requested → provisioning → ready: boot (or take a warm VM), set up step 1, checkpoint it."""
+    if not transition(session_id, S.PROVISIONING):
+        return  # a duplicate delivery, or the learner stopped it already
+    session = LabSession.objects.get(pk=session_id)
+    lab = require_lab(session.lab_slug)
+    try:
+        with hypervisor() as hv:
+            if session.vm_id != session.id:
+                push_progress(session_id, "warm", "Taking a pre-booted VM")
+                vm = hv.vm(session.vm_id)
+                vm.revert(POOL_CLEAN_SNAPSHOT)
+            else:
+                push_progress(session_id, "boot", "Booting the VM")
+                vm = hv.create_vm(session.vm_id, lab.profile, settings.GUEST_IMAGE_DIR)
+            push_progress(session_id, "agent", "Waiting for the guest agent")
+            vm.wait_ready(BOOT_TIMEOUT_S)
+            push_progress(session_id, "setup", "Preparing step 1")
+            verify.run_setup(vm, lab.step(1))
+            vm.snapshot(checkpoint(1))
+            now = timezone.now()
+            became_ready = transition(
+                session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1],
+                ready_at=now, last_activity=now, expires_at=now + limits.ttl(),
+            )  # fmt: skip
+            if not became_ready:
+                vm.destroy()  # stopped while we booted: leave nothing behind
+    except (HypervisorError, verify.StepCommandFailed, TimeoutError) as exc:
+        log.exception("session %s: provisioning failed", session_id)
+        end_session(session_id, S.FAILED, error=f"The VM could not be started: {exc}")
+
+
+def check(session_id: str, step_number: int) -> None:
+    """Run the step's check; store the verdict; on a pass, set up and checkpoint the next step."""
+    session = LabSession.objects.get(pk=session_id)
+    if session.state != S.READY or session.current_step != step_number:
+        return
+    lab = require_lab(session.lab_slug)
+    push_progress(session_id, "checking", str(step_number))
+    try:
+        _check(session, lab, step_number)
+    except (HypervisorError, verify.StepCommandFailed) as exc:
+        log.exception("session %s: check failed", session_id)
+        end_session(session_id, S.FAILED, error=f"The VM stopped answering: {exc}")
+
+
+def _check(session: LabSession, lab: Lab, step_number: int) -> None:
+    session_id = session.id
+    step = lab.step(step_number)
+    with hypervisor() as hv:
+        vm = hv.vm(session.vm_id)
+        result = verify.run_check(vm, step)
+        StepResult.objects.create(
+            session=session, step=step_number, passed=result.passed, duration_s=result.duration_s,
+            message="" if result.passed else "; ".join(r.message.en for r in result.results if not r.ok),
+            details=[{"ok": r.ok, "en": r.message.en, "zh": r.message.zh, "detail": r.detail}
+                     for r in result.results],
+        )  # fmt: skip
+        if not result.passed:
+            push_session(session_id)
+            return
+        if step_number == len(lab.steps):
+            end_session(session_id, S.COMPLETED)
+            return
+        following = step_number + 1
+        verify.run_setup(vm, lab.step(following))
+        _checkpoint(vm, following)
+        checkpoints = sorted({*session.checkpoints, following})
+        update_fields(
+            session_id, expected=[S.READY], current_step=following, checkpoints=checkpoints,
+            last_activity=timezone.now(),
+        )  # fmt: skip
+
+
+def _checkpoint(vm: VM, step: int) -> None:
+    # A checkpoint from an earlier pass (before a goto) is stale: replace it.
+    with contextlib.suppress(HypervisorError):
+        vm.delete_snapshot(checkpoint(step))
+    vm.snapshot(checkpoint(step))
+
+
+def revert(session_id: str, step: int) -> None:
+    """resetting → ready: back to the checkpoint of `step`; later steps' results and checkpoints go."""
+    session = LabSession.objects.get(pk=session_id)
+    if session.state != S.RESETTING:
+        return
+    try:
+        with hypervisor() as hv:
+            vm = hv.vm(session.vm_id)
+            vm.revert(checkpoint(step))
+            for later in (n for n in session.checkpoints if n > step):
+                with contextlib.suppress(HypervisorError):
+                    vm.delete_snapshot(checkpoint(later))
+    except HypervisorError as exc:
+        end_session(session_id, S.FAILED, error=f"Restoring the checkpoint failed: {exc}")
+        return
+    with transaction.atomic():
+        StepResult.objects.filter(session_id=session_id, step__gte=step).delete()
+        transition(
+            session_id, S.READY, expected=[S.RESETTING], current_step=step,
+            checkpoints=[n for n in session.checkpoints if n <= step], last_activity=timezone.now(),
+        )  # fmt: skip
+
+
+def destroy(session_id: str) -> None:
+    """Destroy the session's VM (idempotent) and record `destroyed`."""
+    session = LabSession.objects.get(pk=session_id)
+    if session.vm_id:
+        with hypervisor() as hv, contextlib.suppress(DomainMissing):
+            hv.vm(session.vm_id).destroy()
+    PoolVM.objects.filter(session_id=session_id).delete()
+    transition(session_id, S.DESTROYED)
+
+
+def fill_pool(host: str) -> None:
+    """Boot warm VMs until this host holds the configured number per profile."""
+    for profile, size in limits.pool_sizes().items():
+        while PoolVM.objects.filter(host=host, profile=profile).exclude(state=PoolVM.State.ASSIGNED).count() < size:
+            if not _has_room(host):
+                return
+            pool_vm = PoolVM.objects.create(host=host, profile=profile)
+            started = time.monotonic()
+            try:
+                with hypervisor() as hv:
+                    vm = hv.create_vm(pool_vm.id, profile, settings.GUEST_IMAGE_DIR)
+                    vm.wait_ready(BOOT_TIMEOUT_S)
+                    vm.snapshot(POOL_CLEAN_SNAPSHOT)
+            except HypervisorError:
+                log.exception("warm pool: booting %s failed", pool_vm.id)
+                pool_vm.delete()  # the reaper removes whatever half-made VM is left
+                return
+            PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
+            log.info("warm pool: %s ready in %.1fs", pool_vm.id, time.monotonic() - started)
+    dispatch.on_web("place_queued_sessions")
+
+
+def _has_room(host: str) -> bool:
+    advert = next((a for a in hosts.list_hosts() if a.name == host), None)
+    # Keep a slot for learners: the pool only fills spare capacity.
+    return advert is not None and free_slots(advert) > 1

@@ -1,0 +1,94 @@
+/* The lab terminal: xterm.js on a websocket to the VM's serial console.
+   Binary frames carry UTF-8 bytes both ways; text frames are JSON control messages.
+   Reconnects with backoff; the server resends its scrollback, so the screen is rebuilt. */
+(function () {
+  "use strict";
+
+  var GONE = 4410, FORBIDDEN = 4403;
+
+  function cssVar(name, fallback) {
+    var v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+    return v || fallback;
+  }
+
+  function open(el, url, hooks) {
+    var term = new window.Terminal({
+      cursorBlink: true,
+      scrollback: 5000,
+      fontFamily: cssVar("--mono", "monospace"),
+      fontSize: 14,
+      theme: { background: "#0d1117", foreground: "#e6edf3", cursor: cssVar("--accent", "#7aa2ff") }
+    });
+    var fit = new window.FitAddon.FitAddon();
+    term.loadAddon(fit);
+    term.open(el);
+    fit.fit();
+    var encoder = new TextEncoder();
+    var ws = null, attempts = 0, closedForGood = false, timer = null;
+
+    function status(text) { if (hooks.status) hooks.status(text); }
+
+    function sendBytes(bytes) {
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(bytes);
+    }
+
+    function connect() {
+      ws = new WebSocket(url);
+      ws.binaryType = "arraybuffer";
+      ws.onopen = function () { attempts = 0; status("connected"); sendResize(); };
+      ws.onmessage = function (ev) {
+        if (typeof ev.data !== "string") {
+          term.write(new Uint8Array(ev.data)); // xterm decodes UTF-8 across chunk boundaries
+          return;
+        }
+        var msg = JSON.parse(ev.data);
+        if (msg.type === "hello") {
+          term.reset(); // the scrollback that follows redraws everything
+          if (msg.observer) status("observer");
+        } else if (msg.type === "gone") {
+          closedForGood = true;
+          term.write("\r\n\x1b[1;31m" + (hooks.goneText || "VM gone") + "\x1b[0m " + (msg.reason || "") + "\r\n");
+          if (hooks.gone) hooks.gone(msg.reason);
+        }
+      };
+      ws.onclose = function (ev) {
+        if (ev.code === GONE || ev.code === FORBIDDEN) closedForGood = true;
+        if (closedForGood) { status(ev.code === FORBIDDEN ? "forbidden" : "gone"); return; }
+        status("reconnecting");
+        var delay = Math.min(15000, 500 * Math.pow(2, attempts++));
+        timer = setTimeout(connect, delay + Math.random() * 250);
+      };
+    }
+
+    function sendResize() {
+      if (ws && ws.readyState === WebSocket.OPEN) {
+        ws.send(JSON.stringify({ type: "resize", cols: term.cols, rows: term.rows }));
+      }
+    }
+
+    // Typing, pastes and IME compositions (e.g. Chinese) all arrive here as strings.
+    term.onData(function (data) { sendBytes(encoder.encode(data)); });
+    term.onBinary(function (data) {
+      var bytes = new Uint8Array(data.length);
+      for (var i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 255;
+      sendBytes(bytes);
+    });
+    var onResize = function () { fit.fit(); sendResize(); };
+    window.addEventListener("resize", onResize);
+    connect();
+
+    return {
+      term: term,
+      focus: function () { term.focus(); },
+      close: function () {
+        closedForGood = true;
+        clearTimeout(timer);
+        window.removeEventListener("resize", onResize);
+        if (ws) ws.close();
+      },
+      dispose: function () { this.close(); term.dispose(); }
+    };
+  }
+
+  window.VirtlabTerminal = { open: open };
+})();

@@ -1,0 +1,70 @@
+"""Lab pages: the catalogue and one lab (steps, terminal, live session). Actions go through the API."""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET
+
+from labs.models import LabSession
+from labs.services.catalogue import catalogue, get_lab
+from labs.services.events import session_payload
+from labs.states import RUNNING
+
+
+@require_GET
+def catalogue_page(request: HttpRequest) -> HttpResponse:
+    lang = get_language() or "en"
+    labs = [
+        {"lab": lab, "title": lab.title.get(lang), "summary": lab.summary.get(lang), "steps": len(lab.steps)}
+        for lab in catalogue().labs.values()
+    ]
+    return render(request, "labs/catalogue.html", {"labs": labs})
+
+
+@require_GET
+def lab_page(request: HttpRequest, slug: str) -> HttpResponse:
+    lab = get_lab(slug)
+    if lab is None:
+        raise Http404("no such lab")
+    lang = get_language() or "en"
+    steps = [
+        {
+            "number": step.number,
+            "title": step.title.get(lang),
+            "html": step.instructions_html(lang),
+            "hints": [hint.get(lang) for hint in step.hints],
+            "solution": step.solution,
+        }
+        for step in lab.steps
+    ]
+    session = None
+    if request.user.is_authenticated:
+        # The learner's running session of this lab, as the DB has it (same dict the websocket sends).
+        current = LabSession.objects.filter(user=request.user, lab_slug=slug, state__in=RUNNING).first()
+        session = session_payload(current) if current else None
+    context = {
+        "lab": lab,
+        "title": lab.title.get(lang),
+        "summary": lab.summary.get(lang),
+        "steps": steps,
+        "session": session,
+        "strings": _page_strings(),
+    }
+    return render(request, "labs/lab.html", context)
+
+
+def _page_strings() -> dict[str, str]:
+    """Texts the page's script shows, translated here so the script holds none."""
+    return {
+        "checking": _("Checking…"), "passed": _("Passed"), "failed": _("Not yet"), "time_left": _("Time left"),
+        "gone": _("The VM is gone."), "connected": _("connected"), "reconnecting": _("reconnecting…"),
+        "queued": _("Position in queue"), "boot": _("Booting the VM…"), "warm": _("Taking a pre-booted VM…"),
+        "agent": _("Waiting for the guest agent…"), "setup": _("Preparing step 1…"),
+        "observer": _("observing (read-only)"), "confirm_stop": _("Stop the lab? Its VM will be destroyed."),
+        "confirm_reset": _("Start over from step 1? Your changes in the VM are lost."),
+        "confirm_goto": _("Go back to the start of this step? Later progress is lost."),
+        "completed": _("Lab completed. Well done!"), "error": _("Something went wrong"),
+    }  # fmt: skip

@@ -1,0 +1,130 @@
+"""End to end over HTTP and websockets: a real ASGI server, a real host agent worker, real VMs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import services
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+PASSWORD = "correct-horse-battery-staple"
+PROMPT = re.compile(rb"root@virtlab:[^\r\n]*# ")
+
+
+class Stack:
+    def __init__(self, base: str, env: dict[str, str], slug: str):
+        self.base, self.env, self.slug = base, env, slug
+
+    def client(self, username: str) -> services.LabClient:
+        client = services.LabClient(self.base)
+        client.login(username, PASSWORD)
+        return client
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("labstack")
+    with services.private_redis() as redis_url:
+        env = services.lab_env(tmp, redis_url, LABS_TTL_S="600")
+        slug = services.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
+        services.manage(env, "migrate", "--noinput")
+        services.create_users(env, PASSWORD, "alice", "bob", "staffer", staff=("staffer",))
+        try:
+            with services.host_agent(env), services.asgi_server(env) as base:
+                services.wait_for_advert(redis_url, env["VIRTLAB_HOST_NAME"])
+                yield Stack(base, env, slug)
+        finally:
+            services.destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
+
+
+def next_event(ws: Any, predicate: Any, timeout: float) -> dict[str, Any]:
+    """The first JSON message on `ws` that satisfies `predicate`."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            raw = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        if isinstance(raw, bytes):
+            continue  # terminal output; we want a control message
+        message = json.loads(raw)
+        seen.append(message.get("session", {}).get("state") or message.get("stage"))
+        if predicate(message):
+            return message
+    raise AssertionError(f"no matching event within {timeout}s; saw {seen}")
+
+
+def session_state(state: str) -> Any:
+    return lambda m: m.get("type") == "session" and m["session"]["state"] == state
+
+
+def read_until(ws: Any, pattern: re.Pattern[bytes], timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    while not pattern.search(buffer):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{pattern.pattern!r} not seen; terminal showed {buffer[-400:]!r}")
+        try:
+            frame = ws.recv(timeout=remaining)
+        except TimeoutError:
+            continue
+        if isinstance(frame, bytes):
+            buffer += frame
+    return buffer
+
+
+def test_start_work_check_reset_stop(stack: Stack) -> None:
+    alice = stack.client("alice")
+    status, session = alice.request("POST", "/api/sessions", {"lab": stack.slug})
+    assert status == 201, session
+    sid = session["id"]
+    with alice.websocket(f"/ws/sessions/{sid}/events/") as events:
+        first = json.loads(events.recv(timeout=10))
+        assert first["type"] == "session" and first["session"]["id"] == sid
+        progress = next_event(events, lambda m: m.get("type") == "progress", 60)
+        assert progress["stage"] in {"boot", "warm", "agent"}
+        next_event(events, session_state("ready"), 120)
+
+        with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+            assert json.loads(term.recv(timeout=10))["type"] == "hello"
+            term.send(b"echo relay-$((40+2))\r")
+            read_until(term, re.compile(rb"relay-42"), 20)
+
+            # Check before solving: a clear "not yet" for step 1.
+            assert alice.request("POST", f"/api/sessions/{sid}/check", {"step": 1})[0] == 202
+            failed = next_event(events, lambda m: m.get("type") == "session" and "1" in m["session"]["results"], 60)
+            assert failed["session"]["results"]["1"]["passed"] is False
+            assert "not yet" in failed["session"]["results"]["1"]["details"][0]["en"]
+
+            # Solve it in the terminal, as a learner would, then pass.
+            term.send("echo hi > /root/hello.txt; echo 你好\r".encode())
+            read_until(term, re.compile("你好".encode()), 20)
+            alice.request("POST", f"/api/sessions/{sid}/check", {"step": 1})
+            passed = next_event(events, lambda m: m.get("type") == "session" and m["session"]["current_step"] == 2, 60)
+            assert passed["session"]["results"]["1"]["passed"] is True
+            assert passed["session"]["checkpoints"] == [1, 2]
+
+            # Reset: back to step 1's checkpoint; the file made afterwards is gone.
+            assert alice.request("POST", f"/api/sessions/{sid}/reset")[0] == 202
+            next_event(events, session_state("ready"), 60)
+        status, body = alice.request("GET", f"/api/sessions/{sid}")
+        assert body["current_step"] == 1 and body["results"] == {}
+
+        with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+            term.recv(timeout=10)
+            term.send(b"ls /root/hello.txt || echo MISSING-$((1+1))\r")
+            read_until(term, re.compile(rb"MISSING-2"), 30)
+
+            assert alice.request("POST", f"/api/sessions/{sid}/stop")[0] == 200
+            gone = next_event(term, lambda m: m.get("type") == "gone", 20)
+            assert gone["reason"]
+        next_event(events, session_state("destroyed"), 60)
