@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -20,17 +21,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOT = REPO_ROOT / "content" / "labs"
 # How often get_catalog() looks at file mtimes; a stat walk of a few hundred files costs ~1 ms.
 RECHECK_INTERVAL_S = 2.0
+ANCHOR_RE = re.compile(r"\{#([\w-]+)\}")
+DOC_LINK_RE = re.compile(r"\]\(doc:([a-z0-9-]+)(?:#([\w-]+))?\)")
 
 
 def load_catalog(root: Path = DEFAULT_ROOT, docs_root: Path | None = None) -> Catalog:
     """Load and validate every lab folder under `root` (docs slugs are checked in `docs_root`/en)."""
     docs_dir = (docs_root if docs_root is not None else root.parent / "docs") / "en"
-    doc_slugs = {p.stem for p in docs_dir.glob("*.md")}
+    doc_anchors = {p.stem: set(ANCHOR_RE.findall(p.read_text(encoding="utf-8"))) for p in docs_dir.glob("*.md")}
     labs: list[Lab] = []
     errors: list[LabError] = []
     for lab_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         lab_errors: list[LabError] = []
-        lab = _load_lab(lab_dir, doc_slugs, lab_errors)
+        lab = _load_lab(lab_dir, doc_anchors, lab_errors)
         errors.extend(lab_errors)
         if lab is not None and not lab_errors:
             labs.append(lab)
@@ -57,7 +60,7 @@ def _read_yaml(path: Path, reader: FieldReader) -> Any:
         return None
 
 
-def _load_lab(lab_dir: Path, doc_slugs: set[str], errors: list[LabError]) -> Lab | None:
+def _load_lab(lab_dir: Path, doc_anchors: dict[str, set[str]], errors: list[LabError]) -> Lab | None:
     name = lab_dir.name
     lab_file = lab_dir / "lab.yaml"
     reader = FieldReader(name, display_path(lab_file), errors)
@@ -75,10 +78,10 @@ def _load_lab(lab_dir: Path, doc_slugs: set[str], errors: list[LabError]) -> Lab
     if profile is None:
         reader.error("profile", f"{meta['profile']!r} is not a vetted profile ({', '.join(sorted(PROFILES))})")
     for index, doc in enumerate(meta["docs"]):
-        if doc not in doc_slugs:
+        if doc not in doc_anchors:
             reader.error(f"docs[{index}]", f"no doc page {doc!r} (content/docs/en/{doc}.md)")
     targets = disk_targets_of(profile.disk_count if profile else 1)
-    steps = _load_steps(lab_dir, meta["slug"], meta["steps"], targets, reader)
+    steps = _load_steps(lab_dir, meta["slug"], meta["steps"], targets, reader, doc_anchors)
     if errors or steps is None:
         return None
     return Lab(
@@ -95,7 +98,12 @@ def _load_lab(lab_dir: Path, doc_slugs: set[str], errors: list[LabError]) -> Lab
 
 
 def _load_steps(
-    lab_dir: Path, slug: str, names: tuple[str, ...], targets: tuple[str, ...], lab_reader: FieldReader
+    lab_dir: Path,
+    slug: str,
+    names: tuple[str, ...],
+    targets: tuple[str, ...],
+    lab_reader: FieldReader,
+    doc_anchors: dict[str, set[str]],
 ) -> tuple[Step, ...] | None:
     steps_dir = lab_dir / "steps"
     listed = set(names)
@@ -112,14 +120,19 @@ def _load_steps(
         elif name not in on_disk:
             lab_reader.error(field, f"no folder steps/{name}")
         else:
-            step = _load_step(steps_dir / name, slug, index + 1, targets, lab_reader)
+            step = _load_step(steps_dir / name, slug, index + 1, targets, lab_reader, doc_anchors)
             if step is not None:
                 steps.append(step)
     return tuple(steps) if len(steps) == len(names) else None
 
 
 def _load_step(
-    step_dir: Path, slug: str, number: int, targets: tuple[str, ...], lab_reader: FieldReader
+    step_dir: Path,
+    slug: str,
+    number: int,
+    targets: tuple[str, ...],
+    lab_reader: FieldReader,
+    doc_anchors: dict[str, set[str]],
 ) -> Step | None:
     errors = lab_reader.errors
     before = len(errors)
@@ -133,6 +146,7 @@ def _load_step(
             md_reader.error("", "file is empty")
         else:
             texts[lang] = md.read_text(encoding="utf-8")
+            _check_doc_links(texts[lang], doc_anchors, md_reader)
     step_file = step_dir / "step.yaml"
     reader = FieldReader(lab_reader.lab, display_path(step_file), errors)
     data = _read_yaml(step_file, reader)
@@ -153,6 +167,15 @@ def _load_step(
         solution=fields["solution"],
         path=step_dir,
     )
+
+
+def _check_doc_links(text: str, doc_anchors: dict[str, set[str]], reader: FieldReader) -> None:
+    """Every `doc:slug#anchor` link must reach an existing page and heading."""
+    for slug, anchor in DOC_LINK_RE.findall(text):
+        if slug not in doc_anchors:
+            reader.error(f"doc:{slug}", "no such doc page")
+        elif anchor and anchor not in doc_anchors[slug]:
+            reader.error(f"doc:{slug}#{anchor}", f"no heading with id {anchor!r} in content/docs/en/{slug}.md")
 
 
 _cache_lock = threading.Lock()

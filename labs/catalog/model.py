@@ -17,6 +17,11 @@ DEFAULT_COMMAND_TIMEOUT_S = 30.0
 MAX_COMMAND_TIMEOUT_S = 300.0
 
 
+def content_lang(lang: str) -> str:
+    """The content language ("en" or "zh") for a UI language code such as "zh-hans" or "en-us"."""
+    return "zh" if lang.lower().startswith("zh") else "en"
+
+
 @dataclass(frozen=True)
 class LocalizedText:
     """One text in every UI language."""
@@ -26,7 +31,7 @@ class LocalizedText:
 
     def get(self, lang: str) -> str:
         """The text in `lang` ("zh", "zh-hans", "en", ...); English for anything else."""
-        return self.zh if lang.lower().startswith("zh") else self.en
+        return self.zh if content_lang(lang) == "zh" else self.en
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +148,7 @@ class Step:
         """Sanitized HTML of the instructions in `lang`, from the knowledge base's renderer."""
         from .render import render_instructions
 
-        return render_instructions(self.instructions.get(lang), lang)
+        return render_instructions(self.instructions.get(lang), content_lang(lang))
 
 
 @dataclass(frozen=True)
