@@ -17,7 +17,7 @@ from .search import IndexDoc, get_backend
 from .search.snippets import term_counts
 
 # Bump when rendering changes so that every page is rendered again.
-RENDERER_VERSION = "4"
+RENDERER_VERSION = "5"
 
 
 @dataclass

@@ -26,6 +26,9 @@ LANGS = ("en", "zh")
 LINK_RE = re.compile(r"^(doc|lab):([a-z0-9][a-z0-9-]*)(?:#([\w-]+))?$")
 IMG_RE = re.compile(r"^img/([\w.-]+)$")
 SECTION_HEADINGS = {"h2", "h3"}
+PRE_RE = re.compile(r"(<pre[\s>].*?</pre>)", re.S)
+# A line break between two CJK characters (or CJK punctuation) is not a space in Chinese.
+CJK_BREAK_RE = re.compile(r"(?<=[\u3000-\u303f\u3400-\u9fff\uff00-\uffef])\n(?=[\u3000-\u303f\u3400-\u9fff\uff00-\uffef])")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,11 @@ def _sections(html: str, intro: str) -> list[Section]:
     return [Section(s.id, s.heading, " ".join(" ".join(p).split())) for s, p in zip(sections, parts, strict=True)]
 
 
+def _join_cjk_lines(html: str) -> str:
+    parts = PRE_RE.split(html)
+    return "".join(p if i % 2 else CJK_BREAK_RE.sub("", p) for i, p in enumerate(parts))
+
+
 def render_markdown(text: str, *, lang: str, title: str = "") -> Rendered:
     """Render trusted Markdown from content/ to sanitized HTML (see content/docs/FORMAT.md)."""
     if lang not in LANGS:
@@ -145,7 +153,7 @@ def render_markdown(text: str, *, lang: str, title: str = "") -> Rendered:
         },
         output_format="html",
     )
-    html = sanitize_html(md.convert(text))
+    html = sanitize_html(_join_cjk_lines(md.convert(text)))
     headings = [Heading(int(m.group(1)), m.group(2), _strip_tags(m.group(3)).strip())
                 for m in re.finditer(r'<h([2-6]) id="([^"]+)">(.*?)</h\1>', html, re.S)]
     return Rendered(

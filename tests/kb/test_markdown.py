@@ -80,6 +80,12 @@ def test_runnable_flag_and_highlighting() -> None:
     assert '<span class="kt">int</span>' in r.html  # Pygments classes survive the sanitizer
 
 
+def test_chinese_line_breaks_do_not_become_spaces() -> None:
+    html = render_markdown("内存映射的，\n内核可以 mmap\n设备。\n\n```text\n第一行\n第二行\n```\n", lang="zh").html
+    assert "内存映射的，内核可以 mmap\n设备。" in html
+    assert "第一行\n第二行" in html  # code keeps its lines
+
+
 def test_headings_tables_admonitions() -> None:
     text = '## IOMMU groups {#iommu-groups}\n\n!!! warning "Careful"\n    body\n\n| a | b |\n|---|---|\n| 1 | 2 |\n'
     r = render_markdown(text, lang="en")
