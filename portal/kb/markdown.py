@@ -28,7 +28,8 @@ IMG_RE = re.compile(r"^img/([\w.-]+)$")
 SECTION_HEADINGS = {"h2", "h3"}
 PRE_RE = re.compile(r"(<pre[\s>].*?</pre>)", re.S)
 # A line break between two CJK characters (or CJK punctuation) is not a space in Chinese.
-CJK_BREAK_RE = re.compile(r"(?<=[\u3000-\u303f\u3400-\u9fff\uff00-\uffef])\n(?=[\u3000-\u303f\u3400-\u9fff\uff00-\uffef])")
+_CJK = r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]"
+CJK_BREAK_RE = re.compile(rf"(?<={_CJK})\n(?={_CJK})")
 
 
 @dataclass(frozen=True)

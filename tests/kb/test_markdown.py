@@ -81,8 +81,8 @@ def test_runnable_flag_and_highlighting() -> None:
 
 
 def test_chinese_line_breaks_do_not_become_spaces() -> None:
-    html = render_markdown("内存映射的，\n内核可以 mmap\n设备。\n\n```text\n第一行\n第二行\n```\n", lang="zh").html
-    assert "内存映射的，内核可以 mmap\n设备。" in html
+    html = render_markdown("内存映射的\uff0c\n内核可以 mmap\n设备。\n\n```text\n第一行\n第二行\n```\n", lang="zh").html
+    assert "内存映射的\uff0c内核可以 mmap\n设备。" in html
     assert "第一行\n第二行" in html  # code keeps its lines
 
 
