@@ -3,14 +3,14 @@ from django.contrib import admin
 from labs.models import LabSession, PoolVM, StepResult
 
 
-class StepResultInline(admin.TabularInline):
+class StepResultInline(admin.TabularInline):  # type: ignore[type-arg]
     model = StepResult
     extra = 0
     readonly_fields = ("step", "passed", "message", "duration_s", "created_at")
 
 
 @admin.register(LabSession)
-class LabSessionAdmin(admin.ModelAdmin):
+class LabSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("id", "user", "lab_slug", "state", "host", "current_step", "created_at", "expires_at")
     list_filter = ("state", "host", "lab_slug")
     search_fields = ("id", "user__username", "lab_slug")
@@ -19,6 +19,6 @@ class LabSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(PoolVM)
-class PoolVMAdmin(admin.ModelAdmin):
+class PoolVMAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("id", "host", "profile", "state", "session", "created_at")
     list_filter = ("host", "profile", "state")

@@ -46,7 +46,7 @@ def lab_error(request: HttpRequest, exc: services.LabError) -> Any:
 
 def _owned(request: HttpRequest, session_id: str) -> LabSession:
     """The caller's session; 404 for anyone else's, so ids never reveal that a session exists."""
-    session = LabSession.objects.filter(pk=session_id, user=request.user).first()
+    session = LabSession.objects.filter(pk=session_id, user_id=request.user.pk or 0).first()
     if session is None:
         raise HttpError(404, "Not found")
     return session

@@ -77,7 +77,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(terminal_group(self.session_id), self.channel_name)
         self.joined = True
         async with self.redis.pipeline(transaction=True) as pipe:
-            scrollback, end = await pipe.get(buffer_key(self.session_id)).get(offset_key(self.session_id)).execute()
+            pipe.get(buffer_key(self.session_id))
+            pipe.get(offset_key(self.session_id))
+            scrollback, end = await pipe.execute()
         self.sent_upto = int(end or 0)
         await self.send(text_data=json.dumps({"type": "hello", "observer": not self.is_owner}))
         if scrollback:
@@ -110,7 +112,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if not data or len(data) > MAX_INPUT_BYTES:
             return
         key = input_key(self.session_id)
-        await self.redis.pipeline(transaction=False).rpush(key, data).expire(key, 60).execute()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, data)
+            pipe.expire(key, 60)
+            await pipe.execute()
 
     async def term_output(self, event: dict[str, Any]) -> None:
         data: bytes = event["data"]

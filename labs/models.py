@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -41,7 +42,7 @@ class LabSessionQuerySet(models.QuerySet["LabSession"]):
     def on_host(self, host: str) -> LabSessionQuerySet:
         return self.filter(host=host)
 
-    def visible_to(self, user: object) -> LabSessionQuerySet:
+    def visible_to(self, user: Any) -> LabSessionQuerySet:
         """Owner sees their own sessions; staff may observe every session."""
         if not getattr(user, "is_authenticated", False):
             return self.none()

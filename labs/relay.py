@@ -137,7 +137,8 @@ class SessionRelay:
                 continue
             if item is None:
                 continue
-            self._write(item[1])
+            data = item[1]
+            self._write(data if isinstance(data, bytes) else data.encode())
 
     def _write(self, data: bytes) -> None:
         from labs.hypervisor import ConsoleClosed, HypervisorError

@@ -68,4 +68,4 @@ def reconcile_all() -> None:
     reconcile.expire_sessions()
     placement.place_queued()
     for advert in hosts.list_hosts():
-        reconcile_host.apply_async(args=[advert.name], queue=host_queue(advert.name))
+        reconcile_host.apply_async(args=(advert.name,), queue=host_queue(advert.name))

@@ -246,3 +246,30 @@ def destroy_vms_with_prefix(prefix: str) -> list[str]:
                     continue
                 removed.append(tagged.session_id)
     return removed
+
+
+def point_settings_at_redis(settings: Any, url: str) -> None:
+    """Make this test process's cache, channel layer, broker and adverts use the Redis at `url`."""
+    from portal.celery import app
+
+    settings.REDIS_URL = url
+    settings.CELERY_BROKER_URL = url
+    # The Celery app read its broker at import and pools connections: repoint it (no worker listens).
+    app.conf.broker_url = url
+    app._pool = None
+    app.amqp._producer_pool = None
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": url, "socket_timeout": 30}]},
+        }
+    }
+
+
+def advertise_host(name: str, max_vms: int = 10) -> None:
+    """Publish a host advert as an agent would (for placement tests without a worker)."""
+    from labs import hosts
+
+    hosts.publish(hosts.HostAdvert(name=name, libvirt_ok=True, accelerator="tcg", image_present=True,
+                                   total_mem_mib=4096, free_mem_mib=4096, vm_count=0, max_vms=max_vms))  # fmt: skip

@@ -40,8 +40,9 @@ from .vm import VM
 DEFAULT_URI = "qemu:///system"
 # Memory left to the host OS, libvirtd and the host agent before VMs are refused.
 HOST_RESERVE_MIB = 1024
-# Disk directories without a domain are removed by reap() only once older than this.
-ORPHAN_DISK_GRACE_S = 600
+# reap() spares domains and disk directories younger than this: a create may be in flight whose
+# session the caller's list does not show yet.
+ORPHAN_GRACE_S = 600.0
 # QEMU's own cost on top of guest RAM (TCG cache, device state, ROM copies of kernel/initrd),
 # from bench/vm.py: idle RSS of a 128 MiB guest minus its RAM, rounded up.
 QEMU_OVERHEAD_MIB = 48
@@ -216,17 +217,18 @@ class Hypervisor:
                 continue  # undefined while we looked
         return sorted(result, key=lambda d: d.name)
 
-    def reap(self, keep_session_ids: Iterable[str]) -> list[str]:
+    def reap(self, keep_session_ids: Iterable[str], grace_s: float = ORPHAN_GRACE_S) -> list[str]:
         """Destroy tagged VMs (and orphan disk directories) whose session is not in `keep`.
 
-        Untagged domains are never touched; disk directories without a domain are removed once
-        older than ORPHAN_DISK_GRACE_S (a create may be in flight). Returns the reaped session ids.
+        Untagged domains are never touched. Domains and disk directories younger than `grace_s`
+        are spared (a create may be in flight). Returns the reaped session ids.
         """
         keep = set(keep_session_ids)
+        now = datetime.now(UTC)
         reaped: list[str] = []
         failures: list[str] = []
         for tagged in self.list_tagged():
-            if tagged.session_id in keep:
+            if tagged.session_id in keep or _age_s(tagged.tag.created_at, now) < grace_s:
                 continue
             try:
                 self.vm(tagged.session_id).destroy()
@@ -239,12 +241,21 @@ class Hypervisor:
         for session_id in list_disk_sessions(self.disks_root):
             if session_id in keep or session_id in defined or not is_session_id(session_id):
                 continue
-            # create_vm makes the disks just before defining the domain: spare fresh directories.
-            age = time.time() - session_dir(self.disks_root, session_id).stat().st_mtime
-            if age > ORPHAN_DISK_GRACE_S:
+            if time.time() - session_dir(self.disks_root, session_id).stat().st_mtime >= grace_s:
                 remove_session_disks(self.disks_root, session_id)
                 if session_id not in reaped:
                     reaped.append(session_id)
         if failures:
             raise HypervisorError("reap failed for " + "; ".join(failures))
         return reaped
+
+
+def _age_s(created_at: str, now: datetime) -> float:
+    """Seconds since an ISO timestamp from the metadata; unreadable timestamps count as old."""
+    try:
+        created = datetime.fromisoformat(created_at)
+    except ValueError:
+        return float("inf")
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (now - created).total_seconds()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -19,7 +19,7 @@ from labs.states import ENDED, RUNNING, SessionState
 S = SessionState
 
 
-def start_lab(user: AbstractBaseUser, slug: str) -> LabSession:
+def start_lab(user: User, slug: str) -> LabSession:
     """Create a session for `slug`: placed on a host (or the warm pool), or queued when all are full."""
     lab = get_lab(slug)
     if lab is None:

@@ -1,0 +1,132 @@
+"""The session state machine: conditional transitions, pushed events, expiry, queue and warm pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from labs import services
+from labs.models import LabSession, PoolVM
+from labs.services import placement, reconcile
+from labs.services.events import events_group
+from labs.services.transitions import transition
+from labs.states import SessionState
+from tests import services as stack
+
+pytestmark = pytest.mark.django_db(transaction=True)
+S = SessionState
+
+
+@pytest.fixture
+def lab_world(settings: Any, tmp_path: Path) -> Iterator[str]:
+    with stack.private_redis() as url:
+        stack.point_settings_at_redis(settings, url)
+        settings.CONTENT_DIR = tmp_path / "content"
+        yield stack.write_test_lab(settings.CONTENT_DIR)
+
+
+def listen(session_id: str) -> tuple[Any, str]:
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events_group(session_id), channel)
+    return layer, channel
+
+
+def receive(layer: Any, channel: str) -> dict[str, Any]:
+    return async_to_sync(layer.receive)(channel)
+
+
+def test_transition_happens_once_and_is_pushed(alice: User, lab_world: str) -> None:
+    session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.REQUESTED, host="h")
+    layer, channel = listen(session.id)
+    assert transition(session.id, S.PROVISIONING) is True
+    assert transition(session.id, S.PROVISIONING) is False  # a duplicated task changes nothing
+    event = receive(layer, channel)
+    assert event["type"] == "session.event"
+    assert event["session"]["state"] == "provisioning"
+
+
+def test_transition_refuses_edges_outside_the_state_machine(alice: User, lab_world: str) -> None:
+    session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.DESTROYED)
+    assert transition(session.id, S.READY) is False
+    with pytest.raises(ValueError, match="not a transition"):
+        transition(session.id, S.READY, expected=[S.DESTROYED])
+    session.refresh_from_db()
+    assert session.state == S.DESTROYED
+
+
+def test_ended_session_tells_the_terminal_it_is_gone(alice: User, lab_world: str) -> None:
+    from labs.services.events import terminal_group
+
+    session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.READY, host="h")
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(terminal_group(session.id), channel)
+    transition(session.id, S.EXPIRED)
+    assert receive(layer, channel)["type"] == "term.gone"
+
+
+def test_session_ids_are_valid_libvirt_session_ids(alice: User, lab_world: str) -> None:
+    from labs.hypervisor.naming import is_session_id
+
+    ids = {LabSession.objects.create(user=alice, lab_slug=lab_world).id for _ in range(20)}
+    assert len(ids) == 20
+    assert all(is_session_id(i) for i in ids)
+
+
+def test_expiry_and_idle_timeout_end_ready_sessions(alice: User, bob: User, lab_world: str, settings: Any) -> None:
+    settings.LABS_IDLE_TIMEOUT_S = 600
+    now = timezone.now()
+    expired = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.READY, host="h", vm_id="x",
+                                        expires_at=now - timedelta(seconds=1), last_activity=now)  # fmt: skip
+    idle = LabSession.objects.create(user=bob, lab_slug=lab_world, state=S.READY, host="h", vm_id="y",
+                                     expires_at=now + timedelta(hours=1),
+                                     last_activity=now - timedelta(seconds=601))  # fmt: skip
+    fresh = LabSession.objects.create(user=bob, lab_slug=lab_world, state=S.READY, host="h", vm_id="z",
+                                      expires_at=now + timedelta(hours=1), last_activity=now)  # fmt: skip
+    assert sorted(reconcile.expire_sessions()) == sorted([expired.id, idle.id])
+    states = dict(LabSession.objects.values_list("id", "state"))
+    assert (states[expired.id], states[idle.id], states[fresh.id]) == (S.EXPIRED, S.EXPIRED, S.READY)
+
+
+def test_queued_sessions_start_in_order_when_a_host_frees(alice: User, bob: User, lab_world: str,
+                                                          settings: Any) -> None:  # fmt: skip
+    settings.LABS_MAX_VMS_PER_HOST = 1
+    first = services.start_lab(alice, lab_world)
+    second = services.start_lab(bob, lab_world)
+    assert (first.state, second.state) == (S.QUEUED, S.QUEUED)  # no host has advertised yet
+    assert (first.queue_position, second.queue_position) == (1, 2)
+    stack.advertise_host("h1")
+    assert placement.place_queued() == 1
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.state, first.host, second.state, second.queue_position) == (S.REQUESTED, "h1", S.QUEUED, 1)
+    services.stop_lab(first)
+    assert placement.place_queued() == 1
+    second.refresh_from_db()
+    assert second.state == S.REQUESTED
+
+
+def test_warm_pool_vm_is_handed_out_first(alice: User, lab_world: str) -> None:
+    stack.advertise_host("h1")
+    pool_vm = PoolVM.objects.create(host="h1", profile="tiny", state=PoolVM.State.READY)
+    session = services.start_lab(alice, lab_world)
+    pool_vm.refresh_from_db()
+    assert (session.state, session.vm_id, session.host) == (S.REQUESTED, pool_vm.id, "h1")
+    assert (pool_vm.state, pool_vm.session_id) == (PoolVM.State.ASSIGNED, session.id)
+
+
+def test_interrupted_provisioning_is_failed_with_a_clear_message(alice: User, lab_world: str) -> None:
+    session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.PROVISIONING, host="h1")
+    assert reconcile.fail_interrupted("h1", timezone.now() + timedelta(seconds=1)) == [session.id]
+    session.refresh_from_db()
+    assert session.state == S.FAILED
+    assert "restarted" in session.error
