@@ -161,6 +161,24 @@ HASH=$(
 )
 OUT=$CACHE/$HASH
 
+# Old images pile up (~80 MB each) as the recipe changes: keep the newest few and any image a
+# VirtLab domain still boots from (its overlays and snapshots reference the kernel and initrd).
+prune_old_images() {
+    local keep=${VIRTLAB_GUEST_KEEP:-3} in_use="" dom dir
+    if command -v virsh >/dev/null; then
+        for dom in $(virsh -q -c qemu:///system list --all --name 2>/dev/null | grep '^virtlab-' || true); do
+            in_use+=$(virsh -c qemu:///system dumpxml "$dom" 2>/dev/null || true)
+        done
+    fi
+    ls -1dt "$CACHE"/*/ 2>/dev/null | tail -n +"$((keep + 1))" | while read -r dir; do
+        dir=${dir%/}
+        [ -f "$dir/manifest.json" ] || continue
+        [ "$(readlink -f "$CACHE/current")" = "$(readlink -f "$dir")" ] && continue
+        grep -qF "$dir/" <<<"$in_use" && continue
+        rm -rf -- "$dir" && log "pruned old image $dir"
+    done
+}
+
 point_current() { # atomically repoint $CACHE/current
     local tmp="$CACHE/.current.tmp$$"
     ln -sfn "$HASH" "$tmp" && mv -T "$tmp" "$CACHE/current"
@@ -383,5 +401,6 @@ chmod 0644 "$IMG"/*
 # A concurrent build of the same hash may have won; its result is identical.
 mv -T "$IMG" "$OUT" 2>/dev/null || [ -f "$OUT/manifest.json" ] || die "cannot move image into $OUT"
 point_current
+prune_old_images
 log "built $OUT in $(awk "BEGIN{printf \"%.1f\", $END - $START}") s"
 printf '%s\n' "$OUT"
