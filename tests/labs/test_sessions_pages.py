@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def lab_world(settings: Any, tmp_path: Path) -> Iterator[str]:
+def lab_world(settings: Any, tmp_path: Path) -> str:
     settings.CONTENT_DIR = tmp_path / "content"
-    yield services.write_test_lab(settings.CONTENT_DIR)
+    return services.write_test_lab(settings.CONTENT_DIR)
 
 
 def test_catalogue_lists_lab_cards(client: Client, lab_world: str) -> None:
