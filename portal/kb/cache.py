@@ -71,6 +71,10 @@ def corpus() -> Corpus:
             rows = DocPage.objects.values_list("lang", "slug", "title", "summary", "section", "order",
                                                        "sections_json")
             pages = {(r[0], r[1]): PageInfo(*r) for r in rows}
+            for info in pages.values():
+                for section in info.sections:  # for prefix lookups by bisection
+                    section["ordered_terms"] = sorted(section.get("terms", {}))
+                    section["ordered_heading_terms"] = sorted(section.get("heading_terms", {}))
             entries = DocBuild.objects.values_list("glossary", flat=True).first() or []
             found = Corpus(build_hash, pages, Glossary(entries), entries)
             _corpus.clear()

@@ -7,6 +7,7 @@ copyable text), the plain text of each section (for search) and the doc links fo
 
 from __future__ import annotations
 
+import functools
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -58,8 +59,13 @@ class Rendered:
     doc_links: list[tuple[str, str]] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=1024)
+def _page_path(lang: str, slug: str) -> str:
+    return reverse("kb:page", kwargs={"lang": lang, "slug": slug})
+
+
 def doc_url(lang: str, slug: str, anchor: str = "") -> str:
-    url = reverse("kb:page", kwargs={"lang": lang, "slug": slug})
+    url = _page_path(lang, slug)
     return f"{url}#{anchor}" if anchor else url
 
 

@@ -10,7 +10,7 @@ from django.db import connection
 from ..markdown import doc_url
 from .backend import IndexDoc, RawHit, SearchBackend
 from .postgres_fts import PostgresFtsBackend
-from .snippets import highlighter, mark, score_terms, snippet, stem, term_keys
+from .snippets import highlighter, mark, prefix_count, snippet, stem, term_keys
 from .text import parse_query
 
 __all__ = ["IndexDoc", "RawHit", "SearchResult", "get_backend", "search"]
@@ -38,10 +38,21 @@ class SearchResult:
     score: float
 
 
-def _section_score(section: dict[str, Any], keys: list[str], typed: list[str], prefix: str) -> int:
-    """Typed words count double glossary expansions; a heading match counts triple."""
+def _section_score(section: dict[str, Any], weighted: list[tuple[str, int]], prefix: str) -> int:
+    """Each matched term scores its weight (typed words 3, glossary expansions 1) times ten plus
+    a little for repeats; a heading match counts triple."""
     heading, text = section.get("heading_terms", {}), section.get("terms", {})
-    return sum(score_terms(heading, k, prefix) * 3 + score_terms(text, k, prefix) for k in (keys, typed, typed))
+    score = 0
+    for key, weight in weighted:
+        n = text.get(key, 0)
+        if n:
+            score += weight * (10 + min(n, 5))
+        if key in heading:
+            score += weight * 30
+    if prefix:
+        score += 30 * bool(prefix_count(heading, section["ordered_heading_terms"], prefix))
+        score += 10 * bool(prefix_count(text, section["ordered_terms"], prefix))
+    return score
 
 
 def search(q: str, *, lang: str | None = None, section: str | None = None, limit: int = 10) -> list[SearchResult]:
@@ -56,6 +67,7 @@ def search(q: str, *, lang: str | None = None, section: str | None = None, limit
     pattern = highlighter(query.highlight_words)
     keys = term_keys(query.highlight_words)
     typed = term_keys(query.typed_words)
+    weighted = [(k, 3 if k in typed else 1) for k in keys]
     prefix = next((stem(t.words[0]) for t in query.terms if t.prefix), "")
     results = []
     for hit in hits:
@@ -63,7 +75,7 @@ def search(q: str, *, lang: str | None = None, section: str | None = None, limit
         if info is None:  # index ahead of the page table for a moment during a build
             continue
         best = max(info.sections or [{"id": "", "heading": info.title, "text": info.summary}],
-                   key=lambda s: _section_score(s, keys, typed, prefix))
+                   key=lambda s: _section_score(s, weighted, prefix))
         anchor = best["id"]
         heading = best["heading"] if anchor else ""
         results.append(SearchResult(

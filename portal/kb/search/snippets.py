@@ -7,6 +7,7 @@ the one section it quotes.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections import Counter
@@ -40,7 +41,11 @@ def term_counts(text: str) -> dict[str, int]:
 
 @functools.lru_cache(maxsize=512)
 def _pattern(keys: tuple[str, ...]) -> re.Pattern[str] | None:
-    alts = [re.escape(k) if CJK_RE.search(k) else rf"(?<![^\W_]){re.escape(k)}[^\W_]*" for k in keys]
+    # One lookbehind for all Latin stems (cheaper to compile than one per alternative).
+    latin = "|".join(re.escape(k) for k in keys if not CJK_RE.search(k))
+    alts = [re.escape(k) for k in keys if CJK_RE.search(k)]
+    if latin:
+        alts.append(rf"(?<![^\W_])(?:{latin})[^\W_]*")
     return re.compile("|".join(alts), re.I) if alts else None
 
 
@@ -62,12 +67,13 @@ def mark(text: str, pattern: re.Pattern[str] | None) -> str:
     return "".join(out)
 
 
-def score_terms(counts: dict[str, int], keys: list[str], prefix: str = "") -> int:
-    """Distinct matched terms times ten plus total matches (capped)."""
-    found = [counts[k] for k in keys if k in counts]
-    if prefix and prefix not in counts:
-        found += [n for t, n in counts.items() if t.startswith(prefix)][:1]
-    return len(found) * 10 + min(sum(found), 9)
+def prefix_count(counts: dict[str, int], ordered: list[str], prefix: str) -> int:
+    """Occurrences of the first term that `prefix` completes to (0 if it is itself a term);
+    `ordered` is sorted(counts), so the lookup is a bisection."""
+    if not prefix or prefix in counts:
+        return 0
+    i = bisect.bisect_left(ordered, prefix)
+    return counts[ordered[i]] if i < len(ordered) and ordered[i].startswith(prefix) else 0
 
 
 def _positions(lower: str, keys: list[str]) -> list[tuple[int, str]]:
