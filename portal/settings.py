@@ -164,7 +164,10 @@ LABS_MAX_LIFETIME_S = env_int("LABS_MAX_LIFETIME_S", 2 * 3600)
 LABS_IDLE_TIMEOUT_S = env_int("LABS_IDLE_TIMEOUT_S", 20 * 60)
 LABS_MAX_VMS_PER_HOST = env_int("LABS_MAX_VMS_PER_HOST", 0)  # 0: as many as memory allows
 # Warm VMs per profile and host, e.g. "tiny=1,vfio=0".
-LABS_POOL_SIZES = {k: int(v) for k, _, v in (p.partition("=") for p in env("LABS_POOL_SIZES", "tiny=1").split(",") if p)}
+LABS_POOL_SIZES = {
+    k: int(v) for k, _, v in (p.partition("=") for p in env("LABS_POOL_SIZES", "tiny=1").split(",") if p)
+}
+LABS_REAP_GRACE_S = env_int("LABS_REAP_GRACE_S", 120)  # spare unknown VMs younger than this
 LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
 
 AUTH_PASSWORD_VALIDATORS = [

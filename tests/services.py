@@ -273,3 +273,88 @@ def advertise_host(name: str, max_vms: int = 10) -> None:
 
     hosts.publish(hosts.HostAdvert(name=name, libvirt_ok=True, accelerator="tcg", image_present=True,
                                    total_mem_mib=4096, free_mem_mib=4096, vm_count=0, max_vms=max_vms))  # fmt: skip
+
+
+STACK_PASSWORD = "correct-horse-battery-staple"
+
+
+class LabStack:
+    """A running stack: base URL, the environment every process shares, and the lab's slug."""
+
+    def __init__(self, base: str, env: dict[str, str], slug: str, redis_url: str):
+        self.base, self.env, self.slug, self.redis_url = base, env, slug, redis_url
+        self.host = env["VIRTLAB_HOST_NAME"]
+
+    def client(self, username: str) -> LabClient:
+        client = LabClient(self.base)
+        client.login(username, STACK_PASSWORD)
+        return client
+
+    def shell(self, code: str) -> str:
+        return manage(self.env, "shell", "-c", code)
+
+
+@contextmanager
+def lab_stack(tmp: Path, agent: bool = True, **extra_env: str) -> Iterator[LabStack]:
+    """Private Redis, a migrated SQLite file, users alice/bob/staffer, a host agent and uvicorn.
+    Every VM the stack made is destroyed on exit."""
+    with private_redis() as redis_url:
+        env = lab_env(tmp, redis_url, **extra_env)
+        slug = write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
+        manage(env, "migrate", "--noinput")
+        create_users(env, STACK_PASSWORD, "alice", "bob", "staffer", staff=("staffer",))
+        try:
+            with asgi_server(env) as base:
+                if agent:
+                    with host_agent(env):
+                        wait_for_advert(redis_url, env["VIRTLAB_HOST_NAME"])
+                        yield LabStack(base, env, slug, redis_url)
+                else:
+                    yield LabStack(base, env, slug, redis_url)
+        finally:
+            destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants (a worker and its pool), as a crash would."""
+    import signal
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+
+
+def wait_for_state(client: LabClient, session_id: str, states: set[str], timeout: float) -> dict[str, Any]:
+    """Poll the API until the session is in one of `states`; returns the session."""
+    deadline = time.monotonic() + timeout
+    body: Any = None
+    while time.monotonic() < deadline:
+        _status, body = client.request("GET", f"/api/sessions/{session_id}")
+        if body.get("state") in states:
+            return dict(body)
+        time.sleep(0.2)
+    raise AssertionError(f"session {session_id} never reached {states}: {body}")
+
+
+def domain_exists(vm_id: str) -> bool:
+    from labs.hypervisor import DomainMissing, Hypervisor
+
+    with Hypervisor.connect() as hv:
+        try:
+            return hv.vm(vm_id).is_running()
+        except DomainMissing:
+            return False

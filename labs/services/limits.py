@@ -44,6 +44,11 @@ def provision_timeout() -> timedelta:
     return timedelta(seconds=_setting("LABS_PROVISION_TIMEOUT_S", 300))
 
 
+def reap_grace_s() -> int:
+    """Unknown VMs of our namespace younger than this are spared (a create may be in flight)."""
+    return _setting("LABS_REAP_GRACE_S", 120)
+
+
 def max_vms_per_host() -> int:
     """Operator cap on VMs per host on top of what its memory allows (0 = memory only)."""
     return _setting("LABS_MAX_VMS_PER_HOST", 0)

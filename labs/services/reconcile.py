@@ -68,7 +68,7 @@ def reconcile_host(host: str) -> dict[str, list[str]]:
         keep |= {sid for sid in list_disk_sessions(hv.disks_root) if not sid.startswith(ours)}
         keep |= set(LabSession.objects.filter(host=host, state__in=VM_LIVE).values_list("vm_id", flat=True))
         keep |= set(PoolVM.objects.filter(host=host).exclude(state=PoolVM.State.ASSIGNED).values_list("id", flat=True))
-        report["reaped"] = hv.reap(keep)
+        report["reaped"] = hv.reap(keep, grace_s=limits.reap_grace_s())
     # Ended sessions whose teardown was interrupted: their VM is reaped now, record it.
     for session_id in LabSession.objects.filter(host=host, state__in=ENDED - {S.DESTROYED}).values_list(
         "id", flat=True

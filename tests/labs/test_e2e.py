@@ -6,7 +6,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,34 +13,13 @@ import pytest
 from tests import services
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
-PASSWORD = "correct-horse-battery-staple"
 PROMPT = re.compile(rb"root@virtlab:[^\r\n]*# ")
 
 
-class Stack:
-    def __init__(self, base: str, env: dict[str, str], slug: str):
-        self.base, self.env, self.slug = base, env, slug
-
-    def client(self, username: str) -> services.LabClient:
-        client = services.LabClient(self.base)
-        client.login(username, PASSWORD)
-        return client
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("labstack")
-    with services.private_redis() as redis_url:
-        env = services.lab_env(tmp, redis_url, LABS_TTL_S="600")
-        slug = services.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
-        services.manage(env, "migrate", "--noinput")
-        services.create_users(env, PASSWORD, "alice", "bob", "staffer", staff=("staffer",))
-        try:
-            with services.host_agent(env), services.asgi_server(env) as base:
-                services.wait_for_advert(redis_url, env["VIRTLAB_HOST_NAME"])
-                yield Stack(base, env, slug)
-        finally:
-            services.destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.LabStack]:
+    with services.lab_stack(tmp_path_factory.mktemp("labstack"), LABS_TTL_S="600") as running:
+        yield running
 
 
 def next_event(ws: Any, predicate: Any, timeout: float) -> dict[str, Any]:
@@ -82,14 +60,15 @@ def read_until(ws: Any, pattern: re.Pattern[bytes], timeout: float) -> bytes:
     return buffer
 
 
-def test_start_work_check_reset_stop(stack: Stack) -> None:
+def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
     alice = stack.client("alice")
     status, session = alice.request("POST", "/api/sessions", {"lab": stack.slug})
     assert status == 201, session
     sid = session["id"]
     with alice.websocket(f"/ws/sessions/{sid}/events/") as events:
         first = json.loads(events.recv(timeout=10))
-        assert first["type"] == "session" and first["session"]["id"] == sid
+        assert first["type"] == "session"
+        assert first["session"]["id"] == sid
         progress = next_event(events, lambda m: m.get("type") == "progress", 60)
         assert progress["stage"] in {"boot", "warm", "agent"}
         next_event(events, session_state("ready"), 120)
@@ -117,7 +96,8 @@ def test_start_work_check_reset_stop(stack: Stack) -> None:
             assert alice.request("POST", f"/api/sessions/{sid}/reset")[0] == 202
             next_event(events, session_state("ready"), 60)
         status, body = alice.request("GET", f"/api/sessions/{sid}")
-        assert body["current_step"] == 1 and body["results"] == {}
+        assert body["current_step"] == 1
+        assert body["results"] == {}
 
         with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
             term.recv(timeout=10)
