@@ -31,7 +31,7 @@ def load_catalog(root: Path = DEFAULT_ROOT, docs_root: Path | None = None) -> Ca
     doc_anchors = {p.stem: set(ANCHOR_RE.findall(p.read_text(encoding="utf-8"))) for p in docs_dir.glob("*.md")}
     labs: list[Lab] = []
     errors: list[LabError] = []
-    for lab_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+    for lab_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] not in "._") if root.is_dir() else []:
         lab_errors: list[LabError] = []
         lab = _load_lab(lab_dir, doc_anchors, lab_errors)
         errors.extend(lab_errors)

@@ -36,11 +36,14 @@ def test_lab_solves_step_by_step(slug: str, booted_vm: Callable[[str], VM]) -> N
     lab = CATALOG.labs[slug]
     vm = booted_vm(lab.profile)
     started = time.monotonic()
-    for step in lab.steps:
-        run_setup(vm, step)
-        before = run_check(vm, step)
-        assert not before.passed, f"step {step.number} {step.name} passes before its solution: {_explain(before)}"
-        run_solution(vm, step)
-        after = run_check(vm, step)
-        assert after.passed, f"step {step.number} {step.name} fails after its solution: {_explain(after)}"
-    SOLVE_TIMES[slug] = (time.monotonic() - started, len(lab.steps))
+    try:
+        for step in lab.steps:
+            run_setup(vm, step)
+            before = run_check(vm, step)
+            assert not before.passed, f"step {step.number} {step.name} passes before its solution: {_explain(before)}"
+            run_solution(vm, step)
+            after = run_check(vm, step)
+            assert after.passed, f"step {step.number} {step.name} fails after its solution: {_explain(after)}"
+        SOLVE_TIMES[slug] = (time.monotonic() - started, len(lab.steps))
+    finally:
+        vm.destroy()  # one VM at a time: the next lab boots into a freed host
