@@ -190,6 +190,15 @@ class VM:
             time.sleep(0.1)
         return not self.is_running()
 
+    def _stop_now(self) -> None:
+        try:
+            if self._domain.isActive():
+                self._domain.destroy()
+        except libvirt.libvirtError as exc:
+            # The guest powered itself off between the check and the destroy: that is stopped too.
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or self._domain.isActive():
+                raise
+
     def destroy(self) -> None:
         """Stop the VM, undefine it (with snapshot and save metadata) and delete its disks.
 
@@ -197,8 +206,7 @@ class VM:
         """
         try:
             with translated():
-                if self._domain.isActive():
-                    self._domain.destroy()
+                self._stop_now()
                 self._domain.undefineFlags(
                     libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                     | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE

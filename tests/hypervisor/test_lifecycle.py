@@ -82,7 +82,8 @@ def test_destroy_removes_domain_snapshots_and_disks_and_reap_spares_untagged(
         # Reap everything of ours except `kept`; other sessions on this host are left alone.
         others = {d.session_id for d in hv.list_tagged()} - {doomed.session_id, kept.session_id}
         others |= {p.name for p in hv.disks_root.iterdir()} - {doomed.session_id, kept.session_id}
-        reaped = hv.reap(keep_session_ids=others | {kept.session_id})
+        # grace 0: our VMs are seconds old (another suite's VM born this instant would be at risk).
+        reaped = hv.reap(keep_session_ids=others | {kept.session_id}, grace_s=0)
 
         assert doomed.session_id in reaped
         assert kept.session_id not in reaped
@@ -178,7 +179,7 @@ def test_console_reports_closed_when_the_vm_goes_away(hv: Hypervisor, guest_imag
         vm.destroy()
 
 
-def test_reap_removes_old_orphan_disk_directories_but_spares_fresh_ones(hv: Hypervisor) -> None:
+def test_reap_removes_old_orphans_but_spares_fresh_ones(hv: Hypervisor, guest_image: Path) -> None:
     old, fresh = new_session_id(), new_session_id()
     for session_id in (old, fresh):
         session_dir(hv.disks_root, session_id).mkdir(mode=0o711)
@@ -192,6 +193,12 @@ def test_reap_removes_old_orphan_disk_directories_but_spares_fresh_ones(hv: Hype
         assert not session_dir(hv.disks_root, old).exists()
         assert fresh not in reaped  # may belong to a create_vm in flight
         assert session_dir(hv.disks_root, fresh).is_dir()
+        young = hv.create_vm(new_session_id(), "tiny", guest_image)
+        try:
+            assert young.session_id not in hv.reap(keep_session_ids=others - {old, fresh})
+            assert young.is_running()
+        finally:
+            young.destroy()
     finally:
         remove_session_disks(hv.disks_root, old)
         remove_session_disks(hv.disks_root, fresh)
