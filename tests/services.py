@@ -124,6 +124,7 @@ def lab_env(tmp: Path, redis_url: str, **extra: str) -> dict[str, str]:
         "LABS_ID_PREFIX": f"t{tag}-",
         "LABS_POOL_SIZES": "tiny=0",
         "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "STATIC_ROOT": str(tmp / "static"),
         **extra,
     }
 
@@ -302,6 +303,7 @@ def lab_stack(tmp: Path, agent: bool = True, **extra_env: str) -> Iterator[LabSt
         env = lab_env(tmp, redis_url, **extra_env)
         slug = write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
         manage(env, "migrate", "--noinput")
+        manage(env, "collectstatic", "--noinput")  # this checkout's assets, not a stale collection
         create_users(env, STACK_PASSWORD, "alice", "bob", "staffer", staff=("staffer",))
         try:
             with asgi_server(env) as base:
