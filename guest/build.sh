@@ -93,7 +93,7 @@ unpack() { # unpack NAME DEB... -> tree with all debs extracted (once)
 # Host programs copied into the initramfs with their shared-library closure. They come from
 # Debian packages installed on the build host (guest/packages.txt); their versions enter the hash.
 HOST_PROGS=(
-    /usr/bin/qemu-img /usr/bin/lspci /usr/bin/kmod
+    /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/bin/lspci /usr/bin/kmod
     /usr/bin/unshare /usr/bin/nsenter /usr/bin/mount /usr/bin/umount /usr/sbin/losetup
     /usr/bin/lsblk /usr/sbin/pivot_root /usr/sbin/switch_root /usr/sbin/mke2fs /usr/sbin/blkid
 )
