@@ -9,9 +9,9 @@
  *   vfio-edu container        open /dev/vfio/vfio, check the API version and the type1 IOMMU
  *   vfio-edu group [N]        open /dev/vfio/N, check it is viable, attach it to the container
  *   vfio-edu iommu            select the type1 IOMMU model for the container
- *   vfio-edu device [BDF]     get a device fd for the edu device from its group
- *   vfio-edu regions          list the device's regions (BARs, ROM, config space)
- *   vfio-edu irqs             list the device's interrupt types (INTx, MSI, MSI-X, ...)
+ *   vfio-edu device [DEV]     get a device fd for the edu device from its group
+ *   vfio-edu regions [DEV]    list the device's regions (BARs, ROM, config space)
+ *   vfio-edu irqs [DEV]       list the device's interrupt types (INTx, MSI, MSI-X, ...)
  *   vfio-edu bar0             mmap BAR0, read the ID register, exercise the liveness register
  *   vfio-edu factorial <n>    let the device compute n!
  *   vfio-edu dma              map a buffer for DMA and do a RAM -> device -> RAM round trip
@@ -22,7 +22,8 @@
  *   echo vfio-pci > /sys/bus/pci/devices/<BDF>/driver_override
  *   echo <BDF> > /sys/bus/pci/drivers_probe
  *
- * The group number and BDF are found in sysfs when not given. Exit status is 0 on success,
+ * The group number and BDF are found in sysfs when not given. DEV may also name another VFIO
+ * device, such as a mediated device by its UUID. Exit status is 0 on success,
  * 1 when a stage fails, 2 on a usage error.
  */
 #define _GNU_SOURCE
@@ -148,7 +149,10 @@ static void find_edu(struct vfio *v)
 	     EDU_VENDOR, EDU_DEVICE);
 }
 
-/* The IOMMU group of a device is the target of its iommu_group symlink: .../iommu_groups/<N>. */
+/*
+ * The IOMMU group of a device is the target of its iommu_group symlink: .../iommu_groups/<N>.
+ * A PCI function lives on the pci bus; a mediated device (named by its UUID) on the mdev bus.
+ */
 static int iommu_group_of(const char *bdf)
 {
 	char link[PATH_MAX], target[PATH_MAX];
@@ -156,6 +160,10 @@ static int iommu_group_of(const char *bdf)
 
 	snprintf(link, sizeof(link), "/sys/bus/pci/devices/%s/iommu_group", bdf);
 	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0) {
+		snprintf(link, sizeof(link), "/sys/bus/mdev/devices/%s/iommu_group", bdf);
+		n = readlink(link, target, sizeof(target) - 1);
+	}
 	if (n < 0)
 		fail("%s has no IOMMU group (is the vIOMMU on? -device intel-iommu and "
 		     "intel_iommu=on on the kernel command line)", bdf);
@@ -473,7 +481,8 @@ static const char *stage_names[] = { "container", "group", "iommu", "device", "r
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: vfio-edu container | group [N] | iommu | device [BDF] | regions | irqs |\n"
+		"usage: vfio-edu container | group [N] | iommu | device [DEV] | regions [DEV] |\n"
+		"                irqs [DEV] |\n"
 		"                bar0 | factorial <n> | dma | all\n");
 	exit(2);
 }
@@ -494,7 +503,8 @@ int main(int argc, char **argv)
 
 	if (target == GROUP && argc > 2)
 		v.group_number = atoi(argv[2]);
-	if (target == DEVICE && argc > 2)
+	/* Any VFIO device with PCI regions works up to the irqs stage, e.g. an mdev by UUID. */
+	if ((target == DEVICE || target == REGIONS || target == IRQS) && argc > 2)
 		snprintf(v.bdf, sizeof(v.bdf), "%s", argv[2]);
 	if (target == FACTORIAL) {
 		if (argc < 3)
