@@ -26,6 +26,9 @@ def site(live_server, transactional_db: None) -> str:  # type: ignore[no-untyped
 def test_search_as_you_type_and_language_switch(site: str, browser: Browser, artifacts: Path) -> None:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
+    page.goto(site + "/docs/")
+    expect(page.locator(".kb-card").first).to_be_visible()
+    page.screenshot(path=str(artifacts / "kb-index.png"), full_page=True)
     page.goto(site + "/docs/search/")
     page.select_option("#kb-lang", "")
     page.locator("#kb-q").press_sequentially("qcow2 快", delay=40)
