@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -79,11 +80,13 @@ def test_missing_title_names_the_field(content_copy: Path) -> None:
 
 
 def test_outdated_notice_appears_when_english_changes(content_copy: Path, client: Client) -> None:
-    rebuild(content_copy)
-    zh = DocPage.objects.get(lang="zh", slug="vfio")
     en_path = content_copy / "docs" / "en" / "vfio.md"
-    assert zh.source_hash == short_hash(en_path.read_bytes())
-    assert not zh.outdated
+    zh_path = content_copy / "docs" / "zh" / "vfio.md"
+    # Start from an up-to-date translation whatever the state of the real content.
+    text = re.sub(r"(?m)^source_hash: .*$", f"source_hash: {short_hash(en_path.read_bytes())}", zh_path.read_text())
+    zh_path.write_text(text)
+    rebuild(content_copy)
+    assert not DocPage.objects.get(lang="zh", slug="vfio").outdated
     assert "kb-notice-outdated" not in client.get("/docs/zh/vfio/").content.decode()
 
     en_path.write_text(en_path.read_text() + "\nOne more sentence.\n")
