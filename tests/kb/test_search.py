@@ -86,6 +86,17 @@ def test_snippets_highlight_the_original_unsegmented_text() -> None:
     assert plain in page_text  # the original text, not jieba's space-joined tokens
 
 
+def test_typed_words_are_highlighted_even_inside_glossary_expansions() -> None:
+    # 快照 expands to 内部快照/外部快照; the typed word itself must still be marked.
+    results = search("qcow2 快照", lang="zh")
+    assert all("<mark>" in r.snippet_html + r.heading_html for r in results)
+    assert any("<mark>快照</mark>" in r.snippet_html for r in results)
+    # and 中介设备 is marked whole, not as 中介 + 设备
+    top = search("中介设备", lang="zh")[0]
+    assert "<mark>中介设备</mark>" in top.snippet_html
+    assert "<mark>设备</mark>" not in top.snippet_html
+
+
 def test_snippets_escape_everything_but_marks() -> None:
     for r in search("#include <linux/vfio.h>", lang="en") + search("<script>alert(1)</script>"):
         without_marks = re.sub(r"</?mark>", "", r.snippet_html + r.title_html + r.heading_html)

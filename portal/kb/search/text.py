@@ -64,10 +64,10 @@ class Query:
     @property
     def highlight_words(self) -> list[str]:
         found = {w for t in self.terms for w in t.words if w not in STOP}
-        # jieba's search mode also yields the parts of a long word (设备 of 中介设备): searching
+        # jieba's search mode also yields the parts of a typed word (设备 of 中介设备): searching
         # for the parts helps recall, marking them everywhere only adds noise.
-        cjk = [w for w in found if CJK_RE.search(w)]
-        found -= {w for w in cjk if any(w != o and w in o for o in cjk)}
+        typed = [w for t in self.terms if not t.expanded for w in t.words if CJK_RE.search(w)]
+        found -= {w for w in typed if any(w != o and w in o for o in typed)}
         return sorted(found, key=len, reverse=True)
 
     @property
