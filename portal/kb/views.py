@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -9,7 +11,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from . import cache, navigation
+from . import cache, navigation, pagecache
 from .content import LANGS, SECTIONS, docs_dir
 from .search import search as run_search
 
@@ -37,14 +39,17 @@ def page(request: HttpRequest, lang: str, slug: str) -> HttpResponse:
     if shown is None:
         raise Http404(_("No such documentation page."))
     ui = get_language() or "en"
-    key = f"page:{corpus.build_hash}:{ui}:{lang}:{slug}"
-    fragment = cache.fragments.get(key)
-    if fragment is None:
-        context = navigation.page_context(corpus, shown, slug, requested=lang)
-        fragment = render_to_string("kb/_page_body.html", context)
-        cache.fragments.set(key, fragment)
-    info = corpus.pages[(shown, slug)]
-    return render(request, "kb/page.html", {"fragment": fragment, "info": info, "doc_lang": shown})
+
+    def make_context() -> dict[str, Any]:
+        key = f"page:{corpus.build_hash}:{ui}:{lang}:{slug}"
+        fragment = cache.fragments.get(key)
+        if fragment is None:
+            fragment = render_to_string("kb/_page_body.html", navigation.page_context(corpus, shown, slug, lang))
+            cache.fragments.set(key, fragment)
+        return {"fragment": fragment, "info": corpus.pages[(shown, slug)], "doc_lang": shown}
+
+    key = f"html:{corpus.build_hash}:{ui}:{request.get_full_path()}"
+    return pagecache.render_for_reader(request, "kb/page.html", make_context, key)
 
 
 @require_GET

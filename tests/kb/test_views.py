@@ -110,3 +110,29 @@ def test_glossary_lists_term_pairs(client: Client) -> None:
     assert "passthrough" in html
     assert "直通" in html
     assert 'href="/docs/en/vfio/"' in html
+
+
+def test_cached_page_gets_a_fresh_working_csrf_token_per_reader(client: Client) -> None:
+    import re
+
+    from django.test import Client as FreshClient
+
+    tokens = []
+    for reader in (FreshClient(enforce_csrf_checks=True), FreshClient(enforce_csrf_checks=True)):
+        html = reader.get("/docs/en/mdev/").content.decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+        assert token is not None
+        tokens.append(token.group(1))
+        # the language form in the header still posts with the token punched into the cached page
+        resp = reader.post("/i18n/setlang/", {"language": "zh-hans", "next": "/docs/en/mdev/",
+                                               "csrfmiddlewaretoken": token.group(1)})
+        assert resp.status_code == 302
+    assert tokens[0] != tokens[1]
+    assert "\x00" not in html
+
+
+def test_signed_in_reader_sees_their_own_header(client: Client, alice: object) -> None:
+    client.get("/docs/en/mdev/")  # an anonymous copy is cached first
+    client.force_login(alice)  # type: ignore[arg-type]
+    html = client.get("/docs/en/mdev/").content.decode()
+    assert ">alice</a>" in html
