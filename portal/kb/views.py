@@ -63,7 +63,7 @@ def page_redirect(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def search(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:200]
-    lang = request.GET.get("lang", doc_lang_for(request) if "lang" not in request.GET else "")
+    lang = request.GET.get("lang", doc_lang_for(request))  # "" (sent by the form) means both
     section = request.GET.get("section", "")
     if lang not in ("", *LANGS):
         return HttpResponseBadRequest(_("Unknown language: choose en, zh or leave it empty for both."))
