@@ -80,7 +80,10 @@ def search(request: HttpRequest) -> HttpResponse:
 def glossary(request: HttpRequest) -> HttpResponse:
     corpus = cache.corpus()
     ui = doc_lang_for(request)
-    entries = sorted(corpus.glossary_entries, key=lambda e: e["en"].lower())
+    entries = []
+    for entry in sorted(corpus.glossary_entries, key=lambda e: e["en"].lower()):
+        page = corpus.pages.get((ui, entry["source"])) or corpus.pages.get(("en", entry["source"]))
+        entries.append({**entry, "page": page})
     return render(request, "kb/glossary.html", {"entries": entries, "doc_lang": ui})
 
 
