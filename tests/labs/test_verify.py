@@ -20,7 +20,7 @@ from labs.catalog import (
     LocalizedText,
     Step,
 )
-from labs.hypervisor import VM
+from labs.hypervisor import VM, DomainMissing
 from labs.verify import StepCommandFailed, json_lookup, run_check, run_setup, run_solution
 
 MSG = LocalizedText(en="it failed", zh="失败了")
@@ -179,3 +179,14 @@ class TestAgainstARealVM:
     def test_solution_timeout_raises(self, vm: VM) -> None:
         with pytest.raises(StepCommandFailed, match="timed out after 1"):
             run_solution(vm, make_step(guest("true"), solution=("sleep 30",)), timeout_s=1)
+
+    def test_a_vanished_vm_raises_instead_of_failing_the_learner(self, vm: VM) -> None:
+        # Runs last in this class: it destroys the module's VM (the fixture's destroy is idempotent).
+        vm.destroy()
+        for assertion in (
+            guest("true"),
+            FileSha256Assertion(message=MSG, path="/root/hello.txt", sha256="0" * 64),
+            DomainXmlAssertion(message=MSG, xpath="/domain", count=1),
+        ):
+            with pytest.raises(DomainMissing):
+                run_check(vm, make_step(assertion))
