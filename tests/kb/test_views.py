@@ -136,3 +136,13 @@ def test_signed_in_reader_sees_their_own_header(client: Client, alice: object) -
     client.force_login(alice)  # type: ignore[arg-type]
     html = client.get("/docs/en/mdev/").content.decode()
     assert ">alice</a>" in html
+
+
+def test_doc_images_are_served_from_content_with_a_strict_csp(content_copy: Path, client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CONTENT_DIR = content_copy
+    (content_copy / "docs" / "img" / "chain.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    resp = client.get("/docs/img/chain.svg")
+    assert resp.status_code == 200
+    assert resp["Content-Security-Policy"].startswith("default-src 'none'")
+    assert client.get("/docs/img/missing.svg").status_code == 404
+    assert client.get("/docs/img/..%2Fen%2Fvfio.md").status_code == 404
