@@ -30,7 +30,7 @@ class Command(BaseCommand):
     def _list(self, catalog: Catalog) -> None:
         for lab in catalog.labs.values():
             self.stdout.write(
-                f"{lab.slug:<20} {lab.difficulty:<12} {lab.profile:<9} {len(lab.steps):>2} steps "
+                f"{lab.slug:<24} {lab.difficulty:<12} {lab.profile:<9} {len(lab.steps):>2} steps "
                 f"{lab.duration_min:>3} min  {lab.title.en}"
             )
         if catalog.errors:
