@@ -72,8 +72,6 @@ def place(session: LabSession) -> bool:
     if not transition(session.id, SessionState.REQUESTED, host=host, vm_id=vm_id):
         return False
     dispatch.on_host("provision_session", host, session.id)
-    if pool_vm is not None:
-        dispatch.on_host("fill_pool", host)
     return True
 
 

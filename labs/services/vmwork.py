@@ -46,6 +46,7 @@ def provision(session_id: str) -> None:
         return  # a duplicate delivery, or the learner stopped it already
     session = LabSession.objects.get(pk=session_id)
     lab = require_lab(session.lab_slug)
+    started = time.monotonic()
     try:
         with hypervisor() as hv:
             if session.vm_id != session.id:
@@ -60,6 +61,7 @@ def provision(session_id: str) -> None:
             push_progress(session_id, "setup", "Preparing step 1")
             verify.run_setup(vm, lab.step(1))
             vm.snapshot(checkpoint(1))
+            log.info("session %s: ready in %.1fs", session_id, time.monotonic() - started)
             now = timezone.now()
             became_ready = transition(
                 session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1],
@@ -67,6 +69,9 @@ def provision(session_id: str) -> None:
             )  # fmt: skip
             if not became_ready:
                 vm.destroy()  # stopped while we booted: leave nothing behind
+            elif session.vm_id != session.id:
+                # Refill the pool only now: a boot competing for the CPU would slow this hand-out.
+                dispatch.on_host("fill_pool", session.host)
     except (HypervisorError, verify.StepCommandFailed, TimeoutError) as exc:
         log.exception("session %s: provisioning failed", session_id)
         end_session(session_id, S.FAILED, error=f"The VM could not be started: {exc}")
@@ -91,6 +96,7 @@ def _check(session: LabSession, lab: Lab, step_number: int) -> None:
     step = lab.step(step_number)
     with hypervisor() as hv:
         vm = hv.vm(session.vm_id)
+        vm.wait_ready(30)  # cheap when the agent is up; waits out a reconnect after a revert
         result = verify.run_check(vm, step)
         StepResult.objects.create(
             session=session, step=step_number, passed=result.passed, duration_s=result.duration_s,
@@ -130,6 +136,7 @@ def revert(session_id: str, step: int) -> None:
         with hypervisor() as hv:
             vm = hv.vm(session.vm_id)
             vm.revert(checkpoint(step))
+            vm.wait_ready(BOOT_TIMEOUT_S)  # the agent reconnects a moment after a revert
             for later in (n for n in session.checkpoints if n > step):
                 with contextlib.suppress(HypervisorError):
                     vm.delete_snapshot(checkpoint(later))

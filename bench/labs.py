@@ -1,0 +1,200 @@
+"""Benchmark the lab engine end to end: what a learner waits for, through HTTP, websockets and Redis.
+
+    .venv/bin/python bench/labs.py [--quick]
+
+Starts a private stack (Redis, SQLite, uvicorn, a host-agent Celery worker) and measures:
+click → shell prompt in the terminal websocket, cold (a fresh boot) and from the warm pool;
+keystroke → echo latency with 1 and N running labs; Check → verdict latency. Cold start is also
+given relative to a bare QEMU boot of the same image (bench/vm.py's bare_boot). Last line:
+RESULT warm_start_p95_s=… cold_start_ratio=… echo_p95_ms=… check_p95_s=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.vm import DEFAULT_IMAGE, PROMPT, bare_boot, p95, summary
+from tests import services
+
+ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
+
+
+@contextmanager
+def agent(env: dict[str, str], concurrency: int, pool: str) -> Iterator[None]:
+    """The host agent (worker on host.<name> + web, with relay and adverts)."""
+    proc = subprocess.Popen(
+        [str(services.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{env['VIRTLAB_HOST_NAME']}@%h",
+         "-Q", f"host.{env['VIRTLAB_HOST_NAME']},web", "-c", str(concurrency), "--without-heartbeat",
+         "--without-mingle", "--without-gossip", "-l", "WARNING"],
+        cwd=services.ROOT, env={**services.os.environ, **env, "LABS_POOL_SIZES": pool},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        services.wait_for_advert(env["REDIS_URL"], env["VIRTLAB_HOST_NAME"])
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            services.kill_process_tree(proc.pid)
+            proc.wait()
+
+
+def pool_ready(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM labs_poolvm WHERE state='ready'").fetchone()[0])
+
+
+def start_to_prompt(client: services.LabClient, slug: str, phase: str = "cold") -> tuple[str, float, Any]:
+    """(session id, seconds from the Start request to a prompt on the terminal, open terminal ws)."""
+    started = time.monotonic()
+    status, body = client.request("POST", "/api/sessions", {"lab": slug})
+    assert status == 201, body
+    sid = body["id"]
+    with client.websocket(f"/ws/sessions/{sid}/events/") as events:
+        while True:
+            message = json.loads(events.recv(timeout=180))
+            stage = message.get("stage") or message.get("session", {}).get("state")
+            stages.setdefault(f"{phase}:{stage}", []).append(time.monotonic() - started)
+            if message.get("type") == "session" and message["session"]["state"] == "ready":
+                break
+            if message.get("type") == "session" and message["session"]["state"] in {"failed", "destroyed"}:
+                raise RuntimeError(f"session {sid}: {message['session']['error']}")
+    stages.setdefault(f"{phase}:terminal", []).append(time.monotonic() - started)
+    term = client.websocket(f"/ws/sessions/{sid}/terminal/")
+    output = b""
+    while not PROMPT.search(output):
+        frame = term.recv(timeout=60)
+        if isinstance(frame, bytes):
+            output += frame
+    return sid, time.monotonic() - started, term
+
+
+def echo_latencies(term: Any, samples: int) -> list[float]:
+    """Seconds from sending one character to seeing it echoed by the guest shell."""
+    times = []
+    for i in range(samples):
+        char = ECHO_CHARS[i % len(ECHO_CHARS)].encode()
+        if i and i % 20 == 0:
+            term.send(b"\x15")  # Ctrl-U: keep the line short
+            time.sleep(0.05)
+            drain(term)
+        started = time.monotonic()
+        term.send(char)
+        while True:
+            frame = term.recv(timeout=10)
+            if isinstance(frame, bytes) and char in frame:
+                break
+        times.append(time.monotonic() - started)
+    term.send(b"\x15")
+    return times
+
+
+def drain(term: Any) -> None:
+    try:
+        while True:
+            term.recv(timeout=0.05)
+    except TimeoutError:
+        return
+
+
+def check_latencies(client: services.LabClient, sid: str, runs: int) -> list[float]:
+    """Seconds from POST check to the verdict arriving on the events websocket."""
+    times = []
+    with client.websocket(f"/ws/sessions/{sid}/events/") as events:
+        events.recv(timeout=10)  # the current state
+        for _ in range(runs):
+            started = time.monotonic()
+            status, body = client.request("POST", f"/api/sessions/{sid}/check", {"step": 1})
+            assert status == 202, body
+            while True:
+                message = json.loads(events.recv(timeout=60))
+                if message.get("type") == "session" and "1" in message["session"]["results"]:
+                    at = message["session"]["results"]["1"]["at"]
+                    if at not in seen_results:
+                        seen_results.add(at)
+                        break
+            times.append(time.monotonic() - started)
+    return times
+
+
+seen_results: set[str] = set()
+stages: dict[str, list[float]] = {}  # when each progress stage arrived, seconds after Start
+
+
+def stop(client: services.LabClient, sid: str, term: Any) -> None:
+    term.close()
+    client.request("POST", f"/api/sessions/{sid}/stop")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and 2 labs under load: < 60 s")
+    args = parser.parse_args()
+    cold_runs, warm_runs, load, echo_n, check_n = (1, 1, 2, 20, 3) if args.quick else (3, 3, 10, 100, 10)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp_name, services.private_redis() as redis_url:
+        tmp = Path(tmp_name)
+        env = services.lab_env(tmp, redis_url, LABS_MAX_RUNNING_PER_USER="50", LABS_START_RATE="1000")
+        slug = services.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
+        services.manage(env, "migrate", "--noinput")
+        services.manage(env, "collectstatic", "--noinput")
+        services.create_users(env, services.STACK_PASSWORD, "bench")
+        db = tmp / "virtlab.sqlite3"
+        try:
+            with services.asgi_server(env) as base:
+                client = services.LabClient(base)
+                client.login("bench", services.STACK_PASSWORD)
+                bare = [bare_boot(DEFAULT_IMAGE) for _ in range(1 if args.quick else 3)]
+                cold, warm, echo_1, echo_n_labs, checks = [], [], [], [], []
+                with agent(env, concurrency=4, pool="tiny=0"):
+                    for _ in range(cold_runs):
+                        sid, seconds, term = start_to_prompt(client, slug)
+                        cold.append(seconds)
+                        echo_1 += echo_latencies(term, echo_n)
+                        checks += check_latencies(client, sid, check_n)
+                        stop(client, sid, term)
+                    running = [start_to_prompt(client, slug, "load") for _ in range(load)]
+                    for i, (_sid, _s, term) in enumerate(running):
+                        echo_n_labs += echo_latencies(term, max(echo_n // load, 5) if i else echo_n // 2)
+                    for sid, _s, term in running:
+                        stop(client, sid, term)
+                with agent(env, concurrency=2, pool="tiny=1"):
+                    for _ in range(warm_runs):
+                        services.wait_for(lambda: pool_ready(db) > 0, 120, "a warm pool VM")
+                        sid, seconds, term = start_to_prompt(client, slug, "warm")
+                        warm.append(seconds)
+                        stop(client, sid, term)
+        finally:
+            services.destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
+    print(summary("bare qemu boot", bare, "s"))
+    print(summary("click->prompt cold", cold, "s"))
+    print(summary("click->prompt warm pool", warm, "s"))
+    print(summary("echo, 1 lab running", echo_1, "ms", 1000))
+    print(summary(f"echo, {load} labs running", echo_n_labs, "ms", 1000))
+    print(summary("check->verdict", checks, "s"))
+    print("stages (median s after Start):", ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in stages.items()))
+    print(f"total {time.monotonic() - t0:.1f}s")
+    ratio = statistics.median(cold) / statistics.median(bare)
+    print(
+        f"RESULT warm_start_p95_s={p95(warm):.2f} cold_start_ratio={ratio:.2f} "
+        f"echo_p95_ms={p95(echo_n_labs) * 1000:.1f} check_p95_s={p95(checks):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
