@@ -118,6 +118,9 @@ def _devices(domain: ET.Element, spec: DomainSpec) -> None:
     _sub(devices, "controller", type="usb", model="none")
     if spec.profile.intel_iommu:
         _sub(devices, "iommu", model="intel")
+    # Entropy from the host: without it getrandom() blocks under TCG (mkfs.ext4 took 4.2 s, not 0.3 s).
+    rng = _sub(devices, "rng", model="virtio")
+    _sub(rng, "backend", "/dev/urandom", model="random")
     # No network interface: guests are offline by default (hostile under TCG).
     _sub(devices, "memballoon", model="none")
 
