@@ -108,3 +108,24 @@ def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
             gone = next_event(term, lambda m: m.get("type") == "gone", 20)
             assert gone["reason"]
         next_event(events, session_state("destroyed"), 60)
+
+
+def test_expired_session_is_torn_down_and_the_terminal_told(stack: services.LabStack) -> None:
+    bob = stack.client("bob")
+    status, session = bob.request("POST", "/api/sessions", {"lab": stack.slug})
+    assert status == 201
+    sid = session["id"]
+    ready = services.wait_for_state(bob, sid, {"ready"}, 120)
+    assert ready["expires_at"]
+    with bob.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+        assert json.loads(term.recv(timeout=10))["type"] == "hello"
+        # The clock runs out (moved, not waited for), then the periodic reconciler runs.
+        stack.shell(
+            "from labs.models import LabSession; from django.utils import timezone; from datetime import timedelta;"
+            f"LabSession.objects.filter(pk='{sid}').update(expires_at=timezone.now() - timedelta(seconds=1))"
+        )
+        stack.shell("from labs.tasks import reconcile_all; reconcile_all.apply_async(queue='web')")
+        gone = next_event(term, lambda m: m.get("type") == "gone", 30)
+        assert gone["reason"] == "Expired"
+    services.wait_for_state(bob, sid, {"destroyed"}, 60)
+    services.wait_for(lambda: not services.domain_exists(sid), 60, "the expired VM to be destroyed")
