@@ -290,6 +290,8 @@ for l in lsmod rmmod insmod modinfo depmod; do ln -s ../bin/kmod "$ROOT/usr/sbin
 ln -s kmod "$ROOT/usr/bin/modprobe"
 ln -s mke2fs "$ROOT/usr/sbin/mkfs.ext4"
 ln -s /proc/self/mounts "$ROOT/etc/mtab"
+# As on Debian: lock files live in the /run tmpfs (qemu-nbd -c puts its socket there).
+ln -s /run/lock "$ROOT/var/lock"
 
 install -m 0755 "$BUSYBOX" "$ROOT/usr/bin/busybox"
 for applet in $("$BUSYBOX" --list-full); do

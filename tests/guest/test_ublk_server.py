@@ -58,12 +58,15 @@ def test_ram_device_with_two_queues_serves_ext4(guest: SerialGuest) -> None:
     listing = vm.check("ublk-server list")
     assert re.search(rf"dev {dev_id}: /dev/ublkb{dev_id} .*state LIVE\s+queues 2\s+depth 16", listing), listing
     assert "target ram  size 32 MiB" in listing
-    writes = [int(n) for n in re.findall(r"queue \d: cpus \S+\s+thread \d+\s+reads \d+ \(\d+ KiB\)\s+writes (\d+)", listing)]
-    assert len(writes) == 2 and sum(writes) > 0, listing
+    queue_line = r"queue \d: cpus \S+\s+thread \d+\s+reads \d+ \(\d+ KiB\)\s+writes (\d+)"
+    writes = [int(n) for n in re.findall(queue_line, listing)]
+    assert len(writes) == 2, listing
+    assert sum(writes) > 0, listing
 
     vm.check(f"mount /dev/ublkb{dev_id} /mnt/u")
     code, out = vm.run(f"ublk-server del {dev_id}")
-    assert code == 1 and "mounted" in out
+    assert code == 1
+    assert "mounted" in out
     vm.check(f"umount /mnt/u && ublk-server del {dev_id}")
     vm.check(WAIT_GONE.format(id=dev_id))
     assert "removed" in vm.check("cat /var/log/ublk-server.log")
@@ -101,10 +104,14 @@ def test_null_target_list_and_bad_input(guest: SerialGuest) -> None:
     assert vm.check("ublk-server list") == "no ublk devices\n"
 
     code, out = vm.run("ublk-server add --type ram")
-    assert code == 1 and "--size" in out
+    assert code == 1
+    assert "--size" in out
     code, out = vm.run("ublk-server add --type file --file /nonexistent")
-    assert code == 1 and "No such file" in out
+    assert code == 1
+    assert "No such file" in out
     code, out = vm.run("ublk-server add --type tape --size 1M")
-    assert code == 2 and "usage" in out
+    assert code == 2
+    assert "usage" in out
     code, out = vm.run("ublk-server del 7")
-    assert code == 1 and "no such device" in out
+    assert code == 1
+    assert "no such device" in out
