@@ -14,7 +14,7 @@ from labs.models import LabSession
 from labs.states import SessionState
 from tests import services
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 ACTIONS = [("check", {"step": 1}), ("goto", {"step": 1}), ("reset", None), ("extend", None), ("stop", None)]
 
 

@@ -21,7 +21,7 @@ from labs.services.transitions import transition
 from labs.states import SessionState
 from tests import services as stack
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 S = SessionState
 
 
