@@ -173,6 +173,8 @@ prune_old_images() {
     ls -1dt "$CACHE"/*/ 2>/dev/null | tail -n +"$((keep + 1))" | while read -r dir; do
         dir=${dir%/}
         [ -f "$dir/manifest.json" ] || continue
+        # Recently built images may be in use by a run that has not defined its domains yet.
+        [ -n "$(find "$dir" -maxdepth 0 -mmin +120)" ] || continue
         [ "$(readlink -f "$CACHE/current")" = "$(readlink -f "$dir")" ] && continue
         grep -qF "$dir/" <<<"$in_use" && continue
         rm -rf -- "$dir" && log "pruned old image $dir"
