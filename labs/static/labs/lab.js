@@ -56,7 +56,7 @@
     show($('[data-action="stop"]'), live);
     var progress = $("[data-progress]");
     if (s && s.state === "queued") progress.textContent = strings.queued + ": " + s.queue_position;
-    else if (s && s.state === "completed") progress.textContent = strings.completed;
+    else if (s && (s.state === "completed" || (s.state === "destroyed" && allPassed(s)))) progress.textContent = strings.completed;
     else if (!s || s.state !== "provisioning") progress.textContent = "";
     if (s && s.error) showError(s.error); else if (live) showError("");
     $all(".lab-step").forEach(function (li) {
@@ -80,6 +80,14 @@
     renderCountdown();
     syncTerminal();
     syncEvents();
+  }
+
+  function allPassed(s) {
+    var steps = $all(".lab-step");
+    return steps.length > 0 && steps.every(function (li) {
+      var r = s.results && s.results[li.dataset.step];
+      return r && r.passed;
+    });
   }
 
   function renderCountdown() {
