@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from portal import roles
+from tests.browser_fixtures import artifacts, browser  # noqa: F401  (Playwright fixtures for every test folder)
 
 PASSWORD = "correct-horse-battery-staple"
 

@@ -12,7 +12,6 @@ from django.core.management import call_command
 
 from portal.kb import cache
 from portal.kb.build import BuildReport, build_docs
-from tests.browser.conftest import artifacts, browser  # noqa: F401  (shared Playwright fixtures)
 
 CONTENT = Path(settings.CONTENT_DIR)
 

@@ -140,6 +140,7 @@ def test_signed_in_reader_sees_their_own_header(client: Client, alice: object) -
 
 def test_doc_images_are_served_from_content_with_a_strict_csp(content_copy: Path, client: Client, settings) -> None:  # type: ignore[no-untyped-def]
     settings.CONTENT_DIR = content_copy
+    (content_copy / "docs" / "img").mkdir(parents=True, exist_ok=True)
     (content_copy / "docs" / "img" / "chain.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
     resp = client.get("/docs/img/chain.svg")
     assert resp.status_code == 200
