@@ -6,34 +6,23 @@ reused so that both suites boot VMs the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from labs.hypervisor import VM, Hypervisor
-from tests.hypervisor.conftest import BOOT_TIMEOUT_S, guest_image, hv, libvirt_ready, new_session_id
+from labs.hypervisor import VM
+from tests.hypervisor.conftest import boot_vm, guest_image, hv, libvirt_ready
 
-__all__ = ["guest_image", "hv", "libvirt_ready"]
+__all__ = ["boot_vm", "guest_image", "hv", "libvirt_ready"]
 
 # Seconds each lab took to solve automatically, printed at the end of the run.
 SOLVE_TIMES: dict[str, tuple[float, int]] = {}
 
 
 @pytest.fixture(scope="module")
-def booted_vm(hv: Hypervisor, guest_image: Path) -> Iterator[Callable[[str], VM]]:
-    """Factory: boot a fresh VM of a vetted profile and wait for its agent; destroyed after the module."""
-    booted: list[VM] = []
-
-    def boot(profile: str) -> VM:
-        vm = hv.create_vm(new_session_id(), profile, guest_image)
-        booted.append(vm)
-        vm.wait_ready(BOOT_TIMEOUT_S)
-        return vm
-
-    yield boot
-    for vm in booted:
-        vm.destroy()
+def booted_vm(boot_vm: Callable[[str], VM]) -> Callable[[str], VM]:
+    """Factory: a fresh VM of a vetted profile, agent ready; destroyed after the module."""
+    return boot_vm
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
