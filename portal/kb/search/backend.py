@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from django.db import connection
+
 from .text import Term
 
 TABLE = "kb_search"
@@ -42,3 +44,16 @@ class SearchBackend(Protocol):
 
     def query(self, terms: list[Term], lang: str | None, section: str | None, limit: int) -> list[RawHit]:
         """Pages matching any term, best first."""
+
+
+class IndexTable:
+    """Row bookkeeping shared by both backends: the index is keyed by (lang, slug) in TABLE."""
+
+    def remove(self, keys: Iterable[tuple[str, str]]) -> None:
+        with connection.cursor() as cur:
+            cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", list(keys))  # noqa: S608
+
+    def indexed_keys(self) -> set[tuple[str, str]]:
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT lang, slug FROM {TABLE}")  # noqa: S608
+            return {(r[0], r[1]) for r in cur.fetchall()}

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from django.db import connection
 
-from .backend import TABLE, IndexDoc, RawHit
+from .backend import TABLE, IndexDoc, IndexTable, RawHit
 from .text import Term, segment
 
 CONFIG = {"en": "english", "zh": "simple"}
@@ -24,7 +24,7 @@ def tsquery_text(terms: list[Term]) -> str:
     return " | ".join(parts)
 
 
-class PostgresFtsBackend:
+class PostgresFtsBackend(IndexTable):
     def index(self, docs: Iterable[IndexDoc]) -> None:
         rows = [
             (d.lang, d.slug, d.section, CONFIG.get(d.lang, "simple"), segment(d.title), segment(d.headings),
@@ -39,15 +39,6 @@ class PostgresFtsBackend:
                     || setweight(to_tsvector(c, %s), 'D') FROM (SELECT %s::regconfig AS c) AS cfg""",  # noqa: S608
                 [(r[0], r[1], r[2], r[4], r[5], r[6], r[3]) for r in rows],
             )
-
-    def remove(self, keys: Iterable[tuple[str, str]]) -> None:
-        with connection.cursor() as cur:
-            cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", list(keys))  # noqa: S608
-
-    def indexed_keys(self) -> set[tuple[str, str]]:
-        with connection.cursor() as cur:
-            cur.execute(f"SELECT lang, slug FROM {TABLE}")  # noqa: S608
-            return {(r[0], r[1]) for r in cur.fetchall()}
 
     def query(self, terms: list[Term], lang: str | None, section: str | None, limit: int) -> list[RawHit]:
         if not terms:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from django.db import connection
 
-from .backend import TABLE, IndexDoc, RawHit
+from .backend import TABLE, IndexDoc, IndexTable, RawHit
 from .text import Term, segment
 
 # bm25 column weights: title, headings, body (UNINDEXED columns take no part).
@@ -22,7 +22,7 @@ def match_expression(terms: list[Term]) -> str:
     return " OR ".join(parts)
 
 
-class SqliteFtsBackend:
+class SqliteFtsBackend(IndexTable):
     def index(self, docs: Iterable[IndexDoc]) -> None:
         rows = [(d.lang, d.slug, d.section, segment(d.title), segment(d.headings), segment(d.body)) for d in docs]
         with connection.cursor() as cur:
@@ -31,15 +31,6 @@ class SqliteFtsBackend:
                 f"INSERT INTO {TABLE} (lang, slug, section, title, headings, body) VALUES (%s, %s, %s, %s, %s, %s)",  # noqa: S608
                 rows,
             )
-
-    def remove(self, keys: Iterable[tuple[str, str]]) -> None:
-        with connection.cursor() as cur:
-            cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", list(keys))  # noqa: S608
-
-    def indexed_keys(self) -> set[tuple[str, str]]:
-        with connection.cursor() as cur:
-            cur.execute(f"SELECT lang, slug FROM {TABLE}")  # noqa: S608
-            return {(r[0], r[1]) for r in cur.fetchall()}
 
     def query(self, terms: list[Term], lang: str | None, section: str | None, limit: int) -> list[RawHit]:
         if not terms:
