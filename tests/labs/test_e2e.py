@@ -129,3 +129,35 @@ def test_expired_session_is_torn_down_and_the_terminal_told(stack: services.LabS
         assert gone["reason"] == "Expired"
     services.wait_for_state(bob, sid, {"destroyed"}, 60)
     services.wait_for(lambda: not services.domain_exists(sid), 60, "the expired VM to be destroyed")
+
+
+def test_going_back_to_a_later_step_restores_its_checkpoint(stack: services.LabStack) -> None:
+    carol = stack.client("alice")  # her first lab was stopped above
+    status, session = carol.request("POST", "/api/sessions", {"lab": stack.slug})
+    assert status == 201, session
+    sid = session["id"]
+    services.wait_for_state(carol, sid, {"ready"}, 180)
+    with carol.websocket(f"/ws/sessions/{sid}/events/") as events:
+        json.loads(events.recv(timeout=10))
+        with carol.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+            term.recv(timeout=10)
+            term.send(b"echo hi > /root/hello.txt; echo DONE-$((2+3))\r")
+            read_until(term, re.compile(rb"DONE-5"), 30)
+            carol.request("POST", f"/api/sessions/{sid}/check", {"step": 1})
+            passed = next_event(events, lambda m: m.get("type") == "session" and m["session"]["current_step"] == 2, 90)
+            assert passed["session"]["checkpoints"] == [1, 2]
+            # Work done during step 2 that going back to step 2's start must undo.
+            term.send(b"echo later > /root/later.txt; echo DONE-$((3+4))\r")
+            read_until(term, re.compile(rb"DONE-7"), 30)
+        assert carol.request("POST", f"/api/sessions/{sid}/goto", {"step": 2})[0] == 202
+        next_event(events, session_state("ready"), 90)
+    status, body = carol.request("GET", f"/api/sessions/{sid}")
+    assert body["current_step"] == 2
+    assert body["results"]["1"]["passed"] is True  # step 1's pass is kept
+    with carol.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+        term.recv(timeout=10)
+        term.send(b"cat /root/hello.txt; ls /root/later.txt || echo GONE-$((4+4))\r")
+        out = read_until(term, re.compile(rb"GONE-8"), 30)
+        assert b"hi" in out  # made in step 1: kept by step 2's checkpoint
+    assert carol.request("POST", f"/api/sessions/{sid}/stop")[0] == 200
+    services.wait_for_state(carol, sid, {"destroyed"}, 90)
