@@ -57,3 +57,19 @@ class IndexTable:
         with connection.cursor() as cur:
             cur.execute(f"SELECT lang, slug FROM {TABLE}")  # noqa: S608
             return {(r[0], r[1]) for r in cur.fetchall()}
+
+    def ranked_rows(
+        self, sql: str, params: list[str | int], lang: str | None, section: str | None, order: str, limit: int
+    ) -> list[tuple[str, str, float]]:
+        """Run a ranking query (`rank` column) with the shared filters; rows are (lang, slug, rank)."""
+        if lang:
+            sql += " AND lang = %s"
+            params.append(lang)
+        if section:
+            sql += " AND section = %s"
+            params.append(section)
+        sql += f" ORDER BY rank {order} LIMIT %s"
+        params.append(limit)
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            return [(r[0], r[1], float(r[2])) for r in cur.fetchall()]

@@ -48,15 +48,5 @@ class PostgresFtsBackend(IndexTable):
                   LATERAL (SELECT CASE WHEN lang = 'en' THEN to_tsquery('english', %s)
                                        ELSE to_tsquery('simple', %s) END AS q) AS query
                   WHERE tsv @@ q"""  # noqa: S608
-        params: list[str | int] = [expr, expr]
-        if lang:
-            sql += " AND lang = %s"
-            params.append(lang)
-        if section:
-            sql += " AND section = %s"
-            params.append(section)
-        sql += " ORDER BY rank DESC LIMIT %s"
-        params.append(limit)
-        with connection.cursor() as cur:
-            cur.execute(sql, params)
-            return [RawHit(r[0], r[1], float(r[2])) for r in cur.fetchall()]
+        rows = self.ranked_rows(sql, [expr, expr], lang, section, "DESC", limit)
+        return [RawHit(lang_, slug, rank) for lang_, slug, rank in rows]

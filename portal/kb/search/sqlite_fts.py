@@ -36,16 +36,6 @@ class SqliteFtsBackend(IndexTable):
         if not terms:
             return []
         sql = f"SELECT lang, slug, bm25({TABLE}, {WEIGHTS}) AS rank FROM {TABLE} WHERE {TABLE} MATCH %s"  # noqa: S608
-        params: list[str | int] = [match_expression(terms)]
-        if lang:
-            sql += " AND lang = %s"
-            params.append(lang)
-        if section:
-            sql += " AND section = %s"
-            params.append(section)
-        sql += " ORDER BY rank LIMIT %s"
-        params.append(limit)
-        with connection.cursor() as cur:
-            cur.execute(sql, params)
-            # bm25 is negative, more negative is better.
-            return [RawHit(r[0], r[1], -float(r[2])) for r in cur.fetchall()]
+        rows = self.ranked_rows(sql, [match_expression(terms)], lang, section, "ASC", limit)
+        # bm25 is negative, more negative is better.
+        return [RawHit(lang_, slug, -rank) for lang_, slug, rank in rows]
