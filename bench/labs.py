@@ -46,12 +46,7 @@ def agent(env: dict[str, str], concurrency: int, pool: str) -> Iterator[None]:
         services.wait_for_advert(env["REDIS_URL"], env["VIRTLAB_HOST_NAME"])
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            services.kill_process_tree(proc.pid)
-            proc.wait()
+        services.stop_process(proc, 30)
 
 
 def pool_ready(db: Path) -> int:

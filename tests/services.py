@@ -36,6 +36,16 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
     raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL the whole tree (a worker and its pool) if it has not exited in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_process_tree(proc.pid)
+        proc.wait()
+
+
 @contextmanager
 def private_redis() -> Iterator[str]:
     """A throw-away redis-server on a free port; yields its URL."""
@@ -49,8 +59,7 @@ def private_redis() -> Iterator[str]:
         wait_for(lambda: redis.Redis.from_url(url).ping(), 10, "redis")
         yield url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc, 10)
 
 
 @contextmanager
@@ -65,12 +74,7 @@ def celery_worker(env: dict[str, str], queues: str = "web", name: str = "test") 
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
 
 
 # --- A whole lab stack for end-to-end tests: DB file, private Redis, host agent worker, ASGI server.
@@ -168,12 +172,7 @@ def asgi_server(env: dict[str, str]) -> Iterator[str]:
         wait_for(lambda: urllib.request.urlopen(base + "/accounts/login/", timeout=2).status == 200, 30, "uvicorn")  # noqa: S310
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 def wait_for_advert(redis_url: str, host: str, timeout: float = 60) -> None:

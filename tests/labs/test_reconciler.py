@@ -32,12 +32,7 @@ def agent(stack: services.LabStack) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        services.kill_process_tree(proc.pid)
-        proc.wait()
+    services.stop_process(proc, 20)
 
 
 def reconcile_now(stack: services.LabStack) -> None:
