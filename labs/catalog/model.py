@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 LANGUAGES: tuple[str, ...] = ("en", "zh")
 DIFFICULTIES: tuple[str, ...] = ("intro", "intermediate", "advanced")
@@ -39,11 +39,7 @@ class Assertion:
     """One condition of a check; `message` is shown when it fails."""
 
     message: LocalizedText
-
-    @property
-    def kind(self) -> str:
-        """The key that introduces this assertion in step.yaml."""
-        raise NotImplementedError
+    kind: ClassVar[str]  # the key that introduces this assertion in step.yaml
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,9 +60,7 @@ class GuestAssertion(Assertion):
     json: JsonEquals | None = None
     timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
 
-    @property
-    def kind(self) -> str:
-        return "guest"
+    kind: ClassVar[str] = "guest"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,9 +73,7 @@ class FileSha256Assertion(Assertion):
     path: str
     sha256: str  # lower-case hex; step.yaml may give `content:` instead and the loader hashes it
 
-    @property
-    def kind(self) -> str:
-        return "file_sha256"
+    kind: ClassVar[str] = "file_sha256"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,9 +87,7 @@ class DomainXmlAssertion(Assertion):
     equals: str | None = None
     count: int | None = None
 
-    @property
-    def kind(self) -> str:
-        return "domain_xml"
+    kind: ClassVar[str] = "domain_xml"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,9 +102,7 @@ class BlockInfoAssertion(Assertion):
     max_allocation_mib: float | None = None
     capacity_mib: int | None = None
 
-    @property
-    def kind(self) -> str:
-        return "block_info"
+    kind: ClassVar[str] = "block_info"
 
 
 @dataclass(frozen=True)
