@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -118,14 +119,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
-        # blocking BZPOPMIN: a quiet websocket would die after 5 s. Give reads room.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 1500, "expiry": 30},
-    }
-}
+
+
+def channel_layers(redis_url: str) -> dict[str, Any]:
+    """Redis pub/sub layer: nothing is queued (the terminal keeps its own scrollback, pages reload
+    state on connect), and no consumer blocks in BZPOPMIN. A cancelled blocking pop can swallow
+    its CancelledError in redis-py (redis/redis-py#2028), which left closed sockets' tasks
+    looping forever with the list-based layer."""
+    return {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                        "CONFIG": {"hosts": [{"address": redis_url}]}}}  # fmt: skip
+
+
+CHANNEL_LAYERS = channel_layers(REDIS_URL)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -66,8 +66,23 @@ def private_redis() -> Iterator[str]:
 def celery_worker(env: dict[str, str], queues: str = "web", name: str = "test") -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process for the portal app."""
     proc = subprocess.Popen(
-        [str(VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{name}@%h", "-Q", queues, "-c", "1",
-         "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"],
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "portal",
+            "worker",
+            "-n",
+            f"{name}@%h",
+            "-Q",
+            queues,
+            "-c",
+            "1",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "WARNING",
+        ],
         cwd=ROOT,
         env={**os.environ, **env},
     )
@@ -251,6 +266,7 @@ def destroy_vms_with_prefix(prefix: str) -> list[str]:
 def point_settings_at_redis(settings: Any, url: str) -> None:
     """Make this test process's cache, channel layer, broker and adverts use the Redis at `url`."""
     from portal.celery import app
+    from portal.settings import channel_layers
 
     settings.REDIS_URL = url
     settings.CELERY_BROKER_URL = url
@@ -259,12 +275,7 @@ def point_settings_at_redis(settings: Any, url: str) -> None:
     app._pool = None
     app.amqp._producer_pool = None
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": url, "socket_timeout": 30}]},
-        }
-    }
+    settings.CHANNEL_LAYERS = channel_layers(url)
 
 
 def advertise_host(name: str, max_vms: int = 10) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ class Socket(ApplicationCommunicator):  # type: ignore[misc]
     def __init__(self, path: str, headers: list[tuple[bytes, bytes]]):
         super().__init__(application, {"type": "websocket", "path": path, "query_string": b"",
                                        "headers": headers, "subprotocols": []})  # fmt: skip
+        OPEN.append(self)
 
     async def connect(self) -> tuple[bool, int]:
         await self.send_input({"type": "websocket.connect"})
@@ -62,13 +64,31 @@ class Socket(ApplicationCommunicator):  # type: ignore[misc]
         await self.send_input({"type": "websocket.receive", "text": json.dumps(data)})
 
     async def leave(self) -> None:
-        await self.send_input({"type": "websocket.disconnect", "code": 1000})
-        await self.wait(2)
+        """What a server does when the client goes (or after the app closed): disconnect, then wait."""
+        if not self.future.done():
+            await self.send_input({"type": "websocket.disconnect", "code": 1000})
+        await self.wait(5)
+
+
+OPEN: list[Socket] = []
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """One event loop for the whole conversation (the communicator is bound to it)."""
-    async_to_sync(scenario)()
+    """One event loop for the whole conversation (the communicator is bound to it).
+
+    Every socket is ended inside that loop, as a server would end it: an app left running would
+    be cancelled by the loop's shutdown instead, outside the thread that serves its DB calls.
+    """
+
+    async def bounded() -> None:
+        try:
+            async with asyncio.timeout(60):
+                await scenario()
+        finally:
+            while OPEN:
+                await OPEN.pop().leave()
+
+    async_to_sync(bounded)()
 
 
 @pytest.fixture

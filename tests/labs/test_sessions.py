@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -33,25 +35,37 @@ def lab_world(settings: Any, tmp_path: Path) -> Iterator[str]:
         yield stack.write_test_lab(settings.CONTENT_DIR)
 
 
-def listen(session_id: str) -> tuple[Any, str]:
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(events_group(session_id), channel)
-    return layer, channel
+def pushed(group: str, action: Callable[[], object]) -> list[dict[str, Any]]:
+    """Messages the channel layer delivers to `group` while `action` runs (pub/sub keeps no
+    backlog, so the listener subscribes, and proves it with a probe, before acting)."""
 
+    async def scenario() -> list[dict[str, Any]]:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        await layer.group_send(group, {"type": "probe"})
+        assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "probe"
+        await sync_to_async(action)()
+        messages = [await asyncio.wait_for(layer.receive(channel), 5)]
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(await asyncio.wait_for(layer.receive(channel), 0.5))
+        return messages
 
-def receive(layer: Any, channel: str) -> dict[str, Any]:
-    return async_to_sync(layer.receive)(channel)
+    return async_to_sync(scenario)()
 
 
 def test_transition_happens_once_and_is_pushed(alice: User, lab_world: str) -> None:
     session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.REQUESTED, host="h")
-    layer, channel = listen(session.id)
-    assert transition(session.id, S.PROVISIONING) is True
-    assert transition(session.id, S.PROVISIONING) is False  # a duplicated task changes nothing
-    event = receive(layer, channel)
-    assert event["type"] == "session.event"
-    assert event["session"]["state"] == "provisioning"
+    outcomes: list[bool] = []
+
+    def twice() -> None:
+        outcomes.append(transition(session.id, S.PROVISIONING))
+        outcomes.append(transition(session.id, S.PROVISIONING))  # a duplicated task changes nothing
+
+    events = pushed(events_group(session.id), twice)
+    assert outcomes == [True, False]
+    assert [(e["type"], e["session"]["state"]) for e in events] == [("session.event", "provisioning")]
 
 
 def test_transition_refuses_edges_outside_the_state_machine(alice: User, lab_world: str) -> None:
@@ -67,11 +81,8 @@ def test_ended_session_tells_the_terminal_it_is_gone(alice: User, lab_world: str
     from labs.services.events import terminal_group
 
     session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.READY, host="h")
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(terminal_group(session.id), channel)
-    transition(session.id, S.EXPIRED)
-    assert receive(layer, channel)["type"] == "term.gone"
+    events = pushed(terminal_group(session.id), lambda: transition(session.id, S.EXPIRED))
+    assert [e["type"] for e in events] == ["term.gone"]
 
 
 def test_session_ids_are_valid_libvirt_session_ids(alice: User, lab_world: str) -> None:
