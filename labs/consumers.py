@@ -16,13 +16,14 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from labs.models import LabSession
-from labs.relay import buffer_key, input_key, offset_key
+from labs.relay import buffer_key, input_key, offset_key, request_resize
 from labs.services.events import events_group, session_payload, terminal_group
 from labs.states import ENDED
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_VM_GONE = 4410  # the VM no longer exists: the page stops reconnecting
 MAX_INPUT_BYTES = 64 * 1024  # a large paste, but not an unbounded one
+MAX_COLS, MAX_ROWS = 1000, 500
 
 
 @database_sync_to_async
@@ -106,7 +107,9 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         elif message.get("type") == "input_b64" and isinstance(message.get("data"), str):
             await self._forward(base64.b64decode(message["data"], validate=False))
         elif message.get("type") == "resize":
-            pass  # a serial line has no window size; the page fits the terminal locally
+            cols, rows = message.get("cols"), message.get("rows")
+            if type(cols) is int and type(rows) is int and 2 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS:
+                await request_resize(self.redis, self.session_id, cols, rows)  # the relay sets the guest tty
 
     async def _forward(self, data: bytes) -> None:
         if not data or len(data) > MAX_INPUT_BYTES:

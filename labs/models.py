@@ -119,9 +119,13 @@ class PoolVM(models.Model):
     id = models.CharField(primary_key=True, max_length=32, default=new_pool_id, editable=False)
     host = models.CharField(max_length=64)
     profile = models.CharField(max_length=32)
+    # Set when the VM was prepared for one lab (step 1 set up and checkpointed while idle): its
+    # hand-out costs no guest work at all. Blank: any lab of the profile can take it.
+    lab_slug = models.CharField(max_length=64, blank=True, default="")
     state = models.CharField(max_length=16, choices=State.choices, default=State.BOOTING)
     session = models.OneToOneField(LabSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="pool_vm")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"{self.id} ({self.profile}@{self.host}, {self.state})"
+        kind = f"{self.profile}, {self.lab_slug}" if self.lab_slug else self.profile
+        return f"{self.id} ({kind}@{self.host}, {self.state})"

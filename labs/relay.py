@@ -22,17 +22,20 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from labs import hosts
-from labs.models import LabSession
+from labs.models import LabSession, PoolVM
 from labs.services.events import terminal_group
 from labs.states import SessionState
 
 if TYPE_CHECKING:  # the web tier imports the key helpers below and must not load libvirt
-    from labs.hypervisor import Hypervisor
+    from labs.hypervisor import Console, Hypervisor
 
 log = logging.getLogger(__name__)
 SCROLLBACK_BYTES = 64 * 1024
 KEY_TTL_S = 24 * 3600
 ACTIVITY_EVERY_S = 30.0
+CONSOLE_TTY = "/dev/ttyS0"  # the guest's serial console (console=ttyS0), where the learner's shell runs
+# Sessions whose console is relayed: from provisioning, so the page shows the VM coming up.
+RELAYED_STATES = (SessionState.PROVISIONING, SessionState.READY, SessionState.RESETTING)
 
 
 def buffer_key(session_id: str) -> str:
@@ -46,6 +49,31 @@ def offset_key(session_id: str) -> str:
 
 def input_key(session_id: str) -> str:
     return f"virtlab:term:{session_id}:in"
+
+
+def size_key(session_id: str) -> str:
+    """The terminal size the page last reported, "<cols> <rows>" (a list holding only the latest)."""
+    return f"virtlab:term:{session_id}:size"
+
+
+def wake_key(host: str) -> str:
+    return f"virtlab:relay:{host}:wake"
+
+
+def wake(host: str) -> None:
+    """Make `host`'s relay manager look at the sessions now rather than at its next poll."""
+    client = hosts.redis_client()
+    client.rpush(wake_key(host), 1)
+    client.expire(wake_key(host), 60)
+
+
+def request_resize(client: Any, session_id: str, cols: int, rows: int) -> Any:
+    """Queue a window size for the guest's tty (from the terminal consumer; `client` may be async)."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(size_key(session_id))
+    pipe.rpush(size_key(session_id), f"{cols} {rows}")
+    pipe.expire(size_key(session_id), KEY_TTL_S)
+    return pipe.execute()
 
 
 def append_output(client: redis.Redis, session_id: str, data: bytes) -> int:
@@ -83,17 +111,23 @@ class Publisher:
 class SessionRelay:
     """Reader and writer threads for one session's console; reattaches when the stream ends."""
 
-    def __init__(self, hv: Hypervisor, session_id: str, vm_id: str, publisher: Publisher):
+    def __init__(
+        self, hv: Hypervisor, session_id: str, vm_id: str, publisher: Publisher, console: Console | None = None
+    ):
         self.hv, self.session_id, self.vm_id, self.publisher = hv, session_id, vm_id, publisher
         self.stopping = threading.Event()
         self.console: Any = None
+        self._handed_console = console  # already attached (a warm VM's): used first, no reattach wait
         self.redis = hosts.redis_client()
         # BLPOP blocks: the writer gets a connection whose read timeout outlasts it.
         self.input_redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
         self._last_activity = 0.0
+        self.size: tuple[int, int] | None = None  # the page's latest (cols, rows)
+        self.size_wanted = threading.Event()
         self.threads = [
             threading.Thread(target=self._read_loop, name=f"relay-read-{session_id}", daemon=True),
             threading.Thread(target=self._write_loop, name=f"relay-write-{session_id}", daemon=True),
+            threading.Thread(target=self._size_loop, name=f"relay-size-{session_id}", daemon=True),
         ]
 
     def start(self) -> None:
@@ -110,10 +144,17 @@ class SessionRelay:
 
         while not self.stopping.is_set():
             try:
-                self.console = self.hv.vm(self.vm_id).console()
+                if self._handed_console is not None:
+                    self.console, self._handed_console = self._handed_console, None
+                    self.console.write(b"\n")  # the prompt was printed before anyone listened
+                else:
+                    self.console = self.hv.vm(self.vm_id).console()
             except HypervisorError:
-                self.stopping.wait(0.5)  # VM not there (yet, or any more): the manager decides
+                self.stopping.wait(0.2)  # VM not there (yet, or any more): the manager decides
                 continue
+            log.debug("relay %s: console attached", self.session_id)
+            if self.size is not None:
+                self.size_wanted.set()  # a revert brought back the tty size of the snapshot
             try:
                 while not self.stopping.is_set():
                     data = self.console.read(timeout=0.25)
@@ -129,16 +170,43 @@ class SessionRelay:
         self.publisher.send(terminal_group(self.session_id), {"type": "term.output", "data": data, "offset": offset})
 
     def _write_loop(self) -> None:
+        keys = [input_key(self.session_id), size_key(self.session_id)]
         while not self.stopping.is_set():
             try:
-                item = self.input_redis.blpop([input_key(self.session_id)], timeout=1)
+                item = self.input_redis.blpop(keys, timeout=1)
             except redis.RedisError:
                 self.stopping.wait(1)
                 continue
             if item is None:
                 continue
-            data = item[1]
-            self._write(data if isinstance(data, bytes) else data.encode())
+            key, data = (part if isinstance(part, bytes) else part.encode() for part in item)
+            if key.decode() == keys[0]:
+                self._write(data)
+            else:
+                cols, rows = (int(n) for n in data.split())
+                self.size = (cols, rows)
+                self.size_wanted.set()
+
+    def _size_loop(self) -> None:
+        """Give the console tty the page's window size, so full-screen programs and line editing fit.
+
+        A serial line carries no size, so it is set from inside the guest over the control channel
+        (never typed on the console); the kernel then signals SIGWINCH to the shell. Its own thread:
+        the agent may be busy or reconnecting after a revert, and keystrokes must not wait for it.
+        """
+        from labs.hypervisor import HypervisorError
+
+        while not self.stopping.is_set():
+            if not self.size_wanted.wait(1) or self.size is None:
+                continue
+            self.size_wanted.clear()
+            cols, rows = self.size
+            try:
+                vm = self.hv.vm(self.vm_id)
+                vm.wait_ready(30)
+                vm.exec(["stty", "-F", CONSOLE_TTY, "cols", str(cols), "rows", str(rows)], timeout_s=10)
+            except HypervisorError as exc:  # the VM is going away; a later resize or reattach retries
+                log.info("relay %s: resize to %sx%s failed: %s", self.session_id, cols, rows, exc)
 
     def _write(self, data: bytes) -> None:
         from labs.hypervisor import ConsoleClosed, HypervisorError
@@ -166,7 +234,12 @@ class SessionRelay:
 
 
 class RelayManager:
-    """Keeps one SessionRelay per session of this host that has a VM to talk to."""
+    """Keeps one SessionRelay per session of this host that has a VM to talk to.
+
+    It also holds the console of every ready warm-pool VM and hands it to the session that takes
+    the VM: QEMU notices a new reader of a serial pty only on a 1 s timer, so attaching at
+    hand-out would delay the learner's first prompt by up to a second.
+    """
 
     POLL_S = 0.5
 
@@ -174,6 +247,9 @@ class RelayManager:
         self.host, self.libvirt_uri = host, libvirt_uri
         self.stopping = threading.Event()
         self.relays: dict[str, SessionRelay] = {}
+        self.idle_consoles: dict[str, Console] = {}  # warm-pool VM id -> its attached console
+        # BLPOP with a timeout: reads must be allowed to outlast it.
+        self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=self.POLL_S + 5)
 
     def run(self) -> None:
         from labs.hypervisor import Hypervisor
@@ -184,30 +260,55 @@ class RelayManager:
                 with Hypervisor.connect(self.libvirt_uri) as hv:
                     while not self.stopping.is_set():
                         self._sync(hv, publisher)
-                        self.stopping.wait(self.POLL_S)
+                        self._sleep()
             except Exception:  # libvirtd restarting, DB blip: keep the relay alive
                 log.exception("console relay: restarting")
             self._stop_all()
             self.stopping.wait(2)
         self._stop_all()
 
+    def _sleep(self) -> None:
+        """Until the next poll, or until a task wakes us (a session on this host began provisioning)."""
+        try:
+            if self.redis.blpop([wake_key(self.host)], timeout=self.POLL_S):
+                self.redis.delete(wake_key(self.host))  # one look serves every wake-up so far
+        except redis.RedisError:
+            self.stopping.wait(self.POLL_S)
+
     def _sync(self, hv: Hypervisor, publisher: Publisher) -> None:
         close_old_connections()
         wanted = dict(
-            LabSession.objects.filter(
-                host=self.host, state__in=[SessionState.READY, SessionState.RESETTING]
-            ).values_list("id", "vm_id")
+            LabSession.objects.filter(host=self.host, state__in=RELAYED_STATES).values_list("id", "vm_id")
         )
         for session_id in set(self.relays) - set(wanted):
             self.relays.pop(session_id).stop()
         for session_id, vm_id in wanted.items():
             if session_id not in self.relays and vm_id:
-                relay = SessionRelay(hv, session_id, vm_id, publisher)
+                relay = SessionRelay(hv, session_id, vm_id, publisher, self.idle_consoles.pop(vm_id, None))
                 self.relays[session_id] = relay
                 relay.start()
+        self._hold_idle_consoles(hv)
+
+    def _hold_idle_consoles(self, hv: Hypervisor) -> None:
+        from labs.hypervisor import HypervisorError
+
+        idle = set(PoolVM.objects.filter(host=self.host, state=PoolVM.State.READY).values_list("id", flat=True))
+        for vm_id in set(self.idle_consoles) - idle:
+            self.idle_consoles.pop(vm_id).close()
+        for vm_id in idle:
+            console = self.idle_consoles.get(vm_id)
+            if console is not None and not console.closed:
+                with contextlib.suppress(Exception):
+                    console.read(timeout=0)  # nobody watches an idle VM: drop what it printed
+                continue
+            try:
+                self.idle_consoles[vm_id] = hv.vm(vm_id).console(wake=False)
+            except HypervisorError:
+                self.idle_consoles.pop(vm_id, None)  # booting or gone: look again next time
 
     def _stop_all(self) -> None:
-        for relay in self.relays.values():
+        for closer in [relay.stop for relay in self.relays.values()] + [c.close for c in self.idle_consoles.values()]:
             with contextlib.suppress(Exception):
-                relay.stop()
+                closer()
         self.relays.clear()
+        self.idle_consoles.clear()

@@ -168,10 +168,9 @@ LABS_EXTEND_S = env_int("LABS_EXTEND_S", 15 * 60)
 LABS_MAX_LIFETIME_S = env_int("LABS_MAX_LIFETIME_S", 2 * 3600)
 LABS_IDLE_TIMEOUT_S = env_int("LABS_IDLE_TIMEOUT_S", 20 * 60)
 LABS_MAX_VMS_PER_HOST = env_int("LABS_MAX_VMS_PER_HOST", 0)  # 0: as many as memory allows
-# Warm VMs per profile and host, e.g. "tiny=1,vfio=0".
-LABS_POOL_SIZES = {
-    k: int(v) for k, _, v in (p.partition("=") for p in env("LABS_POOL_SIZES", "tiny=1").split(",") if p)
-}
+# Warm VMs per host: "<profile>=N" serves any lab of that profile; "lab:<slug>=N" is prepared
+# for one lab (step 1 set up and checkpointed in advance), e.g. "tiny=1,lab:qemu-img=1".
+LABS_POOL_SIZES = env("LABS_POOL_SIZES", "tiny=1")
 LABS_REAP_GRACE_S = env_int("LABS_REAP_GRACE_S", 120)  # spare unknown VMs younger than this
 LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
 

@@ -121,7 +121,7 @@ def write_test_lab(content_dir: Path) -> str:
         (step / "zh.md").write_text(f"确保 {what}。\n")
         data = {
             "title": {"en": f"Step {name}", "zh": f"步骤 {name}"},
-            "setup": ["mkdir -p /root"],
+            "setup": ["mkdir -p /root && echo set-up >> /tmp/setup.log"],
             "check": [{"guest": {"run": check}, "message": {"en": f"{what}: not yet", "zh": f"{what} 还没有"}}],
             "hints": {"en": [f"Try: {solution}"], "zh": [f"试试 {solution}"]},
             "solution": [solution],
@@ -360,6 +360,13 @@ def wait_for_state(client: LabClient, session_id: str, states: set[str], timeout
             return dict(body)
         time.sleep(0.2)
     raise AssertionError(f"session {session_id} never reached {states}: {body}")
+
+
+def snapshots_of(vm_id: str) -> list[str]:
+    from labs.hypervisor import Hypervisor
+
+    with Hypervisor.connect() as hv:
+        return hv.vm(vm_id).list_snapshots()
 
 
 def domain_exists(vm_id: str) -> bool:

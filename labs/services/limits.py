@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+
+from labs.hypervisor.profiles import PROFILES
+
+log = logging.getLogger(__name__)
 
 
 def _setting(name: str, default: int) -> int:
@@ -54,9 +60,36 @@ def max_vms_per_host() -> int:
     return _setting("LABS_MAX_VMS_PER_HOST", 0)
 
 
-def pool_sizes() -> dict[str, int]:
-    """Warm VMs kept per profile on each host."""
-    return dict(getattr(settings, "LABS_POOL_SIZES", {"tiny": 1}))
+@dataclass(frozen=True)
+class PoolTarget:
+    """How many warm VMs of `profile` (prepared for `lab_slug`, if set) each host keeps."""
+
+    profile: str
+    lab_slug: str
+    size: int
+
+
+def pool_targets() -> list[PoolTarget]:
+    """LABS_POOL_SIZES parsed; entries naming an unknown lab or profile, or a bad count, are skipped."""
+    from labs.services.catalogue import get_lab
+
+    targets = []
+    for entry in filter(None, (part.strip() for part in str(getattr(settings, "LABS_POOL_SIZES", "")).split(","))):
+        key, _, count = entry.partition("=")
+        if not count.isdigit():
+            log.warning("LABS_POOL_SIZES: %r is not <profile>=N or lab:<slug>=N", entry)
+            continue
+        if key.startswith("lab:"):
+            lab = get_lab(key.removeprefix("lab:"))
+            if lab is None:
+                log.warning("LABS_POOL_SIZES: no valid lab %r", key)
+                continue
+            targets.append(PoolTarget(lab.profile, lab.slug, int(count)))
+        elif key in PROFILES:
+            targets.append(PoolTarget(key, "", int(count)))
+        else:
+            log.warning("LABS_POOL_SIZES: no profile %r", key)
+    return targets
 
 
 def hit_start_rate(user_id: int) -> bool:

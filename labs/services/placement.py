@@ -49,8 +49,15 @@ def placement_lock() -> redis.lock.Lock:
 
 
 def claim_pool_vm(session: LabSession) -> PoolVM | None:
-    """Hand a ready warm-pool VM of the session's profile to it (a conditional update: one winner)."""
-    for pool_vm in PoolVM.objects.filter(profile=session.profile, state=PoolVM.State.READY).order_by("created_at"):
+    """Hand a ready warm VM to the session: one prepared for its lab first, else any of its profile.
+
+    A conditional update decides between concurrent starts: one winner per VM.
+    """
+    ready = PoolVM.objects.filter(
+        profile=session.profile, state=PoolVM.State.READY, lab_slug__in=[session.lab_slug, ""]
+    )
+    # Prepared VMs first ("" sorts before any slug, so descending puts them ahead), oldest first.
+    for pool_vm in ready.order_by("-lab_slug", "created_at"):
         won = PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.READY).update(
             state=PoolVM.State.ASSIGNED, session=session
         )

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from labs import hosts, verify
+from labs import hosts, relay, verify
 from labs.catalog import Lab
 from labs.hypervisor import VM, DomainMissing, Hypervisor, HypervisorError
 from labs.models import LabSession, PoolVM, StepResult
@@ -25,7 +25,6 @@ from labs.states import SessionState
 
 S = SessionState
 log = logging.getLogger(__name__)
-POOL_CLEAN_SNAPSHOT = "clean"
 BOOT_TIMEOUT_S = 120.0
 
 
@@ -41,27 +40,33 @@ def checkpoint(step: int) -> str:
 
 
 def provision(session_id: str) -> None:
-    """requested → provisioning → ready: boot (or take a warm VM), set up step 1, checkpoint it."""
+    """requested → provisioning → ready: boot (or take a warm VM), set up step 1, checkpoint it.
+
+    A warm VM has never been used (handed-out VMs are destroyed with their session), so it needs
+    no reset; one prepared for this lab already has step 1 set up and checkpointed.
+    """
     if not transition(session_id, S.PROVISIONING):
         return  # a duplicate delivery, or the learner stopped it already
     session = LabSession.objects.get(pk=session_id)
+    relay.wake(session.host)  # attach the console now: the page shows the VM coming up
     lab = require_lab(session.lab_slug)
+    pool_vm = PoolVM.objects.filter(session_id=session_id).first()
+    prepared = pool_vm is not None and pool_vm.lab_slug == lab.slug
     started = time.monotonic()
     try:
         with hypervisor() as hv:
-            if session.vm_id != session.id:
+            if pool_vm is not None:
                 push_progress(session_id, "warm", "Taking a pre-booted VM")
                 vm = hv.vm(session.vm_id)
-                vm.revert(POOL_CLEAN_SNAPSHOT)
             else:
                 push_progress(session_id, "boot", "Booting the VM")
                 vm = hv.create_vm(session.vm_id, lab.profile, settings.GUEST_IMAGE_DIR)
             push_progress(session_id, "agent", "Waiting for the guest agent")
             vm.wait_ready(BOOT_TIMEOUT_S)
-            push_progress(session_id, "setup", "Preparing step 1")
-            verify.run_setup(vm, lab.step(1))
-            vm.snapshot(checkpoint(1))
-            log.info("session %s: ready in %.1fs", session_id, time.monotonic() - started)
+            if not prepared:
+                push_progress(session_id, "setup", "Preparing step 1")
+                _prepare_first_step(vm, lab)
+            log.info("session %s: ready in %.2fs", session_id, time.monotonic() - started)
             now = timezone.now()
             became_ready = transition(
                 session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1],
@@ -69,12 +74,17 @@ def provision(session_id: str) -> None:
             )  # fmt: skip
             if not became_ready:
                 vm.destroy()  # stopped while we booted: leave nothing behind
-            elif session.vm_id != session.id:
+            elif pool_vm is not None:
                 # Refill the pool only now: a boot competing for the CPU would slow this hand-out.
                 dispatch.on_host("fill_pool", session.host)
     except (HypervisorError, verify.StepCommandFailed, TimeoutError) as exc:
         log.exception("session %s: provisioning failed", session_id)
         end_session(session_id, S.FAILED, error=f"The VM could not be started: {exc}")
+
+
+def _prepare_first_step(vm: VM, lab: Lab) -> None:
+    verify.run_setup(vm, lab.step(1))
+    vm.snapshot(checkpoint(1))
 
 
 def check(session_id: str, step_number: int) -> None:
@@ -162,24 +172,27 @@ def destroy(session_id: str) -> None:
 
 
 def fill_pool(host: str) -> None:
-    """Boot warm VMs until this host holds the configured number per profile."""
-    for profile, size in limits.pool_sizes().items():
-        while PoolVM.objects.filter(host=host, profile=profile).exclude(state=PoolVM.State.ASSIGNED).count() < size:
+    """Boot warm VMs until this host holds the configured number of each kind (LABS_POOL_SIZES)."""
+    for target in limits.pool_targets():
+        kind = PoolVM.objects.filter(host=host, profile=target.profile, lab_slug=target.lab_slug)
+        while kind.exclude(state=PoolVM.State.ASSIGNED).count() < target.size:
             if not _has_room(host):
                 return
-            pool_vm = PoolVM.objects.create(host=host, profile=profile)
+            pool_vm = PoolVM.objects.create(host=host, profile=target.profile, lab_slug=target.lab_slug)
             started = time.monotonic()
             try:
                 with hypervisor() as hv:
-                    vm = hv.create_vm(pool_vm.id, profile, settings.GUEST_IMAGE_DIR)
+                    vm = hv.create_vm(pool_vm.id, target.profile, settings.GUEST_IMAGE_DIR)
                     vm.wait_ready(BOOT_TIMEOUT_S)
-                    vm.snapshot(POOL_CLEAN_SNAPSHOT)
-            except HypervisorError:
-                log.exception("warm pool: booting %s failed", pool_vm.id)
+                    if target.lab_slug:
+                        _prepare_first_step(vm, require_lab(target.lab_slug))
+            except (HypervisorError, verify.StepCommandFailed, TimeoutError):
+                log.exception("warm pool: preparing %s failed", pool_vm.id)
                 pool_vm.delete()  # the reaper removes whatever half-made VM is left
                 return
             PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
-            log.info("warm pool: %s ready in %.1fs", pool_vm.id, time.monotonic() - started)
+            relay.wake(host)  # the relay manager holds a ready VM's console from now on
+            log.info("warm pool: %s ready in %.1fs", pool_vm, time.monotonic() - started)
     dispatch.on_web("place_queued_sessions")
 
 

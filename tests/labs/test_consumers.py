@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from labs.models import LabSession
-from labs.relay import append_output, input_key
+from labs.relay import append_output, input_key, size_key
 from labs.services.events import terminal_group
 from labs.services.transitions import transition
 from labs.states import SessionState
@@ -167,13 +167,18 @@ def test_terminal_sends_scrollback_then_live_bytes_and_forwards_keys(session: La
         await layer.group_send(terminal_group(session.id), {"type": "term.output", "data": b"ls\r\n", "offset": offset})
         assert await socket.binary() == b"ls\r\n"
         await socket.send_bytes("中文\r".encode())
+        await socket.send_json({"type": "resize", "cols": 120, "rows": 40})
         await socket.send_json({"type": "resize", "cols": 100, "rows": 30})
+        for bad in ({"cols": "100", "rows": 30}, {"cols": 100000, "rows": 30}, {"cols": 100, "rows": True}):
+            await socket.send_json({"type": "resize", **bad})
         await socket.send_json({"type": "input", "data": "粘贴"})
         await socket.leave()
 
     run(scenario)
     assert client.blpop([input_key(session.id)], timeout=5)[1] == "中文\r".encode()
     assert client.blpop([input_key(session.id)], timeout=5)[1] == "粘贴".encode()
+    # Only the latest valid size waits for the relay; nonsense sizes are dropped.
+    assert client.lrange(size_key(session.id), 0, -1) == [b"100 30"]
 
 
 def test_staff_observe_but_cannot_type(session: LabSession) -> None:

@@ -60,6 +60,18 @@ def read_until(ws: Any, pattern: re.Pattern[bytes], timeout: float) -> bytes:
     return buffer
 
 
+def wait_for_tty_size(term: Any, size: bytes, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        term.send(b"echo tty-$(stty size | tr ' ' x)\r")
+        try:
+            read_until(term, re.compile(rb"tty-" + size.replace(b" ", b"x")), 2)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
     alice = stack.client("alice")
     status, session = alice.request("POST", "/api/sessions", {"lab": stack.slug})
@@ -77,6 +89,9 @@ def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
             assert json.loads(term.recv(timeout=10))["type"] == "hello"
             term.send(b"echo relay-$((40+2))\r")
             read_until(term, re.compile(rb"relay-42"), 20)
+            # The page's size reaches the guest's tty (set over the control channel, asynchronously).
+            term.send(json.dumps({"type": "resize", "cols": 101, "rows": 37}))
+            wait_for_tty_size(term, b"37 101")
 
             # Check before solving: a clear "not yet" for step 1.
             assert alice.request("POST", f"/api/sessions/{sid}/check", {"step": 1})[0] == 202
@@ -103,6 +118,8 @@ def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
             term.recv(timeout=10)
             term.send(b"ls /root/hello.txt || echo MISSING-$((1+1))\r")
             read_until(term, re.compile(rb"MISSING-2"), 30)
+            # The checkpoint predates the resize: the relay set the size again after the revert.
+            wait_for_tty_size(term, b"37 101")
 
             assert alice.request("POST", f"/api/sessions/{sid}/stop")[0] == 200
             gone = next_event(term, lambda m: m.get("type") == "gone", 20)

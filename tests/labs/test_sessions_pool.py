@@ -1,11 +1,10 @@
-"""The warm pool on a real host agent: a pre-booted VM is handed out, reset, and replaced."""
+"""The warm pool on a real host agent: prepared and generic pre-booted VMs are handed out and replaced."""
 
 from __future__ import annotations
 
 import json
 import re
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,40 +13,68 @@ import pytest
 from tests import services
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
+PoolRow = tuple[str, str, str, str | None]  # id, lab_slug, state, session id
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.LabStack]:
-    with services.lab_stack(tmp_path_factory.mktemp("pool"), LABS_POOL_SIZES="tiny=1") as running:
+    # One VM prepared for the test lab, one for any lab of its profile.
+    pool = f"tiny=1,lab:{services.LAB_SLUG}=1"
+    with services.lab_stack(tmp_path_factory.mktemp("pool"), LABS_POOL_SIZES=pool) as running:
         yield running
 
 
-def pool_rows(stack: services.LabStack) -> list[tuple[str, str, str | None]]:
+def pool_rows(stack: services.LabStack) -> list[PoolRow]:
     db = Path(stack.env["DATABASE_URL"].removeprefix("sqlite:///"))
     with sqlite3.connect(db) as conn:
-        return list(conn.execute("SELECT id, state, session_id FROM labs_poolvm ORDER BY created_at"))
+        return list(conn.execute("SELECT id, lab_slug, state, session_id FROM labs_poolvm ORDER BY created_at"))
 
 
-def test_start_takes_the_warm_vm_and_the_pool_refills(stack: services.LabStack) -> None:
-    services.wait_for(lambda: any(state == "ready" for _, state, _ in pool_rows(stack)), 120, "a warm VM")
-    warm_id = next(pool_id for pool_id, state, _ in pool_rows(stack) if state == "ready")
-    alice = stack.client("alice")
-    started = time.monotonic()
-    _status, session = alice.request("POST", "/api/sessions", {"lab": stack.slug})
+def ready_vm(stack: services.LabStack, lab_slug: str) -> str:
+    def find() -> str | None:
+        return next((row[0] for row in pool_rows(stack) if row[1] == lab_slug and row[2] == "ready"), None)
+
+    services.wait_for(lambda: find() is not None, 180, f"a warm VM for {lab_slug or 'any lab'}")
+    return str(find())
+
+
+def start_and_type(client: services.LabClient, slug: str) -> tuple[str, bytes]:
+    """Start a lab; (session id, terminal output after printing how often step 1 was set up)."""
+    _status, session = client.request("POST", "/api/sessions", {"lab": slug})
     sid = session["id"]
-    services.wait_for_state(alice, sid, {"ready"}, 60)
-    elapsed = time.monotonic() - started
-    assert (warm_id, "assigned", sid) in pool_rows(stack)
-    assert not services.domain_exists(sid)  # no new VM: the warm one carries the session
-    with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+    ready = services.wait_for_state(client, sid, {"ready"}, 60)
+    assert ready["checkpoints"] == [1]
+    with client.websocket(f"/ws/sessions/{sid}/terminal/") as term:
         assert json.loads(term.recv(timeout=10))["type"] == "hello"
-        term.send(b"echo warm-$((2*21))\r")
+        term.send(b"echo setups-$(grep -c set-up /tmp/setup.log)-done\r")
         buffer = b""
-        while not re.search(rb"warm-42", buffer):
+        while not re.search(rb"setups-\d+-done", buffer):
             frame = term.recv(timeout=20)
             buffer += frame if isinstance(frame, bytes) else b""
-    # Another warm VM boots once the hand-out is done; stopping destroys the handed-out one.
-    services.wait_for(lambda: any(s == "ready" and p != warm_id for p, s, _ in pool_rows(stack)), 120, "a refill")
-    alice.request("POST", f"/api/sessions/{sid}/stop")
-    services.wait_for(lambda: not services.domain_exists(warm_id), 60, "the handed-out VM to be destroyed")
-    assert elapsed < 60
+    return sid, buffer
+
+
+def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: services.LabStack) -> None:
+    prepared, generic = ready_vm(stack, services.LAB_SLUG), ready_vm(stack, "")
+    # Prepared while idle: step 1 is set up and checkpointed before any learner asks.
+    assert services.snapshots_of(prepared) == ["step-1"]
+    assert services.snapshots_of(generic) == []
+
+    alice_sid, alice_out = start_and_type(stack.client("alice"), stack.slug)
+    assert (prepared, services.LAB_SLUG, "assigned", alice_sid) in pool_rows(stack)
+    assert not services.domain_exists(alice_sid)  # no new VM: the warm one carries the session
+    assert b"setups-1-done" in alice_out  # setup ran once, in advance, not again at hand-out
+
+    # The next learner gets the generic VM: never used, so no reset; step 1 is set up on hand-out.
+    bob_sid, bob_out = start_and_type(stack.client("bob"), stack.slug)
+    assert (generic, "", "assigned", bob_sid) in pool_rows(stack)
+    assert b"setups-1-done" in bob_out
+    assert services.snapshots_of(generic) == ["step-1"]
+
+    # Both kinds boot again once the hand-outs are done; stopping destroys the handed-out VMs.
+    services.wait_for(
+        lambda: {row[1] for row in pool_rows(stack) if row[2] == "ready"} == {"", services.LAB_SLUG}, 240, "refills"
+    )
+    for client, sid, vm in ((stack.client("alice"), alice_sid, prepared), (stack.client("bob"), bob_sid, generic)):
+        client.request("POST", f"/api/sessions/{sid}/stop")
+        services.wait_for(lambda vm=vm: not services.domain_exists(vm), 60, "the handed-out VM to be destroyed")

@@ -73,7 +73,12 @@
       for (var i = 0; i < data.length; i++) bytes[i] = data.charCodeAt(i) & 255;
       sendBytes(bytes);
     });
-    var onResize = function () { fit.fit(); sendResize(); };
+    // The guest's tty follows the terminal's size (the relay sets it with stty), so line editing
+    // and full-screen programs wrap where the page does. Fit on any layout change of the element.
+    term.onResize(sendResize);
+    var onResize = function () { fit.fit(); };
+    var observer = window.ResizeObserver ? new ResizeObserver(onResize) : null;
+    if (observer) observer.observe(el);
     window.addEventListener("resize", onResize);
     connect();
 
@@ -84,6 +89,7 @@
         closedForGood = true;
         clearTimeout(timer);
         window.removeEventListener("resize", onResize);
+        if (observer) observer.disconnect();
         if (ws) ws.close();
       },
       dispose: function () { this.close(); term.dispose(); }
