@@ -21,6 +21,14 @@ SECTION_LABELS = {
 LANG_LABELS = {"en": "English", "zh": "中文"}
 
 
+def _labs(slugs: list[str], lang: str) -> list[dict[str, str]]:
+    """The page's labs that are offered (valid in the catalogue), with their titles in `lang`."""
+    from labs.services.catalogue import get_lab
+
+    offered = [lab for lab in map(get_lab, slugs) if lab is not None]
+    return [{"slug": lab.slug, "url": lab_url(lab.slug), "name": lab.title.get(lang)} for lab in offered]
+
+
 def section_choices() -> list[tuple[str, Any]]:
     return [(s, SECTION_LABELS.get(s, s)) for s in SECTIONS]
 
@@ -70,7 +78,7 @@ def page_context(corpus: Corpus, lang: str, slug: str, requested: str) -> dict[s
         "prev": _link(ordered[index - 1]) if index > 0 else None,
         "next": _link(ordered[index + 1]) if index + 1 < len(ordered) else None,
         "related": related,
-        "labs": [{"slug": lab, "url": lab_url(lab), "name": lab.replace("-", " ")} for lab in page.labs],
+        "labs": _labs(page.labs, lang),
         "switch": {
             "code": other, "label": LANG_LABELS[other], "url": doc_url(other, slug),
             "available": (other, slug) in corpus.pages,

@@ -40,7 +40,8 @@ def test_english_page_has_toc_breadcrumbs_prev_next_labs_related_and_switch(clie
     assert 'href="/docs/#section-kernel"' in html
     assert 'rel="prev"' in html
     assert 'rel="next"' in html
-    assert 'href="/labs/vfio-userspace/"' in html  # related labs box
+    # Related labs box: the lab's own title from the catalogue, in the page's language.
+    assert '<a href="/labs/vfio-userspace/">VFIO from user space: drive a PCI device' in html
     assert 'href="/docs/en/mdev/"' in html  # related docs
     assert 'href="/docs/zh/vfio/" hreflang="zh"' in html  # EN ⇄ ZH switch
     assert 'data-copy="' in html
@@ -53,6 +54,7 @@ def test_chinese_page_links_back_to_english(client: Client) -> None:
     assert VFIO_ZH in html
     assert 'href="/docs/en/vfio/" hreflang="en"' in html
     assert 'href="/docs/zh/mdev/"' in html  # doc: links and related pages stay in Chinese
+    assert '<a href="/labs/vfio-userspace/">在用户空间使用 VFIO' in html
     assert 'lang="zh"' in html
 
 
