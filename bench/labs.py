@@ -132,9 +132,11 @@ seen_results: set[str] = set()
 stages: dict[str, list[float]] = {}  # when each progress stage arrived, seconds after Start
 
 
-def stop(client: services.LabClient, sid: str, term: Any) -> None:
+def stop(client: services.LabClient, sid: str, term: Any, wait: bool = False) -> None:
     term.close()
     client.request("POST", f"/api/sessions/{sid}/stop")
+    if wait:  # a VM being torn down slows libvirt for the next start: keep cold starts isolated
+        services.wait_for_state(client, sid, {"destroyed"}, 60)
 
 
 def main() -> None:
@@ -163,7 +165,7 @@ def main() -> None:
                         cold.append(seconds)
                         echo_1 += echo_latencies(term, echo_n)
                         checks += check_latencies(client, sid, check_n)
-                        stop(client, sid, term)
+                        stop(client, sid, term, wait=True)
                     # --quick skips the many-labs run: each extra boot costs ~6-20 s of TCG CPU.
                     running = [start_to_prompt(client, slug, "load") for _ in range(load)]
                     for i, (_sid, _s, term) in enumerate(running):

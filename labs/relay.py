@@ -56,6 +56,20 @@ def size_key(session_id: str) -> str:
     return f"virtlab:term:{session_id}:size"
 
 
+def hold_key(session_id: str) -> str:
+    return f"virtlab:term:{session_id}:hold"
+
+
+def hold_input(session_id: str, seconds: int = 300) -> None:
+    """Keep keystrokes queued in Redis (not typed into the VM) until release_input(): while a
+    checkpoint of the step's starting state is still to be taken. Expires in case a worker dies."""
+    hosts.redis_client().set(hold_key(session_id), 1, ex=seconds)
+
+
+def release_input(session_id: str) -> None:
+    hosts.redis_client().delete(hold_key(session_id))
+
+
 def wake_key(host: str) -> str:
     return f"virtlab:relay:{host}:wake"
 
@@ -173,6 +187,10 @@ class SessionRelay:
         keys = [input_key(self.session_id), size_key(self.session_id)]
         while not self.stopping.is_set():
             try:
+                # Set before this relay starts (provisioning), so no pop below can race it.
+                if self.input_redis.exists(hold_key(self.session_id)):
+                    self.stopping.wait(0.05)
+                    continue
                 item = self.input_redis.blpop(keys, timeout=1)
             except redis.RedisError:
                 self.stopping.wait(1)

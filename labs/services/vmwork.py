@@ -43,11 +43,14 @@ def provision(session_id: str) -> None:
     """requested → provisioning → ready: boot (or take a warm VM), set up step 1, checkpoint it.
 
     A warm VM has never been used (handed-out VMs are destroyed with their session), so it needs
-    no reset; one prepared for this lab already has step 1 set up and checkpointed.
+    no reset; one prepared for this lab already has step 1 set up and checkpointed. Otherwise the
+    session is ready as soon as step 1 is set up and the checkpoint is taken right after, while
+    the relay holds back keystrokes (typed since the console appeared) so it cannot contain them.
     """
     if not transition(session_id, S.PROVISIONING):
         return  # a duplicate delivery, or the learner stopped it already
     session = LabSession.objects.get(pk=session_id)
+    relay.hold_input(session_id)
     relay.wake(session.host)  # attach the console now: the page shows the VM coming up
     lab = require_lab(session.lab_slug)
     pool_vm = PoolVM.objects.filter(session_id=session_id).first()
@@ -65,31 +68,38 @@ def provision(session_id: str) -> None:
             vm.wait_ready(BOOT_TIMEOUT_S)
             if not prepared:
                 push_progress(session_id, "setup", "Preparing step 1")
-                _prepare_first_step(vm, lab)
+                verify.run_setup(vm, lab.step(1))
             log.info("session %s: ready in %.2fs", session_id, time.monotonic() - started)
             now = timezone.now()
             became_ready = transition(
-                session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1],
+                session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1] if prepared else [],
                 ready_at=now, last_activity=now, expires_at=now + limits.ttl(),
             )  # fmt: skip
             if not became_ready:
                 vm.destroy()  # stopped while we booted: leave nothing behind
-            elif pool_vm is not None:
+                return
+            if not prepared:
+                vm.snapshot(checkpoint(1))
+                update_fields(session_id, expected=[S.READY], checkpoints=[1])
+            if pool_vm is not None:
                 # Refill the pool only now: a boot competing for the CPU would slow this hand-out.
                 dispatch.on_host("fill_pool", session.host)
     except (HypervisorError, verify.StepCommandFailed, TimeoutError) as exc:
         log.exception("session %s: provisioning failed", session_id)
         end_session(session_id, S.FAILED, error=f"The VM could not be started: {exc}")
+    finally:
+        relay.release_input(session_id)
 
 
 def _prepare_first_step(vm: VM, lab: Lab) -> None:
+    """What a pool VM prepared for `lab` does while idle: set up step 1 and checkpoint it."""
     verify.run_setup(vm, lab.step(1))
     vm.snapshot(checkpoint(1))
 
 
 def check(session_id: str, step_number: int) -> None:
     """Run the step's check; store the verdict; on a pass, set up and checkpoint the next step."""
-    session = LabSession.objects.get(pk=session_id)
+    session = _with_checkpoint(session_id, step_number)
     if session.state != S.READY or session.current_step != step_number:
         return
     lab = require_lab(session.lab_slug)
@@ -99,6 +109,17 @@ def check(session_id: str, step_number: int) -> None:
     except (HypervisorError, verify.StepCommandFailed) as exc:
         log.exception("session %s: check failed", session_id)
         end_session(session_id, S.FAILED, error=f"The VM stopped answering: {exc}")
+
+
+def _with_checkpoint(session_id: str, step: int, timeout_s: float = 30) -> LabSession:
+    """The session once `step`'s checkpoint exists: a check pressed right after the VM became
+    ready waits for step 1's, so a pass (which sets up step 2) cannot overtake it."""
+    deadline = time.monotonic() + timeout_s
+    session = LabSession.objects.get(pk=session_id)
+    while step not in session.checkpoints and session.state == S.READY and time.monotonic() < deadline:
+        time.sleep(0.1)
+        session.refresh_from_db()
+    return session
 
 
 def _check(session: LabSession, lab: Lab, step_number: int) -> None:

@@ -81,14 +81,18 @@ def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
         first = json.loads(events.recv(timeout=10))
         assert first["type"] == "session"
         assert first["session"]["id"] == sid
+        # Typed while the VM boots: held back until step 1's checkpoint exists, then typed.
+        with alice.websocket(f"/ws/sessions/{sid}/terminal/") as early:
+            assert json.loads(early.recv(timeout=10))["type"] == "hello"
+            early.send(b"echo early > /root/early.txt\r")
         progress = next_event(events, lambda m: m.get("type") == "progress", 60)
         assert progress["stage"] in {"boot", "warm", "agent"}
         next_event(events, session_state("ready"), 120)
 
         with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
             assert json.loads(term.recv(timeout=10))["type"] == "hello"
-            term.send(b"echo relay-$((40+2))\r")
-            read_until(term, re.compile(rb"relay-42"), 20)
+            term.send(b"echo relay-$((40+2)) EARLY-$(cat /root/early.txt)\r")
+            read_until(term, re.compile(rb"relay-42 EARLY-early"), 20)
             # The page's size reaches the guest's tty (set over the control channel, asynchronously).
             term.send(json.dumps({"type": "resize", "cols": 101, "rows": 37}))
             wait_for_tty_size(term, b"37 101")
@@ -116,7 +120,8 @@ def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
 
         with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
             term.recv(timeout=10)
-            term.send(b"ls /root/hello.txt || echo MISSING-$((1+1))\r")
+            # Both files came after step 1's checkpoint, the early one too.
+            term.send(b"[ -e /root/hello.txt ] || [ -e /root/early.txt ] || echo MISSING-$((1+1))\r")
             read_until(term, re.compile(rb"MISSING-2"), 30)
             # The checkpoint predates the resize: the relay set the size again after the revert.
             wait_for_tty_size(term, b"37 101")

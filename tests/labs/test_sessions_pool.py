@@ -42,8 +42,9 @@ def start_and_type(client: services.LabClient, slug: str) -> tuple[str, bytes]:
     """Start a lab; (session id, terminal output after printing how often step 1 was set up)."""
     _status, session = client.request("POST", "/api/sessions", {"lab": slug})
     sid = session["id"]
-    ready = services.wait_for_state(client, sid, {"ready"}, 60)
-    assert ready["checkpoints"] == [1]
+    services.wait_for_state(client, sid, {"ready"}, 60)
+    checkpointed = lambda: client.request("GET", f"/api/sessions/{sid}")[1]["checkpoints"] == [1]  # noqa: E731
+    services.wait_for(checkpointed, 30, "step 1's checkpoint")
     with client.websocket(f"/ws/sessions/{sid}/terminal/") as term:
         assert json.loads(term.recv(timeout=10))["type"] == "hello"
         term.send(b"echo setups-$(grep -c set-up /tmp/setup.log)-done\r")
