@@ -135,6 +135,24 @@ def test_warm_pool_vm_is_handed_out_first(alice: User, lab_world: str) -> None:
     assert (pool_vm.state, pool_vm.session_id) == (PoolVM.State.ASSIGNED, session.id)
 
 
+def test_a_vm_prepared_for_the_lab_wins_over_a_generic_one(alice: User, bob: User, lab_world: str) -> None:
+    stack.advertise_host("h1")
+    generic = PoolVM.objects.create(host="h1", profile="tiny", state=PoolVM.State.READY)
+    other_lab = PoolVM.objects.create(host="h1", profile="tiny", lab_slug="another-lab", state=PoolVM.State.READY)
+    prepared = PoolVM.objects.create(host="h1", profile="tiny", lab_slug=lab_world, state=PoolVM.State.READY)
+    assert services.start_lab(alice, lab_world).vm_id == prepared.id
+    assert services.start_lab(bob, lab_world).vm_id == generic.id  # never one prepared for another lab
+    other_lab.refresh_from_db()
+    assert other_lab.state == PoolVM.State.READY
+
+
+def test_pool_sizes_name_profiles_and_labs(lab_world: str, settings: Any) -> None:
+    from labs.services.limits import PoolTarget, pool_targets
+
+    settings.LABS_POOL_SIZES = f"tiny=2, lab:{lab_world}=1,lab:no-such-lab=1,warp=1,vfio=x"
+    assert pool_targets() == [PoolTarget("tiny", "", 2), PoolTarget("tiny", lab_world, 1)]
+
+
 def test_interrupted_provisioning_is_failed_with_a_clear_message(alice: User, lab_world: str) -> None:
     session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.PROVISIONING, host="h1")
     assert reconcile.fail_interrupted("h1", timezone.now() + timedelta(seconds=1)) == [session.id]
