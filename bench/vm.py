@@ -46,7 +46,7 @@ def bare_boot(image_dir: Path) -> float:
         "qemu-system-x86_64", "-accel", f"tcg,tb-size={profile.tcg_tb_cache_mib}", "-M", profile.machine,
         "-m", str(profile.memory_mib), "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot",
         "-monitor", "none", "-serial", "stdio", "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-        "-append", kernel_cmdline(profile),
+        "-append", kernel_cmdline(profile), "-device", "virtio-balloon-pci,free-page-reporting=on",
     ]  # fmt: skip
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -35,7 +35,9 @@ def test_every_profile_produces_schema_valid_xml(
     root = parse_xml(xml)
     assert root.get("type") == ("kvm" if accelerator == "kvm" else "qemu")
     assert root.findtext("name") == "virtlab-s-123"
-    assert root.find("./devices/memballoon").get("model") == "none"
+    balloon = root.find("./devices/memballoon")
+    assert balloon is not None
+    assert (balloon.get("model"), balloon.get("freePageReporting")) == ("virtio", "on")
     assert root.find("./devices/interface") is None, "guests get no network"
     assert root.find("./devices/channel/target").get("name") == "org.qemu.guest_agent.0"
     assert next(d.get("dev") for d in root.findall("./devices/disk/target")) == "vda"

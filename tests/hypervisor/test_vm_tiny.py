@@ -137,3 +137,21 @@ def test_managed_save_resumes_the_same_guest(tiny_vm: VM) -> None:
     assert time.monotonic() - started < 30
     assert not tiny_vm.has_managed_save()
     assert tiny_vm.exec("cat /root/saved").text == "kept-in-ram\n"  # resumed, not rebooted
+
+
+def _qemu_anon_rss_mib(vm: VM) -> float:
+    pid = Path(f"/run/libvirt/qemu/{vm.name}.pid").read_text().strip()
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(status["RssAnon"].split()[0]) / 1024
+
+
+def test_memory_the_guest_frees_leaves_qemus_rss(tiny_vm: VM) -> None:
+    # Free page reporting (virtio balloon): without it, pages a guest once touched stay in QEMU.
+    assert tiny_vm.exec("cat /sys/module/page_reporting/parameters/page_reporting_order").text == "0\n"
+    tiny_vm.exec("dd if=/dev/urandom of=/dev/shm/fill bs=1M count=24 2>/dev/null")
+    filled = _qemu_anon_rss_mib(tiny_vm)
+    tiny_vm.exec("rm /dev/shm/fill")
+    deadline = time.monotonic() + 30
+    while _qemu_anon_rss_mib(tiny_vm) > filled - 16 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _qemu_anon_rss_mib(tiny_vm) <= filled - 16, f"RSS stayed near {filled:.0f} MiB after the guest freed 24 MiB"
