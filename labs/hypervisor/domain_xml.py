@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .disks import DiskPlan
-from .image import GuestImage
+from .image import TOOLS_DISK_SERIAL, GuestImage
 from .naming import METADATA_NS, METADATA_PREFIX, domain_name
 from .profiles import EDU_QEMU_ARGS, Profile, kernel_cmdline
 
@@ -101,6 +101,19 @@ def _features(domain: ET.Element, spec: DomainSpec) -> None:
         _sub(tcg, "tb-cache", str(spec.profile.tcg_tb_cache_mib), unit="MiB")
 
 
+def _tools_disk(devices: ET.Element, spec: DomainSpec) -> None:
+    # The image's tools (qemu-img, kmod, util-linux, lab programs) as one read-only squashfs shared
+    # by every VM: the guest finds it by serial. Target vdz sorts it after the profile's disks, so it
+    # gets the last PCI slot and the guest names it last (labs rely on vda/vdb/vdc). Being read-only
+    # it is left out of snapshots (snapshot='no'): reverting never needs it.
+    disk_el = _sub(devices, "disk", type="file", device="disk", snapshot="no")
+    _sub(disk_el, "driver", name="qemu", type="raw")
+    _sub(disk_el, "source", file=str(spec.image.tools))
+    _sub(disk_el, "target", dev="vdz", bus="virtio")
+    _sub(disk_el, "readonly")
+    _sub(disk_el, "serial", TOOLS_DISK_SERIAL)
+
+
 def _devices(domain: ET.Element, spec: DomainSpec) -> None:
     devices = _sub(domain, "devices")
     for disk in spec.disks:
@@ -108,6 +121,7 @@ def _devices(domain: ET.Element, spec: DomainSpec) -> None:
         _sub(disk_el, "driver", name="qemu", type="qcow2", discard="unmap")
         _sub(disk_el, "source", file=str(disk.path))
         _sub(disk_el, "target", dev=disk.target, bus="virtio")
+    _tools_disk(devices, spec)
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")

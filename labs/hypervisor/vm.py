@@ -103,11 +103,13 @@ class VM:
             return str(self._domain.XMLDesc(flags))
 
     def disk_targets(self) -> list[tuple[str, str]]:
-        """(target, source path) of every file-backed disk."""
+        """(target, source path) of every disk of the session: not the image's shared read-only tools disk."""
         root = ET.fromstring(self.xml())  # noqa: S314 - libvirtd output
         result = []
         for disk in root.findall("./devices/disk"):
             target, source = disk.find("target"), disk.find("source")
+            if disk.find("readonly") is not None:
+                continue
             if target is not None and source is not None and source.get("file"):
                 result.append((target.get("dev", ""), source.get("file", "")))
         return result

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from labs.hypervisor.image import TOOLS_DISK_SERIAL, load_image
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "guest" / "build.sh"
 QEMU = "qemu-system-x86_64"
@@ -109,12 +111,17 @@ def qemu_argv(
     append: str = CMDLINE,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """A bare TCG QEMU command line booting the image's PVH vmlinux with the serial on stdio."""
+    """A bare TCG QEMU command line booting the image (the kernel VirtLab boots, its initrd and the
+    read-only tools disk) with the serial on stdio."""
+    guest = load_image(image)
     return [
         QEMU, "-accel", "tcg", "-M", machine, "-m", str(memory_mib), "-smp", "1",
         "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none", "-serial", "stdio",
-        "-kernel", str(image / "vmlinux"), "-initrd", str(image / "initrd.img"), "-append", append,
+        "-kernel", str(guest.kernel), "-initrd", str(guest.initrd), "-append", append,
         *extra,
+        # Last, as in VirtLab's domains: the guest names the disks of `extra` first (vda, ...).
+        "-drive", f"file={guest.tools},if=none,id=tools,format=raw,readonly=on",
+        "-device", f"virtio-blk-pci,drive=tools,serial={TOOLS_DISK_SERIAL}",
     ]  # fmt: skip
 
 

@@ -33,7 +33,7 @@ def test_build_is_cached_and_readable_by_unprivileged_qemu(guest_image: Path) ->
     assert Path(proc.stdout.strip().splitlines()[-1]) == guest_image
     assert elapsed < 30, f"cached build.sh took {elapsed:.1f} s"
     assert (guest_image.parent / "current").resolve() == guest_image.resolve()
-    for name in ("vmlinux", "bzImage", "initrd.img", "manifest.json"):
+    for name in ("vmlinux", "bzImage", "initrd.img", "tools.img", "manifest.json"):
         mode = (guest_image / name).stat().st_mode
         assert mode & stat.S_IROTH, f"{name} is not world-readable"
     assert guest_image.stat().st_mode & 0o777 == 0o755
@@ -42,6 +42,9 @@ def test_build_is_cached_and_readable_by_unprivileged_qemu(guest_image: Path) ->
     assert manifest["kernel"]["release"].startswith("6.12.")
     assert {"qemu-ga", "qemu-img", "vfio-edu", "ublk-server", "qemu-nbd", "busybox"} <= set(manifest["programs"])
     assert {"vfio_pci", "mdev", "mtty", "ublk_drv", "nbd", "ext4", "virtio_balloon"} <= set(manifest["modules"])
+    # The initramfs (guest RAM for the VM's life) holds only what init needs to mount the tools disk.
+    assert manifest["sizes"]["initramfs_uncompressed"] < 12 * 2**20, manifest["sizes"]
+    assert manifest["tools_disk"]["serial"] == "virtlab-tools"
 
 
 def test_vmlinux_leaves_its_zero_tail_to_the_loader(guest_image: Path) -> None:
@@ -73,9 +76,16 @@ def test_boots_to_prompt_with_modules_and_tools(pc_guest: SerialGuest, guest_ima
     assert guest_image.name in vm.check("cat /etc/virtlab-release")
     assert vm.run("false")[0] == 1
 
-    # init loads drivers for the virtio devices present (coldplug), and only those.
+    # init loads drivers for the virtio devices present (coldplug), and only those: virtio_blk
+    # for the tools disk, which it mounts read-only; no balloon device here, so no driver.
     assert vm.check("cat /sys/devices/virtual/misc/hw_random/rng_current") == "virtio_rng.0\n"
-    assert "virtio_blk" not in vm.check("cat /proc/modules")
+    modules = vm.check("cat /proc/modules")
+    assert "\nvirtio_blk " in "\n" + modules
+    assert "virtio_balloon" not in modules
+    fstype, options = vm.check("grep ' /usr/lib/virtlab/tools ' /proc/mounts").split()[2:4]
+    assert (fstype, options.split(",")[0]) == ("squashfs", "ro")
+    assert vm.check("readlink /usr/bin/qemu-img") == "/usr/lib/virtlab/tools/usr/bin/qemu-img\n"
+    assert "tools disk" not in vm.check("cat /var/log/init.log")
 
     # ext4 end to end: real mke2fs, loop device, mount; the kernel autoloads loop and ext4
     # through kmod (init points /proc/sys/kernel/modprobe at it).

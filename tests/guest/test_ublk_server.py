@@ -26,7 +26,10 @@ def guest(boot_guest: BootGuest, tmp_path_factory: pytest.TempPathFactory) -> It
     disk: Path = tmp_path_factory.mktemp("ublk") / "scratch.raw"
     subprocess.run(["truncate", "-s", "64M", str(disk)], check=True)
     # Two vCPUs (the later -smp wins): ublk gives a device at most one queue per CPU.
-    extra = ["-smp", "2", "-device", "virtio-rng-pci", "-drive", f"file={disk},format=raw,if=virtio"]
+    # An explicit -device (not -drive if=virtio, which QEMU creates after every -device): the
+    # guest then names this disk vda, before the image's tools disk.
+    extra = ["-smp", "2", "-device", "virtio-rng-pci", "-drive", f"file={disk},format=raw,if=none,id=d0"]
+    extra += ["-device", "virtio-blk-pci,drive=d0"]
     with boot_guest(machine="pc", memory_mib=128, extra=extra) as vm:
         vm.check("modprobe ublk_drv")
         vm.check("dd if=/dev/urandom of=/tmp/payload bs=1k count=2000 2>/dev/null")

@@ -28,7 +28,7 @@ def image_with_base_disk(guest_image: Path) -> Iterator[Path]:
     directory = TEST_IMAGES / new_session_id()
     directory.mkdir(parents=True, mode=0o755)
     TEST_IMAGES.chmod(0o755)
-    for name in ("vmlinux", "initrd.img", "manifest.json"):
+    for name in ("bzImage", "vmlinux", "initrd.img", "tools.img", "manifest.json"):
         (directory / name).symlink_to(guest_image / name)
     raw = directory / "base.raw"
     raw.write_bytes(MARKER + bytes(1024 * 1024 - len(MARKER)))

@@ -10,6 +10,7 @@ import pytest
 
 from labs.hypervisor.disks import plan_disks
 from labs.hypervisor.domain_xml import QEMU_NS, DomainSpec, build_domain_xml, parse_session_tag
+from labs.hypervisor.errors import ImageInvalid
 from labs.hypervisor.image import load_image
 from labs.hypervisor.naming import METADATA_NS, check_session_id, domain_name, session_of
 from labs.hypervisor.profiles import PROFILES, get_profile
@@ -59,8 +60,18 @@ def test_vfio_profile_has_iommu_and_only_the_vetted_edu_args(guest_image: Path) 
 def test_storage_profile_has_scratch_and_two_data_disks(guest_image: Path) -> None:
     root = parse_xml(build_domain_xml(spec_for("storage", guest_image)))
     sources = [d.get("file") for d in root.findall("./devices/disk/source")]
-    assert sources == [str(DISKS / "s-123" / n) for n in ("scratch.qcow2", "data1.qcow2", "data2.qcow2")]
-    assert [d.get("dev") for d in root.findall("./devices/disk/target")] == ["vda", "vdb", "vdc"]
+    session_disks = [str(DISKS / "s-123" / n) for n in ("scratch.qcow2", "data1.qcow2", "data2.qcow2")]
+    assert sources == [*session_disks, str(guest_image.resolve() / "tools.img")]
+    assert [d.get("dev") for d in root.findall("./devices/disk/target")] == ["vda", "vdb", "vdc", "vdz"]
+
+
+def test_tools_disk_is_shared_read_only_and_left_out_of_snapshots(guest_image: Path) -> None:
+    root = parse_xml(build_domain_xml(spec_for("tiny", guest_image)))
+    tools = root.findall("./devices/disk")[-1]
+    assert tools.find("source").get("file") == str(guest_image.resolve() / "tools.img")
+    assert tools.find("readonly") is not None
+    assert tools.get("snapshot") == "no"
+    assert (tools.find("driver").get("type"), tools.findtext("serial")) == ("raw", "virtlab-tools")
 
 
 def test_metadata_carries_session_profile_image_and_time(guest_image: Path) -> None:
@@ -91,3 +102,12 @@ def test_domain_names_round_trip_and_foreign_names_are_not_sessions() -> None:
 def test_unknown_profile_names_the_valid_choices() -> None:
     with pytest.raises(KeyError, match="tiny"):
         get_profile("gpu-passthrough")
+
+
+def test_the_kernel_is_an_operator_choice(guest_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_xml(build_domain_xml(spec_for("tiny", guest_image))).findtext("./os/kernel").endswith("/bzImage")
+    monkeypatch.setenv("VIRTLAB_GUEST_KERNEL", "vmlinux")
+    assert parse_xml(build_domain_xml(spec_for("tiny", guest_image))).findtext("./os/kernel").endswith("/vmlinux")
+    monkeypatch.setenv("VIRTLAB_GUEST_KERNEL", "../etc/passwd")
+    with pytest.raises(ImageInvalid, match="choose one of bzImage, vmlinux"):
+        load_image(guest_image)
