@@ -173,7 +173,7 @@ class VM:
         Tries qemu-ga's guest-shutdown, then (busybox guests have no /sbin/shutdown) an immediate
         `poweroff -f` through the agent. The domain stays defined, with its disks.
         """
-        if not self.is_running():
+        if self._stopped():
             return True
         # qemu-ga often exits before replying to a shutdown.
         with contextlib.suppress(HypervisorError):
@@ -184,13 +184,17 @@ class VM:
             self.agent.command("guest-exec", {"path": "/bin/busybox", "arg": ["poweroff", "-f"]})
         return self._wait_stopped(timeout_s)
 
+    def _stopped(self) -> bool:
+        # Not merely "not running": libvirt reports "shutdown" while QEMU is still powering off.
+        return self.state() in ("shutoff", "crashed", "missing")
+
     def _wait_stopped(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self.is_running():
+            if self._stopped():
                 return True
             time.sleep(0.1)
-        return not self.is_running()
+        return self._stopped()
 
     def _stop_now(self) -> None:
         try:

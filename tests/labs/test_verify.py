@@ -140,8 +140,9 @@ class TestAgainstARealVM:
             vm,
             make_step(
                 DomainXmlAssertion(message=MSG, xpath=agent_state, equals="connected"),
-                DomainXmlAssertion(message=MSG, xpath="/domain/devices/disk", count=1),
-                DomainXmlAssertion(message=MSG, xpath="count(/domain/devices/disk)", equals="1"),
+                # The scratch disk and the image's read-only tools disk.
+                DomainXmlAssertion(message=MSG, xpath="/domain/devices/disk", count=2),
+                DomainXmlAssertion(message=MSG, xpath="count(/domain/devices/disk[not(readonly)])", equals="1"),
                 DomainXmlAssertion(message=MSG, xpath="/domain/devices/interface", count=1),  # no NIC
                 DomainXmlAssertion(message=MSG, xpath="/domain/devices/disk/target/@dev", equals="vdb"),
             ),
