@@ -34,7 +34,7 @@ ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
 
 
 @contextmanager
-def agent(env: dict[str, str], concurrency: int, pool: str) -> Iterator[None]:
+def agent(env: dict[str, str], concurrency: int, pool: str, stop_timeout: float = 30) -> Iterator[None]:
     """The host agent (worker on host.<name> + web, with relay and adverts)."""
     proc = subprocess.Popen(
         [str(services.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{env['VIRTLAB_HOST_NAME']}@%h",
@@ -47,7 +47,7 @@ def agent(env: dict[str, str], concurrency: int, pool: str) -> Iterator[None]:
         services.wait_for_advert(env["REDIS_URL"], env["VIRTLAB_HOST_NAME"])
         yield
     finally:
-        services.stop_process(proc, 30)
+        services.stop_process(proc, stop_timeout)
 
 
 def pool_ready(db: Path) -> int:
@@ -175,7 +175,8 @@ def main() -> None:
                 # A VM prepared for the lab (step 1 set up in advance) and, unless --quick (each warm
                 # VM is another boot), a generic VM of its profile.
                 pool = f"lab:{slug}=1" if args.quick else f"tiny=1,lab:{slug}=1"
-                with agent(env, concurrency=2, pool=pool):
+                # Stopping need not wait for the pool's refill boot (the finally below removes its VM).
+                with agent(env, concurrency=2, pool=pool, stop_timeout=3):
                     for _ in range(warm_runs):
                         services.wait_for(lambda: pool_ready(db) == pool.count("=1"), 180, "the warm pool")
                         # A learner meets a pool VM that has idled a while: by then the relay has
