@@ -11,6 +11,7 @@ from pathlib import Path
 
 import libvirt
 
+from . import device_state
 from .agent import ExecResult, GuestAgent
 from .console import Console
 from .disks import remove_session_disks
@@ -124,7 +125,13 @@ class VM:
         return infos
 
     def snapshot(self, name: str) -> None:
-        """Take an internal live snapshot (RAM + every disk) called `name`."""
+        """Take an internal live snapshot (RAM + every disk) called `name`.
+
+        On a domain with a device QEMU does not snapshot, the guest agent must be up: the guest
+        keeps that device's configuration in its RAM for revert() to put back (device_state).
+        """
+        if device_state.has_unsaved_devices(self.xml()):
+            self._guest_script(device_state.SAVE_SCRIPT, "saving device state")
         element = ET.Element("domainsnapshot")
         ET.SubElement(element, "name").text = check_snapshot_name(name)
         with translated():
@@ -139,11 +146,24 @@ class VM:
                     raise SnapshotMissing(f"{self.name} has no snapshot {name!r}") from exc
                 raise
 
-    def revert(self, name: str) -> None:
-        """Roll RAM and disks back to snapshot `name`; open consoles end and must be reattached."""
+    def revert(self, name: str, agent_timeout_s: float = 120.0) -> None:
+        """Roll RAM and disks back to snapshot `name`; open consoles end and must be reattached.
+
+        Where a device's state is not in the snapshot, waits (up to `agent_timeout_s`) for the
+        guest agent and has the guest restore it before returning.
+        """
         snapshot = self._snapshot(name)
         with translated():
             self._domain.revertToSnapshot(snapshot, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING)
+        if device_state.has_unsaved_devices(self.xml()):
+            self.wait_ready(agent_timeout_s)
+            self._guest_script(device_state.RESTORE_SCRIPT, "restoring device state")
+
+    def _guest_script(self, script: str, what: str) -> None:
+        result = self.exec(script)
+        if not result.ok:
+            output = (result.stderr or result.stdout).decode(errors="replace").strip()
+            raise HypervisorError(f"{self.name}: {what} in the guest failed (exit {result.exit_code}): {output}")
 
     def delete_snapshot(self, name: str) -> None:
         """Delete snapshot `name` (its data inside the qcow2 files too)."""

@@ -166,7 +166,7 @@ def revert(session_id: str, step: int) -> None:
     try:
         with hypervisor() as hv:
             vm = hv.vm(session.vm_id)
-            vm.revert(checkpoint(step))
+            vm.revert(checkpoint(step), agent_timeout_s=BOOT_TIMEOUT_S)
             vm.wait_ready(BOOT_TIMEOUT_S)  # the agent reconnects a moment after a revert
             for later in (n for n in session.checkpoints if n > step):
                 with contextlib.suppress(HypervisorError):

@@ -50,6 +50,18 @@ def test_vfio_profile_binds_edu_to_vfio_pci_and_runs_vfio_edu(vfio_vm: VM, guest
     assert result.text.rstrip().endswith("vfio-edu: all stages OK")
 
 
+def test_edu_keeps_its_pci_configuration_across_a_revert(vfio_vm: VM) -> None:
+    """QEMU's snapshots lose edu's state (it has none to migrate); VM.revert() puts its config back."""
+    bdf = vfio_vm.exec(FIND_EDU).text.strip()
+    config = vfio_vm.exec(f"od -An -tx1 -N64 /sys/bus/pci/devices/{bdf}/config").text
+    vfio_vm.snapshot("edu-config")
+    vfio_vm.revert("edu-config")
+    assert vfio_vm.exec(f"od -An -tx1 -N64 /sys/bus/pci/devices/{bdf}/config").text == config
+    result = vfio_vm.exec("vfio-edu bar0", timeout_s=60)  # reads edu's ID register through BAR0
+    assert result.ok, result.stdout + result.stderr
+    vfio_vm.delete_snapshot("edu-config")
+
+
 def test_ublk_driver_loads(vfio_vm: VM, guest_image: Path) -> None:
     if "ublk_drv" not in manifest(guest_image).get("modules", []):
         pytest.skip("the guest image ships no ublk_drv module")

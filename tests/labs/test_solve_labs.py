@@ -1,8 +1,10 @@
 """Every shipped lab, solved automatically in a clean VM of its profile.
 
-For each step in order: setup, the check must fail (the step is not already done), the solution
-runs, the check must pass. One VM per lab, so state carries over from step to step exactly as it
-does for a learner.
+For each step in order: setup, the step's checkpoint is taken (as the lab engine does), the check
+must fail (the step is not already done), the solution runs, the check must pass. Then the VM goes
+back to the checkpoint, as "Back to this step" does: the check must fail again, and the solution
+must work again on the restored VM. One VM per lab, so state carries over from step to step exactly
+as it does for a learner.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from collections.abc import Callable
 
 import pytest
 
-from labs.catalog import load_catalog
+from labs.catalog import Step, load_catalog
 from labs.hypervisor import VM
+from labs.services.vmwork import BOOT_TIMEOUT_S, checkpoint
 from labs.verify import CheckResult, run_check, run_setup, run_solution
 
 from .conftest import SOLVE_TIMES
@@ -31,6 +34,14 @@ def test_shipped_labs_are_all_valid() -> None:
     assert {"first-contact", "qemu-img"} <= set(CATALOG.labs)
 
 
+def _solve(vm: VM, step: Step, when: str) -> None:
+    before = run_check(vm, step)
+    assert not before.passed, f"step {step.number} {step.name} passes before its solution{when}: {_explain(before)}"
+    run_solution(vm, step)
+    after = run_check(vm, step)
+    assert after.passed, f"step {step.number} {step.name} fails after its solution{when}: {_explain(after)}"
+
+
 @pytest.mark.parametrize("slug", sorted(CATALOG.labs))
 def test_lab_solves_step_by_step(slug: str, booted_vm: Callable[[str], VM]) -> None:
     lab = CATALOG.labs[slug]
@@ -39,11 +50,11 @@ def test_lab_solves_step_by_step(slug: str, booted_vm: Callable[[str], VM]) -> N
     try:
         for step in lab.steps:
             run_setup(vm, step)
-            before = run_check(vm, step)
-            assert not before.passed, f"step {step.number} {step.name} passes before its solution: {_explain(before)}"
-            run_solution(vm, step)
-            after = run_check(vm, step)
-            assert after.passed, f"step {step.number} {step.name} fails after its solution: {_explain(after)}"
+            vm.snapshot(checkpoint(step.number))
+            _solve(vm, step, "")
+            vm.revert(checkpoint(step.number))
+            vm.wait_ready(BOOT_TIMEOUT_S)
+            _solve(vm, step, " after going back to its checkpoint")
         SOLVE_TIMES[slug] = (time.monotonic() - started, len(lab.steps))
     finally:
         vm.destroy()  # one VM at a time: the next lab boots into a freed host
