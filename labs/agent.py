@@ -27,14 +27,18 @@ _stopping = threading.Event()
 _started = False
 
 
+def _probe_image() -> tuple[bool, str, str]:
+    """(present, hash, error) of this host's guest image; needs no libvirt."""
+    try:
+        return True, load_image(settings.GUEST_IMAGE_DIR).image_hash, ""
+    except (HypervisorError, OSError) as exc:
+        return False, "", str(exc)
+
+
 def build_advert(hv: Hypervisor | None = None) -> hosts.HostAdvert:
     """What this host can take: libvirt reachable, accelerator, guest image, memory and VM slots."""
     name, image_dir = settings.VIRTLAB_HOST_NAME, settings.GUEST_IMAGE_DIR
-    try:
-        load_image(image_dir)
-        image_ok, image_error = True, ""
-    except (HypervisorError, OSError) as exc:
-        image_ok, image_error = False, str(exc)
+    image_ok, image_hash, image_error = _probe_image()
     try:
         if hv is None:
             with Hypervisor.connect(settings.LIBVIRT_URI) as own:
@@ -42,26 +46,48 @@ def build_advert(hv: Hypervisor | None = None) -> hosts.HostAdvert:
         else:
             cap = hv.capacity(image_dir if image_ok else None)
     except HypervisorError as exc:
-        return hosts.HostAdvert(name=name, libvirt_ok=False, libvirt_error=str(exc), image_dir=str(image_dir))
+        return libvirt_down_advert(str(exc))
     return hosts.HostAdvert(
         name=name, libvirt_ok=True, accelerator=cap.accelerator,
         accelerator_reason=cap.accelerator_reason or image_error, image_present=image_ok,
-        image_dir=str(image_dir), image_hash=cap.image_hash, total_mem_mib=cap.total_mem_mib,
+        image_dir=str(image_dir), image_hash=cap.image_hash or image_hash, total_mem_mib=cap.total_mem_mib,
         free_mem_mib=cap.free_mem_mib, vm_count=cap.vm_count, max_vms=cap.max_vms,
         kernel_features=list(cap.kernel_features),
+    )  # fmt: skip
+
+
+def libvirt_down_advert(error: str) -> hosts.HostAdvert:
+    """The agent runs but libvirt does not answer: say so, and still report the guest image truly."""
+    image_ok, image_hash, _error = _probe_image()
+    return hosts.HostAdvert(
+        name=settings.VIRTLAB_HOST_NAME, libvirt_ok=False, libvirt_error=error, accelerator_reason="libvirt is down",
+        image_present=image_ok, image_dir=str(settings.GUEST_IMAGE_DIR), image_hash=image_hash,
     )  # fmt: skip
 
 
 def _advert_loop() -> None:
     while not _stopping.is_set():
         try:
-            with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
-                while not _stopping.is_set():
-                    hosts.publish(build_advert(hv))
-                    _stopping.wait(ADVERT_EVERY_S)
-        except Exception:  # libvirtd or Redis away: advertise again when they are back
+            _advertise_on_one_connection()
+        except Exception:  # Redis away: advertise again when it is back
             log.exception("host advert failed")
-            _stopping.wait(ADVERT_EVERY_S)
+        _stopping.wait(ADVERT_EVERY_S)
+
+
+def _advertise_on_one_connection() -> None:
+    """Publish adverts until libvirt fails; without a connection, advertise that libvirt is down
+    (the agent is alive: /healthz must not say there is none)."""
+    try:
+        with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
+            while not _stopping.is_set():
+                advert = build_advert(hv)
+                hosts.publish(advert)
+                if not advert.libvirt_ok:
+                    return  # reconnect: libvirtd may have restarted
+                _stopping.wait(ADVERT_EVERY_S)
+    except HypervisorError as exc:
+        log.warning("host advert: libvirt unreachable: %s", exc)
+        hosts.publish(libvirt_down_advert(str(exc)))
 
 
 def _recover() -> None:

@@ -6,6 +6,7 @@ host agents' adverts: the web tier holds no libvirt connection.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import redis
@@ -15,6 +16,14 @@ from django.db import connection
 
 from labs import hosts
 
+# The user:password part of any URL, e.g. redis://:secret@host or postgres://u:p@host/db.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@]*@", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """Hide the credentials of every URL in `text`: /healthz is public and doctor output is pasted."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -22,6 +31,11 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+
+    def __post_init__(self) -> None:
+        # Details quote settings and driver errors; none may carry a password out.
+        object.__setattr__(self, "detail", redact_urls(self.detail))
+        object.__setattr__(self, "hint", redact_urls(self.hint))
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -85,18 +99,22 @@ def run_all() -> list[Check]:
 
 def advert_checks(a: hosts.HostAdvert) -> list[Check]:
     """Turn one host's advert into libvirt / accelerator / guest-image checks."""
+    if not a.libvirt_ok:
+        accel_hint = f"fix libvirt on {a.name} first: the accelerator is probed through it"
+    else:
+        accel_hint = "" if a.accelerator == "kvm" else "TCG works but is slower; KVM needs VT-x/AMD-V"
     return [
         Check(
             f"libvirt:{a.name}",
             a.libvirt_ok,
             f"{a.vm_count}/{a.max_vms} VMs, {a.free_mem_mib} MiB free" if a.libvirt_ok else a.libvirt_error,
-            "" if a.libvirt_ok else "run scripts/setup-libvirt.sh (starts virtlogd and libvirtd)",
+            "" if a.libvirt_ok else "run scripts/setup-libvirt.sh (starts virtlogd and libvirtd), or check LIBVIRT_URI",
         ),
         Check(
             f"accelerator:{a.name}",
             a.accelerator in {"kvm", "tcg"},
             f"{a.accelerator}: {a.accelerator_reason}",
-            "" if a.accelerator == "kvm" else "TCG works but is slower; KVM needs VT-x/AMD-V",
+            accel_hint,
         ),
         Check(
             f"guest_image:{a.name}",

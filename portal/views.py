@@ -15,6 +15,13 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @never_cache
 @require_GET
+def healthz_live(request: HttpRequest) -> HttpResponse:
+    """Liveness for container healthchecks: this process serves requests; no database or Redis."""
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+@never_cache
+@require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = health.run_all()
     ok = all(c.ok for c in checks)
