@@ -13,6 +13,11 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html")
 
 
+@require_GET
+def classes(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/classes.html")
+
+
 @never_cache
 @require_GET
 def healthz_live(request: HttpRequest) -> HttpResponse:

@@ -1,9 +1,36 @@
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
+
+
+class NavLinks(HTMLParser):
+    """The href of every link inside the page's <nav> elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth, self.hrefs = 0, []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "nav":
+            self.depth += 1
+        elif tag == "a" and self.depth:
+            self.hrefs.append(dict(attrs)["href"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "nav":
+            self.depth -= 1
+
+
+def nav_links(client: Client) -> list[str]:
+    parser = NavLinks()
+    parser.feed(client.get("/").content.decode())
+    return parser.hrefs
 
 
 def test_home_page_has_navigation(client: Client) -> None:
@@ -27,3 +54,31 @@ def test_static_vendor_assets_are_served(client: Client) -> None:
 
     assert finders.find("vendor/htmx/htmx.min.js")
     assert finders.find("vendor/xterm/xterm.js")
+
+
+@pytest.mark.parametrize("who", ["anonymous", "learner"])
+def test_every_nav_link_answers_200(client: Client, alice: User, who: str) -> None:
+    if who == "learner":
+        client.force_login(alice)
+    links = nav_links(client)
+    assert {"/docs/", "/labs/", "/classes/", "/docs/search/"} <= set(links)
+    assert ("/accounts/login/" in links) is (who == "anonymous")
+    for href in links:
+        resp = client.get(href)
+        assert resp.status_code == 200, f"{href} answered {resp.status_code} to the {who} user"
+
+
+def test_classes_page_is_honest_that_classes_are_not_built_yet(client: Client) -> None:
+    html = client.get("/classes/").content.decode()
+    assert "not available yet" in html
+    assert "invite code" in html
+    assert 'href="/labs/"' in html
+    assert 'data-nav="classes"' in html
+
+
+def test_classes_page_in_chinese(client: Client) -> None:
+    client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/"})
+    html = client.get("/classes/").content.decode()
+    assert "讲师课堂功能尚未开放" in html
+    assert "课堂邀请码" in html
+    assert "浏览实验" in html
