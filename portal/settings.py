@@ -152,6 +152,9 @@ CELERY_TASK_DEFAULT_QUEUE = "web"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat writes its schedule file after every task it sends: the file's age is beat's heartbeat
+# (the docker-compose.yml healthcheck reads it).
+CELERY_BEAT_SYNC_EVERY = 1
 
 # The hypervisor host this process serves when it runs as a host agent.
 VIRTLAB_HOST_NAME = env("VIRTLAB_HOST_NAME", "local")
