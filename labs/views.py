@@ -35,7 +35,7 @@ def lab_page(request: HttpRequest, slug: str) -> HttpResponse:
             "number": step.number,
             "title": step.title.get(lang),
             "html": step.instructions_html(lang),
-            "hints": [hint.get(lang) for hint in step.hints],
+            "hints": step.hints_html(lang),
             "solution": step.solution,
         }
         for step in lab.steps
@@ -66,5 +66,7 @@ def _page_strings() -> dict[str, str]:
         "observer": _("observing (read-only)"), "confirm_stop": _("Stop the lab? Its VM will be destroyed."),
         "confirm_reset": _("Start over from step 1? Your changes in the VM are lost."),
         "confirm_goto": _("Go back to the start of this step? Later progress is lost."),
+        "back_to_step": _("Back to this step"), "restart_step": _("Restart this step"),
+        "confirm_restart": _("Start this step again from its beginning? What you did since it began is lost."),
         "completed": _("Lab completed. Well done!"), "error": _("Something went wrong"),
     }  # fmt: skip

@@ -123,7 +123,7 @@ def write_test_lab(content_dir: Path) -> str:
             "title": {"en": f"Step {name}", "zh": f"步骤 {name}"},
             "setup": ["mkdir -p /root && echo set-up >> /tmp/setup.log"],
             "check": [{"guest": {"run": check}, "message": {"en": f"{what}: not yet", "zh": f"{what} 还没有"}}],
-            "hints": {"en": [f"Try: {solution}"], "zh": [f"试试 {solution}"]},
+            "hints": {"en": [f"Try: `{solution}`"], "zh": [f"试试 `{solution}`"]},
             "solution": [solution],
         }
         (step / "step.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))

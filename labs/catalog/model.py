@@ -138,6 +138,12 @@ class Step:
 
         return render_instructions(self.instructions.get(lang), content_lang(lang))
 
+    def hints_html(self, lang: str) -> list[str]:
+        """Sanitized HTML of each hint in `lang` (hints are Markdown too: `code`, links)."""
+        from .render import render_instructions
+
+        return [render_instructions(hint.get(lang), content_lang(lang)) for hint in self.hints]
+
 
 @dataclass(frozen=True)
 class Lab:

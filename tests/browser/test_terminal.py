@@ -60,6 +60,23 @@ def test_start_lab_and_type_into_the_terminal(stack: services.LabStack, browser:
     expect(badge).to_have_text("Ready")
     expect(rows).to_contain_text("browser-42", timeout=20_000)
 
+    # Any step reached can be taken back to its checkpoint: the earlier one, or the current afresh.
+    back = page.locator('[data-action="goto"][data-step="1"]')
+    expect(back).to_have_text("Back to this step")
+    expect(page.locator('[data-action="goto"][data-step="2"]')).to_have_text("Restart this step")
+    page.once("dialog", lambda dialog: dialog.accept())
+    back.click()
+    expect(page.locator("#step-1")).to_have_class("lab-step is-current", timeout=60_000)
+    expect(badge).to_have_text("Ready", timeout=60_000)
+    expect(page.locator('[data-verdict="1"]')).to_have_text("")
+    page.locator(".xterm").click()  # the terminal reattached to the restored VM
+    page.keyboard.type("echo after-$((2+3))")
+    page.keyboard.press("Enter")
+    expect(rows).to_contain_text("after-5", timeout=30_000)
+    page.locator('[data-action="check"][data-step="1"]').click()  # the file is gone with the revert
+    expect(page.locator('[data-verdict="1"]')).to_contain_text("Not yet", timeout=60_000)
+    page.screenshot(path=str(artifacts / "lab-back-to-step.png"), full_page=False)
+
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Stop").click()
     expect(badge).to_have_text("Stopped", timeout=30_000)

@@ -39,6 +39,7 @@ def test_lab_page_renders_steps_hints_and_terminal(client: Client, lab_world: st
     assert 'id="step-1"' in html
     assert 'id="step-2"' in html
     assert "Show solution" in html
+    assert "Try: <code>echo hi &gt; /root/hello.txt</code>" in html  # hints are Markdown, rendered
     assert "vendor/xterm/xterm.js" in html
     assert "labs/lab.js" in html
     assert "Log in to start this lab" in html  # anonymous visitors get no Start button

@@ -65,7 +65,10 @@
       li.classList.toggle("is-current", !!(live && s.current_step === n));
       li.classList.toggle("is-done", !!(result && result.passed));
       show(li.querySelector('[data-action="check"]'), ready && s.current_step === n);
-      show(li.querySelector('[data-action="goto"]'), ready && s.checkpoints.indexOf(n) >= 0 && n < s.current_step);
+      // Any step reached so far can be taken back to its checkpoint: earlier ones, or the current one afresh.
+      var gotoButton = li.querySelector('[data-action="goto"]');
+      show(gotoButton, ready && s.checkpoints.indexOf(n) >= 0 && n <= s.current_step);
+      if (ready) gotoButton.textContent = n === s.current_step ? strings.restart_step : strings.back_to_step;
       var verdict = li.querySelector("[data-verdict]");
       if (checking[n]) return;
       verdict.className = "step-verdict";
@@ -168,7 +171,8 @@
       verdict.textContent = strings.checking;
       api("POST", "sessions/" + session.id + "/check", { step: step }).catch(function () { delete checking[step]; render(); });
     } else if (action === "goto") {
-      if (confirm(strings.confirm_goto)) api("POST", "sessions/" + session.id + "/goto", { step: step });
+      var question = session && step === session.current_step ? strings.confirm_restart : strings.confirm_goto;
+      if (confirm(question)) api("POST", "sessions/" + session.id + "/goto", { step: step });
     } else if (action === "reset") {
       if (confirm(strings.confirm_reset)) api("POST", "sessions/" + session.id + "/reset");
     } else if (action === "extend") {
