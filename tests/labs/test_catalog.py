@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,34 @@ def test_shipped_labs_are_valid_and_bilingual() -> None:
             assert step.instructions.en.strip()
             assert step.instructions.zh.strip()
             assert step.solution
+
+
+# Issue #6: a lab teaches in at least five checked steps; every shipped lab is held to it.
+MIN_STEPS = 5
+SHIPPED = load_catalog().labs
+CJK_RE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_the_labs_of_issue_6_are_shipped() -> None:
+    assert {"vfio-userspace", "mdev-mtty", "ublk", "containers-from-scratch", "qemu-img"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("slug", sorted(SHIPPED))
+def test_shipped_lab_has_five_steps_each_bilingual_with_check_hints_and_solution(slug: str) -> None:
+    lab = SHIPPED[slug]
+    assert len(lab.steps) >= MIN_STEPS, f"{slug} has {len(lab.steps)} steps, fewer than {MIN_STEPS}"
+    for step in lab.steps:
+        where = f"{slug} step {step.number} ({step.name})"
+        for text in (step.title, step.instructions):
+            assert text.en.strip(), where
+            assert text.zh.strip(), where
+            assert CJK_RE.search(text.zh), f"{where}: the zh text is not Chinese"
+        assert step.check.assertions, f"{where}: no check"
+        assert step.hints, f"{where}: no hints"
+        for hint in step.hints:
+            assert hint.en.strip(), f"{where}: empty hint"
+            assert hint.zh.strip(), f"{where}: empty hint"
+        assert step.solution, f"{where}: no solution"
 
 
 def test_labs_check_command_exits_nonzero_and_names_file_and_field(
