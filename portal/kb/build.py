@@ -10,8 +10,9 @@ from pathlib import Path
 from django.db import transaction
 
 from . import cache
-from .content import SECTIONS, ContentError, SourcePage, load_glossary, page_files, parse_page, short_hash
-from .markdown import render_markdown
+from .content import SECTIONS, ContentError, SourcePage, docs_dir, load_glossary, page_files, parse_page, short_hash
+from .lablinks import check_lab_links, lab_index
+from .markdown import Rendered, render_markdown
 from .models import DocBuild, DocPage
 from .search import IndexDoc, get_backend
 from .search.snippets import term_counts
@@ -32,23 +33,39 @@ class BuildReport:
     seconds: float = 0.0
 
 
-def _content_hash(data: bytes) -> str:
-    return hashlib.sha256(RENDERER_VERSION.encode() + b"\0" + data).hexdigest()
+def _content_hash(data: bytes, labs_signature: str) -> str:
+    # The lab catalogue is part of the input: a removed lab or step re-checks every page's links.
+    return hashlib.sha256(f"{RENDERER_VERSION}\0{labs_signature}\0".encode() + data).hexdigest()
 
 
-def _store(src: SourcePage, content_hash: str, en_hash: str) -> DocPage:
-    rendered = render_markdown(src.body, lang=src.lang, title=src.title)
+def _store(src: SourcePage, rendered: Rendered, content_hash: str, en_hash: str) -> DocPage:
     page, _ = DocPage.objects.update_or_create(
-        lang=src.lang, slug=src.slug,
+        lang=src.lang,
+        slug=src.slug,
         defaults={
-            "title": src.title, "section": src.section, "section_rank": SECTIONS.index(src.section),
-            "order": src.order, "summary": src.summary, "html": rendered.html,
+            "title": src.title,
+            "section": src.section,
+            "section_rank": SECTIONS.index(src.section),
+            "order": src.order,
+            "summary": src.summary,
+            "html": rendered.html,
             "toc_json": [{"level": h.level, "id": h.id, "title": h.title} for h in rendered.toc],
             "sections_json": [
-                {"id": s.id, "heading": s.heading, "text": s.text, "terms": term_counts(s.text),
-                 "heading_terms": term_counts(s.heading)} for s in rendered.sections],
-            "labs": src.labs, "related": src.related, "content_hash": content_hash,
-            "source_hash": src.source_hash, "en_hash": en_hash, "updated": src.updated,
+                {
+                    "id": s.id,
+                    "heading": s.heading,
+                    "text": s.text,
+                    "terms": term_counts(s.text),
+                    "heading_terms": term_counts(s.heading),
+                }
+                for s in rendered.sections
+            ],
+            "labs": src.labs,
+            "related": src.related,
+            "content_hash": content_hash,
+            "source_hash": src.source_hash,
+            "en_hash": en_hash,
+            "updated": src.updated,
         },
     )
     page.doc_links = rendered.doc_links  # type: ignore[attr-defined]  # checked after all pages exist
@@ -84,13 +101,14 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
     started = time.monotonic()
     report = BuildReport()
     files = page_files(root)
+    labs = lab_index(docs_dir(root).parent)
     existing = {(p.lang, p.slug): p for p in DocPage.objects.only("lang", "slug", "content_hash", "en_hash")}
     en_hashes = {slug: short_hash(path.read_bytes()) for (lang, slug), path in files.items() if lang == "en"}
     changed: list[DocPage] = []
     valid: set[tuple[str, str]] = set()
     for key, path in files.items():
         data = path.read_bytes()
-        content_hash = _content_hash(data)
+        content_hash = _content_hash(data, labs.signature)
         en_hash = en_hashes.get(key[1], "") if key[0] != "en" else ""
         old = existing.get(key)
         if old is not None and old.content_hash == content_hash and not force:
@@ -101,11 +119,13 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
             continue
         try:
             src = parse_page(path, data.decode("utf-8"), key[0])
+            rendered = render_markdown(src.body, lang=src.lang, title=src.title)
+            report.warnings += check_lab_links(src, rendered.lab_links, labs)
         except (ContentError, UnicodeDecodeError) as exc:
             report.errors.append(exc if isinstance(exc, ContentError) else ContentError(path, "encoding", str(exc)))
             continue
         valid.add(key)
-        changed.append(_store(src, content_hash, en_hash))
+        changed.append(_store(src, rendered, content_hash, en_hash))
         report.rendered.append(f"{key[0]}/{key[1]}")
 
     gone = [key for key in existing if key not in valid]
@@ -116,8 +136,9 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
     backend = get_backend()
     backend.remove(gone)
     missing = valid - backend.indexed_keys()  # e.g. a fresh database: index what is not indexed yet
-    to_index = changed + [p for p in DocPage.objects.all() if (p.lang, p.slug) in missing - {
-        (c.lang, c.slug) for c in changed}]
+    to_index = changed + [
+        p for p in DocPage.objects.all() if (p.lang, p.slug) in missing - {(c.lang, c.slug) for c in changed}
+    ]
     backend.index(_index_doc(p) for p in to_index)
     report.indexed = len(to_index)
     _check_links(changed, report)

@@ -2,7 +2,7 @@
 
 `render_markdown(text, lang=...)` returns sanitized HTML plus what callers need around it: the
 table of contents with stable ids, every heading, every code block (language, runnable flag,
-copyable text), the plain text of each section (for search) and the doc links found.
+copyable text), the plain text of each section (for search) and the doc and lab links found.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ class Rendered:
     code_blocks: list[CodeBlock]
     sections: list[Section] = field(default_factory=list)
     doc_links: list[tuple[str, str]] = field(default_factory=list)
+    lab_links: list[tuple[str, str]] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -77,7 +78,7 @@ def lab_url(slug: str, anchor: str = "") -> str:
 class _LinkRewriter(Treeprocessor):
     """doc:slug#anchor → the page in the same language; lab:slug#step-N → the lab page."""
 
-    def __init__(self, md: markdown.Markdown, lang: str, found: list[tuple[str, str]]) -> None:
+    def __init__(self, md: markdown.Markdown, lang: str, found: dict[str, list[tuple[str, str]]]) -> None:
         super().__init__(md)
         self.lang = lang
         self.found = found
@@ -88,11 +89,8 @@ class _LinkRewriter(Treeprocessor):
             if not m:
                 continue
             kind, slug, anchor = m.group(1), m.group(2), m.group(3) or ""
-            if kind == "doc":
-                self.found.append((slug, anchor))
-                a.set("href", doc_url(self.lang, slug, anchor))
-            else:
-                a.set("href", lab_url(slug, anchor))
+            self.found[kind].append((slug, anchor))
+            a.set("href", doc_url(self.lang, slug, anchor) if kind == "doc" else lab_url(slug, anchor))
         for img in root.iter("img"):
             m = IMG_RE.match(img.get("src", ""))
             if m:
@@ -100,7 +98,7 @@ class _LinkRewriter(Treeprocessor):
 
 
 class _VirtLabExtension(Extension):
-    def __init__(self, lang: str, found: list[tuple[str, str]]) -> None:
+    def __init__(self, lang: str, found: dict[str, list[tuple[str, str]]]) -> None:
         super().__init__()
         self.lang = lang
         self.found = found
@@ -147,27 +145,38 @@ def render_markdown(text: str, *, lang: str, title: str = "") -> Rendered:
     if lang not in LANGS:
         raise ValueError(f"unknown language {lang!r}")
     fences = FenceCollector()
-    found: list[tuple[str, str]] = []
+    found: dict[str, list[tuple[str, str]]] = {"doc": [], "lab": []}
     md = markdown.Markdown(
-        extensions=["tables", "attr_list", "admonition", "toc", "pymdownx.superfences", "sane_lists",
-                    _VirtLabExtension(lang, found)],
+        extensions=[
+            "tables",
+            "attr_list",
+            "admonition",
+            "toc",
+            "pymdownx.superfences",
+            "sane_lists",
+            _VirtLabExtension(lang, found),
+        ],
         extension_configs={
             "toc": {"toc_depth": "2-3", "slugify": slugify_unicode, "permalink": False},
             "pymdownx.superfences": {
-                "custom_fences": [{"name": "*", "class": "highlight", "format": fences.format,
-                                   "validator": fences.validate}],
+                "custom_fences": [
+                    {"name": "*", "class": "highlight", "format": fences.format, "validator": fences.validate}
+                ],
             },
         },
         output_format="html",
     )
     html = sanitize_html(_join_cjk_lines(md.convert(text)))
-    headings = [Heading(int(m.group(1)), m.group(2), _strip_tags(m.group(3)).strip())
-                for m in re.finditer(r'<h([2-6]) id="([^"]+)">(.*?)</h\1>', html, re.S)]
+    headings = [
+        Heading(int(m.group(1)), m.group(2), _strip_tags(m.group(3)).strip())
+        for m in re.finditer(r'<h([2-6]) id="([^"]+)">(.*?)</h\1>', html, re.S)
+    ]
     return Rendered(
         html=html,
         toc=_flatten(getattr(md, "toc_tokens", [])),
         headings=headings,
         code_blocks=fences.blocks,
         sections=_sections(html, title),
-        doc_links=found,
+        doc_links=found["doc"],
+        lab_links=found["lab"],
     )

@@ -45,9 +45,11 @@ def docs(built_docs: BuildReport, db: None) -> Iterator[BuildReport]:
 
 @pytest.fixture
 def content_copy(tmp_path: Path, docs: BuildReport) -> Path:
-    """A writable copy of content/docs to break, change and rebuild (incrementally: the real
-    content is already built, so only what a test changes is rendered again)."""
-    shutil.copytree(CONTENT / "docs", tmp_path / "docs")
+    """A writable copy of content/docs (and content/labs, which the docs link to) to break, change
+    and rebuild (incrementally: the real content is already built, so only what a test changes is
+    rendered again)."""
+    for part in ("docs", "labs"):
+        shutil.copytree(CONTENT / part, tmp_path / part)
     return tmp_path
 
 

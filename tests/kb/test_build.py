@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,67 @@ def test_search_subcommand_prints_ranked_results(docs: object) -> None:
     out = io.StringIO()
     call_command("docs", "search", "中介设备", "--lang", "zh", stdout=out)
     assert out.getvalue().splitlines()[0].split()[2].startswith("zh/mdev")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_unknown_lab_in_front_matter_makes_the_page_invalid(content_copy: Path) -> None:
+    path = content_copy / "docs" / "en" / "vfio.md"
+    _edit(path, "labs: [vfio-userspace]", "labs: [vfio-userspace, vfio-advanced]")
+    (error,) = rebuild(content_copy).errors
+    assert (error.path, error.field) == (path, "labs")
+    assert "vfio-advanced" in error.message
+    assert not DocPage.objects.filter(lang="en", slug="vfio").exists()
+
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 page"):
+        call_command("docs", "build", "--content", str(content_copy), stdout=io.StringIO(), stderr=err)
+    assert f"error: {path}: field 'labs': no lab 'vfio-advanced'" in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("link", "field", "reason"),
+    [
+        ("lab:vfio-userspace#step-10", "lab:vfio-userspace#step-10", "has steps 1-9"),
+        ("lab:vfio-userspace#step-0", "lab:vfio-userspace#step-0", "only point at a step"),
+        ("lab:vfio-userspace#setup", "lab:vfio-userspace#setup", "only point at a step"),
+        ("lab:vfio-user#step-3", "lab:vfio-user#step-3", "no lab 'vfio-user'"),
+    ],
+)
+def test_lab_link_to_unknown_lab_or_step_makes_the_page_invalid(
+    content_copy: Path, link: str, field: str, reason: str
+) -> None:
+    path = content_copy / "docs" / "zh" / "vfio.md"
+    _edit(path, "(lab:vfio-userspace#step-9)", f"({link})")
+    (error,) = rebuild(content_copy).errors
+    assert (error.path, error.field) == (path, field)
+    assert reason in error.message
+    assert not DocPage.objects.filter(lang="zh", slug="vfio").exists()
+    assert DocPage.objects.filter(lang="en", slug="vfio").exists()
+
+
+def test_removing_a_lab_step_invalidates_unchanged_pages_that_link_it(content_copy: Path) -> None:
+    rebuild(content_copy)
+    lab = content_copy / "labs" / "vfio-userspace"
+    _edit(lab / "lab.yaml", "  - 09-give-back\n", "")
+    shutil.rmtree(lab / "steps" / "09-give-back")
+    report = rebuild(content_copy)
+    assert {(e.path.parent.name, e.path.name, e.field) for e in report.errors} == {
+        ("en", "vfio.md", "lab:vfio-userspace#step-9"),
+        ("zh", "vfio.md", "lab:vfio-userspace#step-9"),
+    }
+    assert not DocPage.objects.filter(slug="vfio").exists()
+    assert DocPage.objects.filter(slug="mdev").count() == 2  # checked again, still valid
+
+
+def test_link_to_a_lab_that_is_not_offered_is_a_warning(content_copy: Path) -> None:
+    rebuild(content_copy)
+    _edit(content_copy / "labs" / "mdev-mtty" / "lab.yaml", "profile: tiny", "profile: huge")
+    report = rebuild(content_copy)
+    assert not report.errors
+    assert "en/mdev: labs: lab 'mdev-mtty' is not offered (its files are invalid)" in report.warnings
+    assert DocPage.objects.filter(slug="mdev").count() == 2
