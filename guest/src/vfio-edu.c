@@ -191,7 +191,7 @@ static void stage_container(struct vfio *v)
 	say("type1 IOMMU backend: supported\n");
 }
 
-/* Stage: a group is the unit of isolation; all its devices must belong to vfio. */
+/* Stage: a group is the unit of isolation; no device in it may be held by a non-VFIO driver. */
 static void stage_group(struct vfio *v)
 {
 	struct vfio_group_status status = { .argsz = sizeof(status) };
@@ -206,9 +206,9 @@ static void stage_group(struct vfio *v)
 		fail("VFIO_GROUP_GET_STATUS");
 	if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
 		errno = 0;
-		fail("group %d is not viable: bind every device in it to vfio-pci", v->group_number);
+		fail("group %d is not viable: unbind its other devices or bind them to vfio-pci", v->group_number);
 	}
-	say("opened %s: viable (every device in the group is bound to vfio)\n", path);
+	say("opened %s: viable (no device in the group has a non-VFIO driver)\n", path);
 	if (ioctl(v->group, VFIO_GROUP_SET_CONTAINER, &v->container))
 		fail("VFIO_GROUP_SET_CONTAINER");
 	say("group attached to the container\n");
