@@ -1,12 +1,17 @@
-"""Every `sh runnable` block of every page (EN and ZH) runs in ONE real guest and exits 0."""
+"""Every `sh runnable` block of every page (EN and ZH) runs in ONE real guest and exits 0.
+
+Blocks run under errexit and pipefail, so any failing command fails the block, and they may not
+bow out with `exit 0` when something is missing: the `vfio` guest has everything they need.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
 
-from labs.hypervisor import VM
+from labs.hypervisor import VM, ExecResult
 from portal.kb.content import page_files, parse_page
 from portal.kb.markdown import render_markdown
 from tests.hypervisor.conftest import boot_vm, guest_image, hv, libvirt_ready  # noqa: F401  (shared fixtures)
@@ -15,6 +20,7 @@ from .conftest import CONTENT
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 BLOCK_TIMEOUT_S = 120.0  # TCG on a shared 2-core host; the slowest block (qemu-img work) takes seconds
+SHELL = ("/bin/sh", "-e", "-o", "pipefail", "-c")  # busybox ash: any failing command ends the script
 
 
 def runnable_blocks() -> list[tuple[str, str]]:
@@ -36,13 +42,36 @@ def docs_vm(boot_vm: Callable[[str], VM]) -> VM:  # noqa: F811
     return boot_vm("vfio")
 
 
+def run_block(vm: VM, script: str) -> ExecResult:
+    return vm.exec([*SHELL, script], timeout_s=BLOCK_TIMEOUT_S)
+
+
 def test_pages_have_runnable_blocks() -> None:
     assert len(BLOCKS) >= 30
     assert {b.split("/")[0] for b, _ in BLOCKS} == {"en", "zh"}
 
 
 @pytest.mark.parametrize(("block_id", "script"), BLOCKS, ids=[b for b, _ in BLOCKS])
+def test_runnable_block_fails_loudly_for_readers_too(block_id: str, script: str) -> None:
+    """A reader pasting the block gets errexit from its first line; nothing skips with success."""
+    lines = [ln.strip() for ln in script.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert lines[0] == "set -e", f"{block_id}: start with `set -e`"
+    assert not re.search(r"\bexit 0\b", script), f"{block_id}: a missing prerequisite must fail the block"
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["false\necho reached", "ls /no/such/file\necho reached", "false | cat\necho reached", "x=$(false)\necho reached"],
+    ids=["command", "missing-file", "pipeline", "command-substitution"],
+)
+def test_a_failing_command_fails_the_block(docs_vm: VM, script: str) -> None:
+    result = run_block(docs_vm, script)
+    assert result.exit_code != 0
+    assert b"reached" not in result.stdout
+
+
+@pytest.mark.parametrize(("block_id", "script"), BLOCKS, ids=[b for b, _ in BLOCKS])
 def test_runnable_block_exits_zero(docs_vm: VM, block_id: str, script: str) -> None:
-    result = docs_vm.exec(["/bin/sh", "-c", script], timeout_s=BLOCK_TIMEOUT_S)
+    result = run_block(docs_vm, script)
     out, err = (s.decode(errors="replace")[-3000:] for s in (result.stdout, result.stderr))
     assert result.exit_code == 0, f"{block_id} exited {result.exit_code}\n{script}\n--- out\n{out}\n--- err\n{err}"
