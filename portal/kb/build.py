@@ -16,6 +16,7 @@ from .markdown import Rendered, render_markdown
 from .models import DocBuild, DocPage
 from .search import IndexDoc, get_backend
 from .search.snippets import term_counts
+from .search.text import USER_DICT
 
 # Bump when rendering changes so that every page is rendered again.
 RENDERER_VERSION = "5"
@@ -33,9 +34,8 @@ class BuildReport:
     seconds: float = 0.0
 
 
-def _content_hash(data: bytes, labs_signature: str) -> str:
-    # The lab catalogue is part of the input: a removed lab or step re-checks every page's links.
-    return hashlib.sha256(f"{RENDERER_VERSION}\0{labs_signature}\0".encode() + data).hexdigest()
+def _content_hash(data: bytes, inputs: str) -> str:
+    return hashlib.sha256(f"{RENDERER_VERSION}\0{inputs}\0".encode() + data).hexdigest()
 
 
 def _store(src: SourcePage, rendered: Rendered, content_hash: str, en_hash: str) -> DocPage:
@@ -102,13 +102,16 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
     report = BuildReport()
     files = page_files(root)
     labs = lab_index(docs_dir(root).parent)
+    # Besides the page itself: the lab catalogue (a removed lab or step re-checks every page's
+    # links) and the segmentation dictionary (the index and term counts depend on it).
+    inputs = f"{labs.signature}:{short_hash(USER_DICT.read_bytes())}"
     existing = {(p.lang, p.slug): p for p in DocPage.objects.only("lang", "slug", "content_hash", "en_hash")}
     en_hashes = {slug: short_hash(path.read_bytes()) for (lang, slug), path in files.items() if lang == "en"}
     changed: list[DocPage] = []
     valid: set[tuple[str, str]] = set()
     for key, path in files.items():
         data = path.read_bytes()
-        content_hash = _content_hash(data, labs.signature)
+        content_hash = _content_hash(data, inputs)
         en_hash = en_hashes.get(key[1], "") if key[0] != "en" else ""
         old = existing.get(key)
         if old is not None and old.content_hash == content_hash and not force:

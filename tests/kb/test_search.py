@@ -115,3 +115,21 @@ def test_empty_and_junk_queries_return_nothing() -> None:
     assert search("   ") == []
     assert search("\"'*()") == []
     assert search("zzqqxxnotaword") == []
+
+
+def test_chinese_container_queries_reach_the_container_page_not_vfio() -> None:
+    # VFIO's container is "VFIO 容器" in the glossary: a bare 容器 means the container stack.
+    terms = {t.words for t in parse_query("容器", corpus().glossary).terms}
+    assert ("container",) in terms
+    assert not any("vfio" in words for words in terms)
+    assert slugs("容器", lang="zh")[0] == "container-stack"
+    assert slugs("容器 运行时", lang="zh")[0] == "container-stack"
+    assert slugs("VFIO 容器", lang="zh")[0] == "vfio"
+
+
+def test_passthrough_command_expands_to_ublk_terms_only() -> None:
+    # The longest glossary phrase wins: 直通命令 is ublk's, never VFIO's 直通 (passthrough).
+    terms = {t.words for t in parse_query("直通命令", corpus().glossary).terms if t.expanded}
+    assert ("passthrough", "command") in terms
+    assert ("passthrough",) not in terms
+    assert slugs("直通命令", lang="zh")[0] == "ublk"
