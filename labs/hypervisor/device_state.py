@@ -22,7 +22,8 @@ _EDU_ID = "0x1234:0x11e8"  # vendor:device of QEMU's edu
 SAVE_SCRIPT = f"""set -e
 rm -rf {_DIR}; mkdir -p {_DIR}
 for d in /sys/bus/pci/devices/*; do
-  [ "$(cat "$d/vendor"):$(cat "$d/device")" = {_EDU_ID} ] || continue
+  read -r vendor < "$d/vendor"; read -r device < "$d/device"  # builtins: a fork costs ~35 ms under TCG
+  [ "$vendor:$device" = {_EDU_ID} ] || continue
   cat "$d/config" > "{_DIR}/${{d##*/}}"
 done
 """
