@@ -336,10 +336,8 @@ def lab_stack(tmp: Path, agent: bool = True, **extra_env: str) -> Iterator[LabSt
             destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
 
 
-def kill_process_tree(pid: int) -> None:
-    """SIGKILL a process and its descendants (a worker and its pool), as a crash would."""
-    import signal
-
+def children_of() -> dict[int, list[int]]:
+    """Parent pid -> child pids of every process, from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -347,12 +345,27 @@ def kill_process_tree(pid: int) -> None:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    todo, tree = [pid], []
+    return children
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every process below `pid`."""
+    tree, todo, children = {}, [pid], children_of()
     while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    for member in tree:
+        for child in children.get(todo.pop(), []):
+            try:
+                tree[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            todo.append(child)
+    return tree
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants (a worker and its pool), as a crash would."""
+    import signal
+
+    for member in [pid, *descendants(pid)]:
         try:
             os.kill(member, signal.SIGKILL)
         except ProcessLookupError:

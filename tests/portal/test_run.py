@@ -13,34 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import ROOT, free_port, kill_process_tree, lab_env, manage, private_redis, wait_for
+from tests.services import ROOT, descendants, free_port, kill_process_tree, lab_env, manage, private_redis, wait_for
 
 pytestmark = pytest.mark.slow
 COMMANDS = ("bin/uvicorn portal.asgi", "celery -A portal worker", "celery -A portal beat")
-
-
-def children_of() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    return children
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """pid -> command line of every process below `pid`."""
-    tree, todo, children = {}, [pid], children_of()
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                tree[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            todo.append(child)
-    return tree
 
 
 def running(pid: int) -> bool:
