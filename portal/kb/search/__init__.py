@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 
@@ -12,6 +13,9 @@ from .backend import IndexDoc, RawHit, SearchBackend
 from .postgres_fts import PostgresFtsBackend
 from .snippets import highlighter, mark, prefix_count, snippet, stem, term_keys
 from .text import parse_query
+
+if TYPE_CHECKING:
+    from ..cache import PageInfo
 
 __all__ = ["IndexDoc", "RawHit", "SearchResult", "get_backend", "search"]
 MAX_LIMIT = 50
@@ -55,6 +59,29 @@ def _section_score(section: dict[str, Any], weighted: list[tuple[str, int]], pre
     return score
 
 
+def _best_section(info: PageInfo, weighted: list[tuple[str, int]], prefix: str) -> dict[str, Any]:
+    """The first section with the highest `_section_score`. Only sections holding a query term (or
+    a completion of the prefix) can score above 0, so only those are scored."""
+    sections = info.sections
+    if not sections:
+        return {"id": "", "heading": info.title, "text": info.summary}
+    candidates: set[int] = set()
+    for key, _weight in weighted:
+        candidates.update(info.term_sections.get(key, ()))
+    if prefix:
+        vocabulary = info.vocabulary
+        i = bisect.bisect_left(vocabulary, prefix)
+        while i < len(vocabulary) and vocabulary[i].startswith(prefix):
+            candidates.update(info.term_sections[vocabulary[i]])
+            i += 1
+    best, best_score = sections[0], 0
+    for i in sorted(candidates):
+        score = _section_score(sections[i], weighted, prefix)
+        if score > best_score:
+            best, best_score = sections[i], score
+    return best
+
+
 def search(q: str, *, lang: str | None = None, section: str | None = None, limit: int = 10) -> list[SearchResult]:
     """Ranked pages for `q`, each with its best-matching section and a highlighted snippet."""
     from ..cache import corpus
@@ -74,14 +101,20 @@ def search(q: str, *, lang: str | None = None, section: str | None = None, limit
         info = snap.pages.get((hit.lang, hit.slug))
         if info is None:  # index ahead of the page table for a moment during a build
             continue
-        best = max(info.sections or [{"id": "", "heading": info.title, "text": info.summary}],
-                   key=lambda s: _section_score(s, weighted, prefix))
+        best = _best_section(info, weighted, prefix)
         anchor = best["id"]
         heading = best["heading"] if anchor else ""
-        results.append(SearchResult(
-            lang=hit.lang, slug=hit.slug, section=info.section,
-            title_html=mark(info.title, pattern), heading_html=mark(heading, pattern), anchor=anchor,
-            url=doc_url(hit.lang, hit.slug, anchor),
-            snippet_html=snippet(best["text"] or info.summary, keys, typed), score=hit.score,
-        ))
+        results.append(
+            SearchResult(
+                lang=hit.lang,
+                slug=hit.slug,
+                section=info.section,
+                title_html=mark(info.title, pattern),
+                heading_html=mark(heading, pattern),
+                anchor=anchor,
+                url=doc_url(hit.lang, hit.slug, anchor),
+                snippet_html=snippet(best["text"] or info.summary, keys, typed),
+                score=hit.score,
+            )
+        )
     return results

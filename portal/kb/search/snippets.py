@@ -93,14 +93,19 @@ def snippet(text: str, keys: list[str], typed: list[str] | None = None, width: i
     if len(text) <= width:
         return mark(text, pattern)
     hits = _positions(text.lower(), keys)
+    typed_keys = set(typed or ())
+    window: Counter[str] = Counter()  # keys of hits[i:j], kept up to date as the window slides
     start, best, j = 0, 0, 0
-    for i, (pos, _) in enumerate(hits):  # sliding window over match positions
+    for pos, key in hits:
         while j < len(hits) and hits[j][0] < pos + width - width // 5:
+            window[hits[j][1]] += 1
             j += 1
-        window = {k for _, k in hits[i:j]}
-        distinct = len(window) + len(window.intersection(typed or ()))  # typed words weigh double
+        distinct = len(window) + len(typed_keys.intersection(window))  # typed words weigh double
         if distinct > best:
             best, start = distinct, max(0, pos - width // 5)
+        window[key] -= 1
+        if not window[key]:
+            del window[key]
     end = min(len(text), start + width)
     if start > 0:
         space = text.find(" ", start, start + 20)

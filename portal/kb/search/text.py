@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -134,5 +135,11 @@ def parse_query(q: str, glossary: Glossary | None = None) -> Query:
             add(Term((word[: max(3, len(word) - 4)] if len(word) > 6 else word,), prefix=True))
     for phrase in glossary.expand(q) if glossary else []:
         # A multi-word expansion is searched as a phrase of its segmented words.
-        add(Term(tuple(w for tok in jieba().cut(phrase) for w in words(tok)), expanded=True))
+        add(Term(phrase_words(phrase), expanded=True))
     return query
+
+
+@functools.lru_cache(maxsize=4096)
+def phrase_words(phrase: str) -> tuple[str, ...]:
+    """A glossary term's words (glossary terms are few and fixed: segment each once)."""
+    return tuple(w for tok in jieba().cut(phrase) for w in words(tok))
