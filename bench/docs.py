@@ -1,13 +1,21 @@
 """Benchmark the knowledge base: rendered-page throughput, search latency, rebuild time.
 
-    .venv/bin/python bench/docs.py [--quick] [--duration 10] [--connections 32]
+    .venv/bin/python bench/docs.py [--quick] [--duration 10] [--connections 32] [--workers N]
 
-Builds content/docs into a throw-away SQLite database (full rebuild timed), starts the ASGI
-server as the Procfile does (uvicorn, 2 workers) on a free loopback port, drives it with `wrk`
-(Debian package) over every docs page and then over the golden search queries, and times the
-golden queries in-process. Loopback only; every run is bounded by --duration. The last line is
-machine-readable:
-RESULT page_rps=… page_p95_ms=… search_p95_ms=… golden_top3=…
+Builds content/docs into a throw-away SQLite database (full rebuild timed), times the golden
+search queries in-process, starts the ASGI server as `make run` does (uvicorn with --workers,
+default $WEB_WORKERS or 2, as in the Procfile) on a free loopback port, and drives it with `wrk`
+(Debian package): every docs page with --connections, then the golden queries as search requests
+(results fragment, 4 connections). Loopback only; every load run is bounded by --duration.
+--quick: 4 s load runs and 2 in-process rounds, well under a minute.
+
+The last line is machine-readable:
+RESULT page_rps=… page_p95_ms=… search_p95_ms=… search_http_p95_ms=… golden_top3=…
+  page_rps, page_p95_ms   pages over HTTP (target: >= 500 req/s)
+  search_p95_ms           search() called in-process: ranking, snippets, the database query
+  search_http_p95_ms      the same queries as HTTP requests through uvicorn and Django's middleware
+  golden_top3             fraction of golden queries whose page ranks in the top 3
+The search target, p95 <= 20 ms, applies to both search numbers.
 """
 
 from __future__ import annotations
@@ -83,7 +91,7 @@ def wait_http(url: str, timeout: float) -> None:
 
 
 def warm_up(base: str, paths: list[str], timeout: float = 60.0) -> None:
-    """Until 16 requests in a row answer fast: both workers have loaded jieba and their caches."""
+    """Until 16 requests in a row answer fast: every worker has loaded jieba and its caches."""
     deadline, fast, i = time.monotonic() + timeout, 0, 0
     while fast < 16 and time.monotonic() < deadline:
         started = time.monotonic()
@@ -100,9 +108,24 @@ def run_wrk(base: str, paths: list[str], duration: int, connections: int, name: 
     script.write_text(WRK_LUA % paths_file)
     threads = 2
     proc = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(max(connections, threads)), "-d", f"{duration}s", "--timeout", "5s",
-         "-s", str(script), base],
-        capture_output=True, text=True, timeout=duration + 30, check=True,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(max(connections, threads)),
+            "-d",
+            f"{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=True,
     )
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH "))
     stats = {k: float(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
@@ -127,6 +150,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs: finishes in under a minute")
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_WORKERS", "2")),
+        help="uvicorn worker processes (default: $WEB_WORKERS or 2, as make run / the Procfile)",
+    )
+    parser.add_argument("--search-connections", type=int, default=4)
     args = parser.parse_args()
     duration = 4 if args.quick else args.duration
     if shutil.which("wrk") is None:
@@ -149,9 +179,21 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/uvicorn"), "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2", "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            str(ROOT / ".venv/bin/uvicorn"),
+            "portal.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         wait_http(base + "/docs/", 60)
@@ -159,22 +201,31 @@ def main() -> None:
         search_paths = [
             "/docs/search/?" + urllib.parse.urlencode({"q": g["q"], "lang": g["lang"], "partial": "1"}) for g in golden
         ]
-        # Warm both workers: jieba's dictionary and the per-build caches load on first use.
-        run_wrk(base, pages + search_paths, 2, 4, "warm")
+        print(f"server: uvicorn, {args.workers} worker(s), on {base}")
+        # Warm every worker: jieba's dictionary and the per-build caches load on first use.
+        run_wrk(base, pages + search_paths, 2, max(4, 2 * args.workers), "warm")
         warm_up(base, search_paths + pages)
         page_stats = run_wrk(base, pages, duration, args.connections, "pages")
-        print(f"pages over HTTP: {page_stats['rps']:.0f} req/s, p50 {page_stats['p50_us'] / 1000:.1f} ms, "
-              f"p95 {page_stats['p95_us'] / 1000:.1f} ms, errors {page_stats['errors']:.0f}+{page_stats['status']:.0f}"
-              f" ({args.connections} connections, {duration}s, {len(pages)} pages)")
-        search_stats = run_wrk(base, search_paths, duration, 4, "search")
-        print(f"search over HTTP: {search_stats['rps']:.0f} req/s, p50 {search_stats['p50_us'] / 1000:.1f} ms, "
-              f"p95 {search_stats['p95_us'] / 1000:.1f} ms (4 connections)")
+        print(
+            f"pages over HTTP: {page_stats['rps']:.0f} req/s, p50 {page_stats['p50_us'] / 1000:.1f} ms, "
+            f"p95 {page_stats['p95_us'] / 1000:.1f} ms, errors {page_stats['errors']:.0f}+{page_stats['status']:.0f}"
+            f" ({args.connections} connections, {duration}s, {len(pages)} pages)"
+        )
+        search_stats = run_wrk(base, search_paths, duration, args.search_connections, "search")
+        print(
+            f"search over HTTP: {search_stats['rps']:.0f} req/s, p50 {search_stats['p50_us'] / 1000:.1f} ms, "
+            f"p95 {search_stats['p95_us'] / 1000:.1f} ms, errors {search_stats['errors']:.0f}+"
+            f"{search_stats['status']:.0f} ({args.search_connections} connections, {duration}s)"
+        )
     finally:
         server.terminate()
         server.wait(15)
         shutil.rmtree(WORKDIR, ignore_errors=True)
-    print(f"RESULT page_rps={page_stats['rps']:.0f} page_p95_ms={page_stats['p95_us'] / 1000:.1f} "
-          f"search_p95_ms={search_p95:.2f} golden_top3={golden_top3:.3f}")
+    print(
+        f"RESULT page_rps={page_stats['rps']:.0f} page_p95_ms={page_stats['p95_us'] / 1000:.1f} "
+        f"search_p95_ms={search_p95:.2f} search_http_p95_ms={search_stats['p95_us'] / 1000:.1f} "
+        f"golden_top3={golden_top3:.3f}"
+    )
 
 
 if __name__ == "__main__":
