@@ -295,9 +295,7 @@ class RelayManager:
 
     def _sync(self, hv: Hypervisor, publisher: Publisher) -> None:
         close_old_connections()
-        wanted = dict(
-            LabSession.objects.filter(host=self.host, state__in=RELAYED_STATES).values_list("id", "vm_id")
-        )
+        wanted = dict(LabSession.objects.filter(host=self.host, state__in=RELAYED_STATES).values_list("id", "vm_id"))
         for session_id in set(self.relays) - set(wanted):
             self.relays.pop(session_id).stop()
         for session_id, vm_id in wanted.items():

@@ -97,9 +97,18 @@ def parse_page(path: Path, text: str, lang: str) -> SourcePage:
     if lang == "en" and source_hash:
         raise ContentError(path, "source_hash", "only translations carry a source_hash")
     return SourcePage(
-        path=path, lang=lang, slug=slug, title=_text(path, meta, "title"), section=section, order=order,
-        summary=_text(path, meta, "summary"), labs=_slug_list(path, meta, "labs"),
-        related=_slug_list(path, meta, "related"), updated=updated, source_hash=source_hash, body=m.group(2),
+        path=path,
+        lang=lang,
+        slug=slug,
+        title=_text(path, meta, "title"),
+        section=section,
+        order=order,
+        summary=_text(path, meta, "summary"),
+        labs=_slug_list(path, meta, "labs"),
+        related=_slug_list(path, meta, "related"),
+        updated=updated,
+        source_hash=source_hash,
+        body=m.group(2),
     )
 
 
@@ -119,14 +128,22 @@ def load_glossary(root: Path | None = None) -> list[dict[str, Any]]:
                 raise ContentError(path, f"[{i}].en", "each entry needs an English term")
             zh = item.get("zh") or []
             aliases = item.get("aliases") or []
-            entries.append({"en": item["en"], "zh": [str(z) for z in zh], "aliases": [str(a) for a in aliases],
-                            "source": path.stem})
+            entries.append(
+                {
+                    "en": item["en"],
+                    "zh": [str(z) for z in zh],
+                    "aliases": [str(a) for a in aliases],
+                    "source": path.stem,
+                }
+            )
     return entries
 
 
 def load_golden(root: Path | None = None) -> list[dict[str, str]]:
     queries: list[dict[str, str]] = []
     for path in sorted((docs_dir(root) / "golden").glob("*.yaml")):
-        queries.extend({"q": str(i["q"]), "lang": str(i["lang"]), "expect": str(i["expect"])}
-                       for i in yaml.safe_load(path.read_text()) or [])
+        queries.extend(
+            {"q": str(i["q"]), "lang": str(i["lang"]), "expect": str(i["expect"])}
+            for i in yaml.safe_load(path.read_text()) or []
+        )
     return queries

@@ -67,16 +67,16 @@ class FenceCollector:
     def __init__(self) -> None:
         self.blocks: list[CodeBlock] = []
 
-    def validate(self, language: str, inputs: dict[str, str], options: dict[str, Any], attrs: dict[str, Any],
-                 md: Any) -> bool:
+    def validate(
+        self, language: str, inputs: dict[str, str], options: dict[str, Any], attrs: dict[str, Any], md: Any
+    ) -> bool:
         # Only one option exists: the bare word `runnable` after the language.
         if set(inputs) - {"runnable"}:
             return False
         options["runnable"] = "runnable" in inputs
         return True
 
-    def format(self, src: str, language: str, class_name: str, options: dict[str, Any], md: Any,
-               **kwargs: Any) -> str:
+    def format(self, src: str, language: str, class_name: str, options: dict[str, Any], md: Any, **kwargs: Any) -> str:
         out, block = render_code(src, language, bool(options.get("runnable")))
         self.blocks.append(block)
         return out

@@ -45,13 +45,22 @@ def sections_for_index(corpus: Corpus, ui: str) -> list[dict[str, Any]]:
     for slug in slugs:
         available = [lg for lg in LANGS if (lg, slug) in corpus.pages]
         main = corpus.pages[(ui if ui in available else available[0], slug)]
-        rows.append({"page": main, "url": doc_url(main.lang, slug),
-                     "langs": [{"code": lg, "label": LANG_LABELS[lg], "url": doc_url(lg, slug)}
-                               for lg in LANGS if (lg, slug) in corpus.pages]})
+        rows.append(
+            {
+                "page": main,
+                "url": doc_url(main.lang, slug),
+                "langs": [
+                    {"code": lg, "label": LANG_LABELS[lg], "url": doc_url(lg, slug)}
+                    for lg in LANGS
+                    if (lg, slug) in corpus.pages
+                ],
+            }
+        )
     out = []
     for section in SECTIONS:
-        items = sorted((r for r in rows if r["page"].section == section),
-                       key=lambda r: (r["page"].order, r["page"].slug))
+        items = sorted(
+            (r for r in rows if r["page"].section == section), key=lambda r: (r["page"].order, r["page"].slug)
+        )
         if items:
             out.append({"key": section, "label": SECTION_LABELS.get(section, section), "items": items})
     return out
@@ -80,7 +89,9 @@ def page_context(corpus: Corpus, lang: str, slug: str, requested: str) -> dict[s
         "related": related,
         "labs": _labs(page.labs, lang),
         "switch": {
-            "code": other, "label": LANG_LABELS[other], "url": doc_url(other, slug),
+            "code": other,
+            "label": LANG_LABELS[other],
+            "url": doc_url(other, slug),
             "available": (other, slug) in corpus.pages,
         },
         "en_url": doc_url("en", slug),

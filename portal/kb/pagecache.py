@@ -23,8 +23,9 @@ TOKEN_RE = re.compile(r'(name="csrfmiddlewaretoken" value=")[^"]*(")')
 HOLE = "\x00csrf-token\x00"
 
 
-def render_for_reader(request: HttpRequest, template: str, make_context: Callable[[], dict[str, Any]],
-                      key: str) -> HttpResponse:
+def render_for_reader(
+    request: HttpRequest, template: str, make_context: Callable[[], dict[str, Any]], key: str
+) -> HttpResponse:
     if request.user.is_authenticated or len(get_messages(request)):
         return render(request, template, make_context())
     html = cache.fragments.get(key)

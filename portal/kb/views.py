@@ -25,10 +25,15 @@ def doc_lang_for(request: HttpRequest) -> str:
 def index(request: HttpRequest) -> HttpResponse:
     corpus = cache.corpus()
     ui = doc_lang_for(request)
-    return render(request, "kb/index.html", {
-        "sections": navigation.sections_for_index(corpus, ui), "doc_lang": ui,
-        "section_choices": navigation.section_choices(),
-    })
+    return render(
+        request,
+        "kb/index.html",
+        {
+            "sections": navigation.sections_for_index(corpus, ui),
+            "doc_lang": ui,
+            "section_choices": navigation.section_choices(),
+        },
+    )
 
 
 @require_GET
@@ -70,8 +75,13 @@ def search(request: HttpRequest) -> HttpResponse:
     if section not in ("", *SECTIONS):
         return HttpResponseBadRequest(_("Unknown section: choose one of %s.") % ", ".join(SECTIONS))
     results = run_search(q, lang=lang or None, section=section or None, limit=20) if q else []
-    context = {"q": q, "lang": lang, "section": section, "results": results,
-               "section_choices": navigation.section_choices()}
+    context = {
+        "q": q,
+        "lang": lang,
+        "section": section,
+        "results": results,
+        "section_choices": navigation.section_choices(),
+    }
     partial = request.headers.get("HX-Request") == "true" or request.GET.get("partial") == "1"
     return render(request, "kb/_results.html" if partial else "kb/search.html", context)
 

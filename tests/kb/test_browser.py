@@ -60,8 +60,12 @@ def test_search_as_you_type_and_language_switch(site: str, browser: Browser, art
 
 
 def test_mobile_layout_and_copy_button(site: str, browser: Browser, artifacts: Path) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                                  permissions=["clipboard-read", "clipboard-write"])
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        permissions=["clipboard-read", "clipboard-write"],
+    )
     page = context.new_page()
     page.goto(site + "/docs/en/qemu-img/")
     expect(page.locator(".kb-toc")).not_to_have_attribute("open", "")  # TOC collapsed on phones

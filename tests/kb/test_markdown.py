@@ -56,8 +56,7 @@ def test_doc_links_point_to_the_same_language_and_lab_links_to_labs() -> None:
 
 def test_console_copy_text_has_only_commands() -> None:
     text = (
-        "```console\n# qemu-img create -f qcow2 \\\n    disk.qcow2 1G\n"
-        "Formatting 'disk.qcow2'\n$ ls\ndisk.qcow2\n```\n"
+        "```console\n# qemu-img create -f qcow2 \\\n    disk.qcow2 1G\nFormatting 'disk.qcow2'\n$ ls\ndisk.qcow2\n```\n"
     )
     r = render_markdown(text, lang="en")
     (block,) = r.code_blocks

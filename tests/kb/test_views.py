@@ -126,8 +126,9 @@ def test_cached_page_gets_a_fresh_working_csrf_token_per_reader(client: Client) 
         assert token is not None
         tokens.append(token.group(1))
         # the language form in the header still posts with the token punched into the cached page
-        resp = reader.post("/i18n/setlang/", {"language": "zh-hans", "next": "/docs/en/mdev/",
-                                               "csrfmiddlewaretoken": token.group(1)})
+        resp = reader.post(
+            "/i18n/setlang/", {"language": "zh-hans", "next": "/docs/en/mdev/", "csrfmiddlewaretoken": token.group(1)}
+        )
         assert resp.status_code == 302
     assert tokens[0] != tokens[1]
     assert "\x00" not in html

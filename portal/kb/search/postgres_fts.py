@@ -27,8 +27,15 @@ def tsquery_text(terms: list[Term]) -> str:
 class PostgresFtsBackend(IndexTable):
     def index(self, docs: Iterable[IndexDoc]) -> None:
         rows = [
-            (d.lang, d.slug, d.section, CONFIG.get(d.lang, "simple"), segment(d.title), segment(d.headings),
-             segment(d.body))
+            (
+                d.lang,
+                d.slug,
+                d.section,
+                CONFIG.get(d.lang, "simple"),
+                segment(d.title),
+                segment(d.headings),
+                segment(d.body),
+            )
             for d in docs
         ]
         with connection.cursor() as cur:
