@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.vm import DEFAULT_IMAGE, PROMPT, bare_boot, p95, summary
-from tests import services
+from tests import processes, services
 
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -47,7 +47,7 @@ def agent(env: dict[str, str], concurrency: int, pool: str, stop_timeout: float 
         services.wait_for_advert(env["REDIS_URL"], env["VIRTLAB_HOST_NAME"])
         yield
     finally:
-        services.stop_process(proc, stop_timeout)
+        processes.stop_process(proc, stop_timeout)
 
 
 def pool_ready(db: Path) -> int:

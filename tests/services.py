@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 import pytest
 import redis
 
+from tests.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
@@ -43,16 +45,6 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{what} not ready after {timeout}s")
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """SIGTERM, then SIGKILL the whole tree (a worker and its pool) if it has not exited in time."""
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        kill_process_tree(proc.pid)
-        proc.wait()
 
 
 @contextmanager
@@ -334,42 +326,6 @@ def lab_stack(tmp: Path, agent: bool = True, **extra_env: str) -> Iterator[LabSt
                     yield LabStack(base, env, slug, redis_url)
         finally:
             destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
-
-
-def children_of() -> dict[int, list[int]]:
-    """Parent pid -> child pids of every process, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    return children
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """pid -> command line of every process below `pid`."""
-    tree, todo, children = {}, [pid], children_of()
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                tree[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            todo.append(child)
-    return tree
-
-
-def kill_process_tree(pid: int) -> None:
-    """SIGKILL a process and its descendants (a worker and its pool), as a crash would."""
-    import signal
-
-    for member in [pid, *descendants(pid)]:
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
 
 
 def wait_for_state(client: LabClient, session_id: str, states: set[str], timeout: float) -> dict[str, Any]:

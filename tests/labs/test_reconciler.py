@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import services
+from tests import processes, services
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def agent(stack: services.LabStack) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    services.stop_process(proc, 20)
+    processes.stop_process(proc, 20)
 
 
 def reconcile_now(stack: services.LabStack) -> None:
@@ -50,7 +50,7 @@ def test_worker_killed_while_provisioning_leaves_no_vm_and_a_failed_session(stac
         services.wait_for_state(alice, sid, {"provisioning"}, 60)
         services.wait_for(lambda: services.domain_exists(sid), 60, "the VM being created")
     finally:
-        services.kill_process_tree(worker.pid)  # SIGKILL: no warm shutdown, the task is not acked
+        processes.kill_process_tree(worker.pid)  # SIGKILL: no warm shutdown, the task is not acked
         worker.wait()
     assert services.domain_exists(sid), "the VM outlives its killed worker until reconciled"
 
