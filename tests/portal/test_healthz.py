@@ -14,7 +14,16 @@ from django.test import Client
 from pytest_django.fixtures import Settings
 
 from labs import agent, hosts
-from tests.services import ROOT, celery_worker, host_agent, lab_env, private_redis, wait_for, wait_for_advert
+from tests.services import (
+    ROOT,
+    celery_worker,
+    free_port,
+    host_agent,
+    lab_env,
+    private_redis,
+    wait_for,
+    wait_for_advert,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -144,9 +153,8 @@ def test_healthz_never_shows_url_credentials(client: Client, settings: Settings)
 
 
 def test_doctor_never_shows_url_credentials() -> None:
-    with private_redis() as url:
-        pass  # stopped: every Redis-facing check fails and quotes what it tried
-    secret_url = url.replace("redis://", "redis://:hunter2-secret@")
+    # Nothing listens on a fresh free port: every Redis-facing check fails and quotes what it tried.
+    secret_url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
     proc = subprocess.run(
         [sys.executable, "manage.py", "doctor"],
         cwd=ROOT,
