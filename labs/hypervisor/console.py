@@ -29,6 +29,7 @@ class Console:
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._closed = threading.Event()
         self._eof = False
+        self._pending = b""  # read by read_until() past its marker: the next read returns it first
         with translated():
             self._stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
             # FORCE takes the console over from a stale client (e.g. a relay that crashed).
@@ -65,13 +66,16 @@ class Console:
     @property
     def closed(self) -> bool:
         """Whether the stream has ended (domain stopped or reverted, or close() called)."""
-        return self._closed.is_set() and self._queue.empty()
+        return self._closed.is_set() and self._queue.empty() and not self._pending
 
     def read(self, timeout: float) -> bytes:
         """Return the bytes available within `timeout` seconds (b"" if none arrived).
 
         Raises ConsoleClosed once the stream has ended and everything was read.
         """
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            return pending
         if self._eof:
             raise ConsoleClosed("console stream has ended")
         try:
@@ -94,7 +98,11 @@ class Console:
         return b"".join(chunks)
 
     def read_until(self, marker: bytes, timeout: float) -> bytes:
-        """Read until `marker` appears; return everything read. TimeoutError if it never does."""
+        """Read up to and including the first `marker`; TimeoutError if it never appears.
+
+        What arrived after the marker is kept for the next read: output that comes in one chunk
+        with the marker (a prompt right after a command's output) is not lost to the caller.
+        """
         deadline = time.monotonic() + timeout
         buffer = b""
         while marker not in buffer:
@@ -102,7 +110,9 @@ class Console:
             if remaining <= 0:
                 raise TimeoutError(f"{marker!r} not seen on the console within {timeout}s: {buffer[-300:]!r}")
             buffer += self.read(min(remaining, 0.5))
-        return buffer
+        end = buffer.index(marker) + len(marker)
+        self._pending = buffer[end:]
+        return buffer[:end]
 
     def write(self, data: bytes) -> None:
         """Send keystrokes to the guest."""

@@ -55,6 +55,11 @@ def test_console_echoes_typed_keys_and_shows_the_prompt(tiny_vm: VM) -> None:
         output = console.read_until(b"typed-42\r\n", timeout=30)
         assert b"echo typed-$((6*7))" in output  # the echo of what was typed
         console.read_until(PROMPT, timeout=30)
+        # Output that arrives in one chunk with a marker stays readable after read_until().
+        console.write(b"echo first-$((1+1)); echo second-$((2+2))\r")
+        assert console.read_until(b"first-2\r\n", timeout=30).endswith(b"first-2\r\n")
+        console.read_until(b"second-4\r\n", timeout=30)
+        console.read_until(PROMPT, timeout=30)
         # Commands on the control channel never appear on the learner's console.
         tiny_vm.exec("echo control-only")
         assert b"control-only" not in console.read(timeout=1.0)
