@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.vm import DEFAULT_IMAGE, PROMPT, bare_boot, p95, summary
-from tests import processes, services
+from tests import lab_stack, processes
 
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -37,14 +37,14 @@ ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
 def agent(env: dict[str, str], concurrency: int, pool: str, stop_timeout: float = 30) -> Iterator[None]:
     """The host agent (worker on host.<name> + web, with relay and adverts)."""
     proc = subprocess.Popen(
-        [str(services.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{env['VIRTLAB_HOST_NAME']}@%h",
+        [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{env['VIRTLAB_HOST_NAME']}@%h",
          "-Q", f"host.{env['VIRTLAB_HOST_NAME']},web", "-c", str(concurrency), "--without-heartbeat",
          "--without-mingle", "--without-gossip", "-l", "WARNING"],
-        cwd=services.ROOT, env={**services.os.environ, **env, "LABS_POOL_SIZES": pool},
+        cwd=lab_stack.ROOT, env={**lab_stack.os.environ, **env, "LABS_POOL_SIZES": pool},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        services.wait_for_advert(env["REDIS_URL"], env["VIRTLAB_HOST_NAME"])
+        lab_stack.wait_for_advert(env["REDIS_URL"], env["VIRTLAB_HOST_NAME"])
         yield
     finally:
         processes.stop_process(proc, stop_timeout)
@@ -55,7 +55,7 @@ def pool_ready(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM labs_poolvm WHERE state='ready'").fetchone()[0])
 
 
-def start_to_prompt(client: services.LabClient, slug: str, phase: str = "cold") -> tuple[str, float, Any]:
+def start_to_prompt(client: lab_stack.LabClient, slug: str, phase: str = "cold") -> tuple[str, float, Any]:
     """(session id, seconds from the Start request to a prompt on the terminal, open terminal ws)."""
     started = time.monotonic()
     status, body = client.request("POST", "/api/sessions", {"lab": slug})
@@ -108,7 +108,7 @@ def drain(term: Any) -> None:
         return
 
 
-def check_latencies(client: services.LabClient, sid: str, runs: int) -> list[float]:
+def check_latencies(client: lab_stack.LabClient, sid: str, runs: int) -> list[float]:
     """Seconds from POST check to the verdict arriving on the events websocket."""
     times = []
     with client.websocket(f"/ws/sessions/{sid}/events/") as events:
@@ -132,11 +132,11 @@ seen_results: set[str] = set()
 stages: dict[str, list[float]] = {}  # when each progress stage arrived, seconds after Start
 
 
-def stop(client: services.LabClient, sid: str, term: Any, wait: bool = False) -> None:
+def stop(client: lab_stack.LabClient, sid: str, term: Any, wait: bool = False) -> None:
     term.close()
     client.request("POST", f"/api/sessions/{sid}/stop")
     if wait:  # a VM being torn down slows libvirt for the next start: keep cold starts isolated
-        services.wait_for_state(client, sid, {"destroyed"}, 60)
+        lab_stack.wait_for_state(client, sid, {"destroyed"}, 60)
 
 
 def main() -> None:
@@ -145,18 +145,18 @@ def main() -> None:
     args = parser.parse_args()
     cold_runs, warm_runs, load, echo_n, check_n = (1, 1, 0, 20, 3) if args.quick else (3, 3, 10, 100, 10)
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp_name, services.private_redis() as redis_url:
+    with tempfile.TemporaryDirectory() as tmp_name, lab_stack.private_redis() as redis_url:
         tmp = Path(tmp_name)
-        env = services.lab_env(tmp, redis_url, LABS_MAX_RUNNING_PER_USER="50", LABS_START_RATE="1000")
-        slug = services.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
-        services.manage(env, "migrate", "--noinput")
-        services.manage(env, "collectstatic", "--noinput")
-        services.create_users(env, services.STACK_PASSWORD, "bench")
+        env = lab_stack.lab_env(tmp, redis_url, LABS_MAX_RUNNING_PER_USER="50", LABS_START_RATE="1000")
+        slug = lab_stack.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
+        lab_stack.manage(env, "migrate", "--noinput")
+        lab_stack.manage(env, "collectstatic", "--noinput")
+        lab_stack.create_users(env, lab_stack.STACK_PASSWORD, "bench")
         db = tmp / "virtlab.sqlite3"
         try:
-            with services.asgi_server(env) as base:
-                client = services.LabClient(base)
-                client.login("bench", services.STACK_PASSWORD)
+            with lab_stack.asgi_server(env) as base:
+                client = lab_stack.LabClient(base)
+                client.login("bench", lab_stack.STACK_PASSWORD)
                 bare = [bare_boot(DEFAULT_IMAGE) for _ in range(1 if args.quick else 3)]
                 cold, warm, warm_generic, echo_1, echo_n_labs, checks = [], [], [], [], [], []
                 with agent(env, concurrency=4, pool="tiny=0"):
@@ -178,7 +178,7 @@ def main() -> None:
                 # Stopping need not wait for the pool's refill boot (the finally below removes its VM).
                 with agent(env, concurrency=2, pool=pool, stop_timeout=3):
                     for _ in range(warm_runs):
-                        services.wait_for(lambda: pool_ready(db) == pool.count("=1"), 180, "the warm pool")
+                        lab_stack.wait_for(lambda: pool_ready(db) == pool.count("=1"), 180, "the warm pool")
                         # A learner meets a pool VM that has idled a while: by then the relay has
                         # held its console for over QEMU's 1 s pty-reconnect poll (labs/relay.py).
                         time.sleep(2)
@@ -190,7 +190,7 @@ def main() -> None:
                         for sid, _s, term in handed_out:
                             stop(client, sid, term)
         finally:
-            services.destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
+            lab_stack.destroy_vms_with_prefix(env["LABS_ID_PREFIX"])
     print(summary("bare qemu boot", bare, "s"))
     print(summary("click->prompt cold", cold, "s"))
     print(summary("click->prompt warm, prepared", warm, "s"))

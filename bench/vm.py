@@ -27,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labs.hypervisor import VM, Hypervisor, get_profile, load_image
-from labs.hypervisor.host import HOST_RESERVE_MIB
+from labs.hypervisor.connection import HOST_RESERVE_MIB
 from labs.hypervisor.image import TOOLS_DISK_SERIAL
-from labs.hypervisor.profiles import kernel_cmdline
+from labs.profiles import kernel_cmdline
 
 PROMPT = re.compile(rb"root@virtlab:[^\r\n]*# ")
 DEFAULT_IMAGE = Path("/var/cache/virtlab/guest/current")

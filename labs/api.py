@@ -12,8 +12,8 @@ from ninja.security import django_auth
 
 from labs import services
 from labs.models import LabSession
-from labs.services.catalogue import catalogue
-from labs.services.events import session_payload
+from labs.services.catalog import catalog
+from labs.services.session_events import session_payload
 
 api = NinjaAPI(title="VirtLab API", version="1", urls_namespace="api")
 
@@ -61,7 +61,7 @@ def list_labs(request: HttpRequest) -> list[dict[str, Any]]:
             "duration_min": lab.duration_min, "difficulty": lab.difficulty, "profile": lab.profile,
             "steps": len(lab.steps),
         }
-        for lab in catalogue().labs.values()
+        for lab in catalog().labs.values()
     ]  # fmt: skip
 
 

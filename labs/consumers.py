@@ -16,8 +16,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from labs.models import LabSession
-from labs.relay import buffer_key, input_key, offset_key, request_resize
-from labs.services.events import events_group, session_payload, terminal_group
+from labs.redis_names import buffer_key, events_group, input_key, offset_key, size_key, terminal_group
+from labs.services.session_events import session_payload
 from labs.states import ENDED
 
 CLOSE_FORBIDDEN = 4403
@@ -109,7 +109,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         elif message.get("type") == "resize":
             cols, rows = message.get("cols"), message.get("rows")
             if type(cols) is int and type(rows) is int and 2 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS:
-                await request_resize(self.redis, self.session_id, cols, rows)  # the relay sets the guest tty
+                await self._request_resize(cols, rows)
 
     async def _forward(self, data: bytes) -> None:
         if not data or len(data) > MAX_INPUT_BYTES:
@@ -118,6 +118,15 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.rpush(key, data)
             pipe.expire(key, 60)
+            await pipe.execute()
+
+    async def _request_resize(self, cols: int, rows: int) -> None:
+        """Queue the window size for the guest's tty: the host's console relay applies the latest."""
+        key = size_key(self.session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.rpush(key, f"{cols} {rows}")
+            pipe.expire(key, 24 * 3600)
             await pipe.execute()
 
     async def term_output(self, event: dict[str, Any]) -> None:

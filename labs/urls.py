@@ -4,6 +4,6 @@ from labs import views
 
 app_name = "labs"
 urlpatterns = [
-    path("labs/", views.catalogue_page, name="catalogue"),
+    path("labs/", views.catalog_page, name="catalog"),
     path("labs/<slug:slug>/", views.lab_page, name="detail"),
 ]

@@ -1,4 +1,4 @@
-"""Lab pages: the catalogue and one lab (steps, terminal, live session). Actions go through the API."""
+"""Lab pages: the catalog and one lab (steps, terminal, live session). Actions go through the API."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from labs.models import LabSession
-from labs.services.catalogue import catalogue, get_lab
-from labs.services.events import session_payload
+from labs.services.catalog import catalog, get_lab
+from labs.services.session_events import session_payload
 from labs.states import RUNNING
 
 
 @require_GET
-def catalogue_page(request: HttpRequest) -> HttpResponse:
+def catalog_page(request: HttpRequest) -> HttpResponse:
     lang = get_language() or "en"
     labs = [
         {"lab": lab, "title": lab.title.get(lang), "summary": lab.summary.get(lang), "steps": len(lab.steps)}
-        for lab in catalogue().labs.values()
+        for lab in catalog().labs.values()
     ]
-    return render(request, "labs/catalogue.html", {"labs": labs})
+    return render(request, "labs/catalog.html", {"labs": labs})
 
 
 @require_GET

@@ -14,7 +14,7 @@ from celery import Celery
 from django.conf import settings
 from django.db import connection
 
-from labs import hosts
+from labs import host_registry
 
 # The user:password part of any URL, e.g. redis://:secret@host or postgres://u:p@host/db.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@]*@", re.IGNORECASE)
@@ -53,7 +53,7 @@ def check_database() -> Check:
 
 def check_redis() -> Check:
     try:
-        hosts.redis_client().ping()
+        host_registry.redis_client().ping()
         return Check("redis", True, f"{settings.REDIS_URL} answers PING")
     except redis.RedisError as exc:
         return Check("redis", False, str(exc), "start Redis (make services) or check REDIS_URL")
@@ -80,7 +80,7 @@ def check_celery(timeout: float = 1.0) -> Check:
 def check_hosts() -> list[Check]:
     """libvirt, accelerator and guest image, as advertised by every live host agent."""
     try:
-        adverts = hosts.list_hosts()
+        adverts = host_registry.list_hosts()
     except redis.RedisError as exc:
         return [Check("libvirt", False, f"cannot read host adverts: {exc}", "start Redis")]
     if not adverts:
@@ -97,7 +97,7 @@ def run_all() -> list[Check]:
     return [check_database(), check_redis(), check_celery(), *check_hosts()]
 
 
-def advert_checks(a: hosts.HostAdvert) -> list[Check]:
+def advert_checks(a: host_registry.HostAdvert) -> list[Check]:
     """Turn one host's advert into libvirt / accelerator / guest-image checks."""
     if not a.libvirt_ok:
         accel_hint = f"fix libvirt on {a.name} first: the accelerator is probed through it"
@@ -123,10 +123,3 @@ def advert_checks(a: hosts.HostAdvert) -> list[Check]:
             "" if a.image_present else "build it: make guest",
         ),
     ]
-
-
-def check_local_host() -> list[Check]:
-    """Probe this machine's libvirt and guest image directly (CLI only, never the web tier)."""
-    from labs.agent import build_advert  # imported here: the web tier never loads libvirt
-
-    return advert_checks(build_advert())

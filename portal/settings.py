@@ -152,6 +152,9 @@ CELERY_TASK_DEFAULT_QUEUE = "web"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers (only they) import the host side's tasks; web processes send them work by name
+# through labs.task_calls and never load libvirt.
+CELERY_IMPORTS = ["labs.host.tasks"]
 # Beat writes its schedule file after every task it sends: the file's age is beat's heartbeat
 # (the docker-compose.yml healthcheck reads it).
 CELERY_BEAT_SYNC_EVERY = 1

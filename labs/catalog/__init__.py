@@ -1,8 +1,8 @@
-"""The lab catalogue: labs as data in `content/labs/` (format: content/labs/FORMAT.md).
+"""The lab catalog: labs as data in `content/labs/` (format: content/labs/FORMAT.md).
 
 catalog = get_catalog()           # cached per process, reloaded when files change
 lab = catalog.labs["qemu-img"]    # only valid labs are here
-catalog.errors                    # LabError(file, field, message) for the rest
+catalog.errors                    # LabProblem(file, field, message) for the rest
 """
 
 from .loader import DEFAULT_ROOT, display_path, get_catalog, load_catalog
@@ -18,7 +18,7 @@ from .model import (
     GuestAssertion,
     JsonEquals,
     Lab,
-    LabError,
+    LabProblem,
     LocalizedText,
     Step,
 )
@@ -36,7 +36,7 @@ __all__ = [
     "GuestAssertion",
     "JsonEquals",
     "Lab",
-    "LabError",
+    "LabProblem",
     "LocalizedText",
     "Step",
     "display_path",

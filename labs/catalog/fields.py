@@ -1,6 +1,6 @@
 """Typed reading of parsed YAML that records every problem with its file and field.
 
-Each reader method returns the value or None and appends a LabError naming the field; the loader
+Each reader method returns the value or None and appends a LabProblem naming the field; the loader
 builds a lab only when its files produced no errors, so one pass reports everything at once.
 """
 
@@ -9,19 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .model import LANGUAGES, LabError, LocalizedText
+from .model import LANGUAGES, LabProblem, LocalizedText
 
 
 class FieldReader:
     """Reads one YAML file's data; `errors` collects what is wrong with it."""
 
-    def __init__(self, lab: str, file: str, errors: list[LabError]):
+    def __init__(self, lab: str, file: str, errors: list[LabProblem]):
         self.lab = lab
         self.file = file
         self.errors = errors
 
     def error(self, field: str, message: str) -> None:
-        self.errors.append(LabError(self.lab, self.file, field, message))
+        self.errors.append(LabProblem(self.lab, self.file, field, message))
 
     def mapping(
         self, value: Any, field: str, required: tuple[str, ...], optional: tuple[str, ...] = ()

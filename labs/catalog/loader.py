@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from labs.hypervisor.profiles import PROFILES
+from labs.profiles import PROFILES
 
 from .fields import FieldReader
-from .model import DIFFICULTIES, Catalog, Lab, LabError, LocalizedText, Step
+from .model import DIFFICULTIES, Catalog, Lab, LabProblem, LocalizedText, Step
 from .parse import STEP_NAME_RE, disk_targets_of, parse_lab_meta, parse_step_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,9 +30,9 @@ def load_catalog(root: Path = DEFAULT_ROOT, docs_root: Path | None = None) -> Ca
     docs_dir = (docs_root if docs_root is not None else root.parent / "docs") / "en"
     doc_anchors = {p.stem: set(ANCHOR_RE.findall(p.read_text(encoding="utf-8"))) for p in docs_dir.glob("*.md")}
     labs: list[Lab] = []
-    errors: list[LabError] = []
+    errors: list[LabProblem] = []
     for lab_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name[0] not in "._") if root.is_dir() else []:
-        lab_errors: list[LabError] = []
+        lab_errors: list[LabProblem] = []
         lab = _load_lab(lab_dir, doc_anchors, lab_errors)
         errors.extend(lab_errors)
         if lab is not None and not lab_errors:
@@ -60,7 +60,7 @@ def _read_yaml(path: Path, reader: FieldReader) -> Any:
         return None
 
 
-def _load_lab(lab_dir: Path, doc_anchors: dict[str, set[str]], errors: list[LabError]) -> Lab | None:
+def _load_lab(lab_dir: Path, doc_anchors: dict[str, set[str]], errors: list[LabProblem]) -> Lab | None:
     name = lab_dir.name
     lab_file = lab_dir / "lab.yaml"
     reader = FieldReader(name, display_path(lab_file), errors)
@@ -196,7 +196,7 @@ def _fingerprint(root: Path) -> tuple[int, int]:
 
 
 def get_catalog(root: Path = DEFAULT_ROOT) -> Catalog:
-    """The process-wide catalogue, reloaded when a file under `root` changes."""
+    """The process-wide catalog, reloaded when a file under `root` changes."""
     now = time.monotonic()
     with _cache_lock:
         cached = _cache.get(root)

@@ -1,4 +1,4 @@
-"""The lab catalogue's data: frozen dataclasses built from `content/labs/` by the loader.
+"""The lab catalog's data: frozen dataclasses built from `content/labs/` by the loader.
 
 Nothing here touches Django or libvirt: the web tier renders these, the host agent verifies them.
 """
@@ -154,7 +154,7 @@ class Lab:
     summary: LocalizedText
     duration_min: int
     difficulty: Difficulty
-    profile: str  # a name in labs.hypervisor.profiles.PROFILES
+    profile: str  # a name in labs.profiles.PROFILES
     docs: tuple[str, ...]
     steps: tuple[Step, ...]
     path: Path = field(compare=False)
@@ -167,7 +167,7 @@ class Lab:
 
 
 @dataclass(frozen=True)
-class LabError:
+class LabProblem:
     """Why a lab is not offered: the file, the field inside it, and what is wrong."""
 
     lab: str  # the lab folder name
@@ -184,7 +184,7 @@ class Catalog:
     """Valid labs by slug (in display order) and the errors of the labs left out."""
 
     labs: dict[str, Lab]
-    errors: list[LabError]
+    errors: list[LabProblem]
 
     def get(self, slug: str) -> Lab | None:
         """The lab called `slug`, or None if there is no valid one."""

@@ -1,6 +1,6 @@
 """Step instructions → HTML through the knowledge base's one Markdown renderer.
 
-Imported lazily: the catalogue itself stays Django-free (the host agent loads it), while the
+Imported lazily: the catalog itself stays Django-free (the host agent loads it), while the
 renderer resolves doc:/lab: links with Django's URL resolver.
 """
 

@@ -4,7 +4,9 @@ Importing this package opens no connection; use `Hypervisor.connect()` in the pr
 one (a host agent), never in the web tier.
 """
 
-from .agent import ExecResult, GuestAgent
+from labs.profiles import PROFILES, Profile, get_profile
+
+from .connection import DEFAULT_URI, HostCapacity, Hypervisor, TaggedDomain
 from .console import Console
 from .errors import (
     CommandTimeout,
@@ -20,9 +22,8 @@ from .errors import (
     OutOfMemory,
     SnapshotMissing,
 )
-from .host import DEFAULT_URI, HostCapacity, Hypervisor, TaggedDomain
+from .guest_agent import ExecResult, GuestAgent
 from .image import GuestImage, load_image
-from .profiles import PROFILES, Profile, get_profile
 from .vm import VM, BlockInfo
 
 __all__ = [

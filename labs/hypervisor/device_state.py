@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from .profiles import EDU_QEMU_ARGS
+from labs.profiles import EDU_QEMU_ARGS
 
 _QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 _DIR = "/run/virtlab-pci-state"

@@ -12,9 +12,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from labs.profiles import Profile
+
 from .errors import HypervisorError
 from .naming import check_session_id
-from .profiles import Profile
 
 DEFAULT_DISKS_ROOT = Path("/var/lib/virtlab/disks")
 QEMU_IMG_TIMEOUT_S = 30

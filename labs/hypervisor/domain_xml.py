@@ -7,10 +7,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
 
+from labs.profiles import EDU_QEMU_ARGS, Profile, kernel_cmdline
+
 from .disks import DiskPlan
 from .image import TOOLS_DISK_SERIAL, GuestImage
 from .naming import METADATA_NS, METADATA_PREFIX, domain_name
-from .profiles import EDU_QEMU_ARGS, Profile, kernel_cmdline
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 AGENT_CHANNEL = "org.qemu.guest_agent.0"

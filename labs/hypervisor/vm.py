@@ -12,10 +12,10 @@ from pathlib import Path
 import libvirt
 
 from . import device_state
-from .agent import ExecResult, GuestAgent
 from .console import Console
 from .disks import remove_session_disks
 from .errors import DomainMissing, HypervisorError, SnapshotMissing, map_libvirt_error, translated
+from .guest_agent import ExecResult, GuestAgent
 from .naming import check_snapshot_name
 
 _STATES = {

@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.cache import cache
 
-from labs.hypervisor.profiles import PROFILES
+from labs.profiles import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class PoolTarget:
 
 def pool_targets() -> list[PoolTarget]:
     """LABS_POOL_SIZES parsed; entries naming an unknown lab or profile, or a bad count, are skipped."""
-    from labs.services.catalogue import get_lab
+    from labs.services.catalog import get_lab
 
     targets = []
     for entry in filter(None, (part.strip() for part in str(getattr(settings, "LABS_POOL_SIZES", "")).split(","))):

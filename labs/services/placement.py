@@ -7,14 +7,15 @@ import logging
 import redis
 from django.db import transaction
 
-from labs import hosts
+from labs import host_registry, task_calls
 from labs.models import LabSession, PoolVM
-from labs.services import dispatch, limits
+from labs.redis_names import PLACEMENT_LOCK
+from labs.services import limits
+from labs.services.session_events import push_session
 from labs.services.transitions import transition
 from labs.states import VM_LIVE, SessionState
 
 log = logging.getLogger(__name__)
-PLACEMENT_LOCK = "virtlab:placement"
 
 
 def host_load(host: str) -> int:
@@ -24,7 +25,7 @@ def host_load(host: str) -> int:
     return sessions + pool
 
 
-def free_slots(advert: hosts.HostAdvert) -> int:
+def free_slots(advert: host_registry.HostAdvert) -> int:
     cap = advert.max_vms if advert.libvirt_ok and advert.image_present else 0
     if limits.max_vms_per_host():
         cap = min(cap, limits.max_vms_per_host())
@@ -34,7 +35,7 @@ def free_slots(advert: hosts.HostAdvert) -> int:
 def choose_host() -> str | None:
     """The advertised host with the most free slots (then free memory); None when all are full."""
     try:
-        adverts = hosts.list_hosts()
+        adverts = host_registry.list_hosts()
     except redis.RedisError:
         log.warning("cannot read host adverts; treating every host as full")
         return None
@@ -45,7 +46,7 @@ def choose_host() -> str | None:
 
 def placement_lock() -> redis.lock.Lock:
     """Serialises placement decisions across web processes so two starts cannot take one slot."""
-    return hosts.redis_client().lock(PLACEMENT_LOCK, timeout=30, blocking_timeout=10)
+    return host_registry.redis_client().lock(PLACEMENT_LOCK, timeout=30, blocking_timeout=10)
 
 
 def claim_pool_vm(session: LabSession) -> PoolVM | None:
@@ -78,7 +79,7 @@ def place(session: LabSession) -> bool:
         host, vm_id = chosen, session.id
     if not transition(session.id, SessionState.REQUESTED, host=host, vm_id=vm_id):
         return False
-    dispatch.on_host("provision_session", host, session.id)
+    task_calls.provision_session.on(host, session.id)
     return True
 
 
@@ -93,8 +94,6 @@ def place_queued() -> int:
             started += 1
     if started:
         # Everyone still waiting moved up the queue: refresh their pages.
-        from labs.services.events import push_session
-
         for session_id in LabSession.objects.filter(state=SessionState.QUEUED).values_list("id", flat=True):
             push_session(session_id)
     return started

@@ -7,12 +7,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from labs import hosts
+from labs import host_registry, redis_names, task_calls
 from labs.models import LabSession
-from labs.services import dispatch, limits, placement
-from labs.services.catalogue import get_lab
+from labs.services import limits, placement
+from labs.services.catalog import get_lab
 from labs.services.errors import AlreadyRunning, LabNotFound, RateLimited, WrongState
-from labs.services.events import push_session
+from labs.services.session_events import push_session
 from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, RUNNING, SessionState
 
@@ -25,7 +25,7 @@ def start_lab(user: User, slug: str) -> LabSession:
     if lab is None:
         raise LabNotFound(_("There is no lab called “%(slug)s”.") % {"slug": slug})
     # One learner's double click must not slip past the running-lab limit.
-    with hosts.redis_client().lock(f"virtlab:start:{user.pk}", timeout=30, blocking_timeout=10):
+    with host_registry.redis_client().lock(redis_names.start_lock(int(user.pk)), timeout=30, blocking_timeout=10):
         running = LabSession.objects.filter(user=user, state__in=RUNNING).order_by("-created_at")
         if running.count() >= limits.max_running_per_user():
             current = running[0]
@@ -61,7 +61,7 @@ def check_step(session: LabSession, step: int) -> None:
     if step != session.current_step:
         raise WrongState(_("Only the current step (%(step)d) can be checked.") % {"step": session.current_step})
     touch(session)
-    dispatch.on_host("check_session_step", session.host, session.id, step)
+    task_calls.check_session_step.on(session.host, session.id, step)
 
 
 def goto_step(session: LabSession, step: int) -> None:
@@ -72,7 +72,7 @@ def goto_step(session: LabSession, step: int) -> None:
     with transaction.atomic():
         if not transition(session.id, S.RESETTING, last_activity=timezone.now()):
             raise WrongState(_("The lab changed state; reload the page."))
-        dispatch.on_host("revert_session", session.host, session.id, step)
+        task_calls.revert_session.on(session.host, session.id, step)
 
 
 def reset_lab(session: LabSession) -> None:
@@ -102,19 +102,20 @@ def stop_lab(session: LabSession) -> None:
         return
     with transaction.atomic():
         if transition(session.id, S.DESTROYED) and session.host and session.vm_id:
-            dispatch.on_host("destroy_session_vm", session.host, session.id)
-            dispatch.on_web("place_queued_sessions")
+            task_calls.destroy_session_vm.on(session.host, session.id)
+            task_calls.place_queued_sessions.send()
 
 
 def end_session(session_id: str, to: SessionState, error: str = "") -> bool:
-    """completed/expired/failed: the VM goes; destroy_session_vm then records `destroyed`."""
+    """completed/expired/failed, decided on the web side (expiry): the session's host destroys the
+    VM and records `destroyed`. The host side ends sessions with labs.host.vmwork.end_here."""
     assert to in ENDED
     session = LabSession.objects.get(pk=session_id)
     with transaction.atomic():
         done = transition(session_id, to, error=error) if error else transition(session_id, to)
         if done and session.host:
-            dispatch.on_host("destroy_session_vm", session.host, session_id)
-            dispatch.on_web("place_queued_sessions")
+            task_calls.destroy_session_vm.on(session.host, session_id)
+            task_calls.place_queued_sessions.send()
     return done
 
 

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from labs.models import LabSession
-from labs.services import events
+from labs.services import session_events
 from labs.states import ENDED, TRANSITIONS, SessionState
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ def update_fields(session_id: str, *, expected: Iterable[str], **fields: Any) ->
         updated_at=timezone.now(), **fields
     )
     if changed:
-        transaction.on_commit(lambda: events.push_session(session_id))
+        transaction.on_commit(lambda: session_events.push_session(session_id))
     return bool(changed)
 
 
 def _announce(session_id: str, to: str) -> None:
-    events.push_session(session_id)
+    session_events.push_session(session_id)
     if to in ENDED:
-        events.push_terminal_gone(session_id, str(SessionState(to).label))
+        session_events.push_terminal_gone(session_id, str(SessionState(to).label))

@@ -102,7 +102,7 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
     report = BuildReport()
     files = page_files(root)
     labs = lab_index(docs_dir(root).parent)
-    # Besides the page itself: the lab catalogue (a removed lab or step re-checks every page's
+    # Besides the page itself: the lab catalog (a removed lab or step re-checks every page's
     # links) and the segmentation dictionary (the index and term counts depend on it).
     inputs = f"{labs.signature}:{short_hash(USER_DICT.read_bytes())}"
     existing = {(p.lang, p.slug): p for p in DocPage.objects.only("lang", "slug", "content_hash", "en_hash")}

@@ -1,5 +1,5 @@
 """Docs → labs: front-matter `labs:` and `lab:<slug>#step-N` links, checked at build time against
-the lab catalogue (content/labs), so that a page never links a lab or step that does not exist."""
+the lab catalog (content/labs), so that a page never links a lab or step that does not exist."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ STEP_ANCHOR_RE = re.compile(r"^step-([1-9][0-9]*)$")
 @dataclass(frozen=True)
 class LabIndex:
     """What the docs may link to: each offered lab's number of steps, and the lab folders that
-    exist but are not offered (invalid: the catalogue reports why)."""
+    exist but are not offered (invalid: the catalog reports why)."""
 
     steps: dict[str, int]
     not_offered: frozenset[str]
@@ -29,7 +29,7 @@ class LabIndex:
 
 
 def lab_index(content_root: Path) -> LabIndex:
-    """Load `content_root`/labs afresh (a build must not see a catalogue cached seconds ago)."""
+    """Load `content_root`/labs afresh (a build must not see a catalog cached seconds ago)."""
     from labs.catalog import load_catalog
 
     catalog = load_catalog(content_root / "labs", docs_root=content_root / "docs")

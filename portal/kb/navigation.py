@@ -22,8 +22,8 @@ LANG_LABELS = {"en": "English", "zh": "中文"}
 
 
 def _labs(slugs: list[str], lang: str) -> list[dict[str, str]]:
-    """The page's labs that are offered (valid in the catalogue), with their titles in `lang`."""
-    from labs.services.catalogue import get_lab
+    """The page's labs that are offered (valid in the catalog), with their titles in `lang`."""
+    from labs.services.catalog import get_lab
 
     offered = [lab for lab in map(get_lab, slugs) if lab is not None]
     return [{"slug": lab.slug, "url": lab_url(lab.slug), "name": lab.title.get(lang)} for lab in offered]

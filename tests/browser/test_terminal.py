@@ -8,22 +8,22 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests import services
+from tests import lab_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.vm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.LabStack]:
-    with services.lab_stack(tmp_path_factory.mktemp("browserlab")) as running:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabStack]:
+    with lab_stack.lab_stack(tmp_path_factory.mktemp("browserlab")) as running:
         yield running
 
 
-def test_start_lab_and_type_into_the_terminal(stack: services.LabStack, browser: Browser, artifacts: Path) -> None:
+def test_start_lab_and_type_into_the_terminal(stack: lab_stack.LabStack, browser: Browser, artifacts: Path) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 950})
     page.goto(stack.base + "/accounts/login/")
     page.fill("#id_username", "alice")
-    page.fill("#id_password", services.STACK_PASSWORD)
+    page.fill("#id_password", lab_stack.STACK_PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.goto(f"{stack.base}/labs/{stack.slug}/")
     page.get_by_role("button", name="Start lab").click()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import services
+from tests import lab_stack
 
 from .serial_guest import BUILD_SCRIPT, QEMU, BootGuest, SerialGuest, qemu_argv
 
@@ -27,7 +27,7 @@ def guest_image() -> Path:
     """Directory holding vmlinux, bzImage, initrd.img and manifest.json (built once, cached)."""
     proc = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode == NEEDS_ROOT:
-        services.unavailable(f"no cached guest image and not root: {proc.stderr.strip().splitlines()[-1]}")
+        lab_stack.unavailable(f"no cached guest image and not root: {proc.stderr.strip().splitlines()[-1]}")
     if proc.returncode != 0:
         pytest.fail(f"guest/build.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     image = Path(proc.stdout.strip().splitlines()[-1])
@@ -39,7 +39,7 @@ def guest_image() -> Path:
 def boot_guest(guest_image: Path) -> BootGuest:
     """Factory: `with boot_guest(machine=..., extra=[...]) as vm:` boots to the prompt."""
     if shutil.which(QEMU) is None:
-        services.unavailable(f"{QEMU} is not installed")
+        lab_stack.unavailable(f"{QEMU} is not installed")
 
     @contextlib.contextmanager
     def boot(**kwargs: object) -> Iterator[SerialGuest]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from labs.hypervisor import VM, Hypervisor
-from tests import services
+from tests import lab_stack
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO / "scripts" / "setup-libvirt.sh"
@@ -46,7 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def libvirt_ready() -> None:
     """libvirtd running with VirtLab's qemu.conf (root only)."""
     if os.geteuid() != 0:
-        services.unavailable("libvirtd (qemu:///system) and QEMU confinement need root")
+        lab_stack.unavailable("libvirtd (qemu:///system) and QEMU confinement need root")
     subprocess.run([str(SETUP_SCRIPT)], check=True, capture_output=True, timeout=180)
 
 

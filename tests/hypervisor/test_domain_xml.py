@@ -13,7 +13,7 @@ from labs.hypervisor.domain_xml import QEMU_NS, DomainSpec, build_domain_xml, pa
 from labs.hypervisor.errors import ImageInvalid
 from labs.hypervisor.image import load_image
 from labs.hypervisor.naming import METADATA_NS, check_session_id, domain_name, session_of
-from labs.hypervisor.profiles import PROFILES, get_profile
+from labs.profiles import PROFILES, get_profile
 
 from .conftest import parse_xml, validate_domain_xml
 

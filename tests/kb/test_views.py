@@ -40,7 +40,7 @@ def test_english_page_has_toc_breadcrumbs_prev_next_labs_related_and_switch(clie
     assert 'href="/docs/#section-kernel"' in html
     assert 'rel="prev"' in html
     assert 'rel="next"' in html
-    # Related labs box: the lab's own title from the catalogue, in the page's language.
+    # Related labs box: the lab's own title from the catalog, in the page's language.
     assert '<a href="/labs/vfio-userspace/">VFIO from user space: drive a PCI device' in html
     assert 'href="/docs/en/mdev/"' in html  # related docs
     assert 'href="/docs/zh/vfio/" hreflang="zh"' in html  # EN ⇄ ZH switch

@@ -12,7 +12,7 @@ from django.test import Client
 
 from labs.models import LabSession
 from labs.states import SessionState
-from tests import services
+from tests import lab_stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 ACTIONS = [("check", {"step": 1}), ("goto", {"step": 1}), ("reset", None), ("extend", None), ("stop", None)]
@@ -20,13 +20,13 @@ ACTIONS = [("check", {"step": 1}), ("goto", {"step": 1}), ("reset", None), ("ext
 
 @pytest.fixture
 def lab_world(settings: Any, tmp_path: Path) -> Iterator[str]:
-    """A private Redis with one advertised host, and a catalogue holding the test lab."""
-    with services.private_redis() as url:
-        services.point_settings_at_redis(settings, url)
+    """A private Redis with one advertised host, and a catalog holding the test lab."""
+    with lab_stack.private_redis() as url:
+        lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         settings.VIRTLAB_HOST_NAME = "apitest"
-        slug = services.write_test_lab(settings.CONTENT_DIR)
-        services.advertise_host("apitest")
+        slug = lab_stack.write_test_lab(settings.CONTENT_DIR)
+        lab_stack.advertise_host("apitest")
         yield slug
 
 

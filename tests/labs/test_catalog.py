@@ -1,4 +1,4 @@
-"""The lab catalogue: loading, validation errors named by file and field, invalid labs not offered."""
+"""The lab catalog: loading, validation errors named by file and field, invalid labs not offered."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from labs.catalog import (
     DIFFICULTIES,
     FileSha256Assertion,
     GuestAssertion,
-    LabError,
+    LabProblem,
     display_path,
     get_catalog,
     load_catalog,
@@ -202,7 +202,7 @@ def test_step_yaml_errors_name_file_and_field(root: Path, change: Any, expected:
 
 def test_error_paths_are_shown_relative_to_the_repository() -> None:
     step_file = DEFAULT_ROOT / "qemu-img" / "steps" / "03-backing" / "step.yaml"
-    error = LabError("qemu-img", display_path(step_file), "check[1].guest.stdout_regex", "not a valid regex: x")
+    error = LabProblem("qemu-img", display_path(step_file), "check[1].guest.stdout_regex", "not a valid regex: x")
     assert str(error) == (
         "content/labs/qemu-img/steps/03-backing/step.yaml: check[1].guest.stdout_regex: not a valid regex: x"
     )

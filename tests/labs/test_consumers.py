@@ -17,13 +17,13 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 
+from labs.host.console_relay import append_output
 from labs.models import LabSession
-from labs.relay import append_output, input_key, size_key
-from labs.services.events import terminal_group
+from labs.redis_names import input_key, size_key, terminal_group
 from labs.services.transitions import transition
 from labs.states import SessionState
 from portal.asgi import application
-from tests import services
+from tests import lab_stack
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = b"http://testserver"
@@ -93,10 +93,10 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 @pytest.fixture
 def session(settings: Any, tmp_path: Path, alice: User) -> Iterator[LabSession]:
-    with services.private_redis() as url:
-        services.point_settings_at_redis(settings, url)
+    with lab_stack.private_redis() as url:
+        lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
-        slug = services.write_test_lab(settings.CONTENT_DIR)
+        slug = lab_stack.write_test_lab(settings.CONTENT_DIR)
         yield LabSession.objects.create(user=alice, lab_slug=slug, state=SessionState.READY, host="h", vm_id="v")
 
 

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests import services
+from tests import lab_stack
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 PROMPT = re.compile(rb"root@virtlab:[^\r\n]*# ")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.LabStack]:
-    with services.lab_stack(tmp_path_factory.mktemp("labstack"), LABS_TTL_S="600") as running:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabStack]:
+    with lab_stack.lab_stack(tmp_path_factory.mktemp("labstack"), LABS_TTL_S="600") as running:
         yield running
 
 
@@ -72,7 +72,7 @@ def wait_for_tty_size(term: Any, size: bytes, timeout: float = 30) -> None:
                 raise
 
 
-def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
+def test_start_work_check_reset_stop(stack: lab_stack.LabStack) -> None:
     alice = stack.client("alice")
     status, session = alice.request("POST", "/api/sessions", {"lab": stack.slug})
     assert status == 201, session
@@ -132,12 +132,12 @@ def test_start_work_check_reset_stop(stack: services.LabStack) -> None:
         next_event(events, session_state("destroyed"), 60)
 
 
-def test_expired_session_is_torn_down_and_the_terminal_told(stack: services.LabStack) -> None:
+def test_expired_session_is_torn_down_and_the_terminal_told(stack: lab_stack.LabStack) -> None:
     bob = stack.client("bob")
     status, session = bob.request("POST", "/api/sessions", {"lab": stack.slug})
     assert status == 201
     sid = session["id"]
-    ready = services.wait_for_state(bob, sid, {"ready"}, 120)
+    ready = lab_stack.wait_for_state(bob, sid, {"ready"}, 120)
     assert ready["expires_at"]
     with bob.websocket(f"/ws/sessions/{sid}/terminal/") as term:
         assert json.loads(term.recv(timeout=10))["type"] == "hello"
@@ -149,16 +149,16 @@ def test_expired_session_is_torn_down_and_the_terminal_told(stack: services.LabS
         stack.shell("from labs.tasks import reconcile_all; reconcile_all.apply_async(queue='web')")
         gone = next_event(term, lambda m: m.get("type") == "gone", 30)
         assert gone["reason"] == "Expired"
-    services.wait_for_state(bob, sid, {"destroyed"}, 60)
-    services.wait_for(lambda: not services.domain_exists(sid), 60, "the expired VM to be destroyed")
+    lab_stack.wait_for_state(bob, sid, {"destroyed"}, 60)
+    lab_stack.wait_for(lambda: not lab_stack.domain_exists(sid), 60, "the expired VM to be destroyed")
 
 
-def test_going_back_to_a_later_step_restores_its_checkpoint(stack: services.LabStack) -> None:
+def test_going_back_to_a_later_step_restores_its_checkpoint(stack: lab_stack.LabStack) -> None:
     carol = stack.client("alice")  # her first lab was stopped above
     status, session = carol.request("POST", "/api/sessions", {"lab": stack.slug})
     assert status == 201, session
     sid = session["id"]
-    services.wait_for_state(carol, sid, {"ready"}, 180)
+    lab_stack.wait_for_state(carol, sid, {"ready"}, 180)
     with carol.websocket(f"/ws/sessions/{sid}/events/") as events:
         json.loads(events.recv(timeout=10))
         with carol.websocket(f"/ws/sessions/{sid}/terminal/") as term:
@@ -182,4 +182,4 @@ def test_going_back_to_a_later_step_restores_its_checkpoint(stack: services.LabS
         out = read_until(term, re.compile(rb"GONE-8"), 30)
         assert b"hi" in out  # made in step 1: kept by step 2's checkpoint
     assert carol.request("POST", f"/api/sessions/{sid}/stop")[0] == 200
-    services.wait_for_state(carol, sid, {"destroyed"}, 90)
+    lab_stack.wait_for_state(carol, sid, {"destroyed"}, 90)

@@ -8,26 +8,26 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import processes, services
+from tests import lab_stack, processes
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.LabStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabStack]:
     # No agent here: each test starts (and kills) its own.
-    with services.lab_stack(tmp_path_factory.mktemp("reconcile"), agent=False, LABS_REAP_GRACE_S="3") as running:
+    with lab_stack.lab_stack(tmp_path_factory.mktemp("reconcile"), agent=False, LABS_REAP_GRACE_S="3") as running:
         yield running
 
 
-def agent(stack: services.LabStack) -> subprocess.Popen[bytes]:
+def agent(stack: lab_stack.LabStack) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [str(services.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{stack.host}@%h",
+        [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{stack.host}@%h",
          "-Q", f"host.{stack.host},web", "-c", "1", "--without-heartbeat", "--without-mingle",
          "--without-gossip", "-l", "WARNING"],
-        cwd=services.ROOT, env={**services.os.environ, **stack.env},
+        cwd=lab_stack.ROOT, env={**lab_stack.os.environ, **stack.env},
     )  # fmt: skip
-    services.wait_for_advert(stack.redis_url, stack.host)
+    lab_stack.wait_for_advert(stack.redis_url, stack.host)
     return proc
 
 
@@ -35,43 +35,43 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     processes.stop_process(proc, 20)
 
 
-def reconcile_now(stack: services.LabStack) -> None:
+def reconcile_now(stack: lab_stack.LabStack) -> None:
     """What celery beat does every 30 s, run now through the broker."""
     stack.shell("from labs.tasks import reconcile_all; reconcile_all.apply_async(queue='web')")
 
 
-def test_worker_killed_while_provisioning_leaves_no_vm_and_a_failed_session(stack: services.LabStack) -> None:
+def test_worker_killed_while_provisioning_leaves_no_vm_and_a_failed_session(stack: lab_stack.LabStack) -> None:
     alice = stack.client("alice")
     worker = agent(stack)
     try:
         status, session = alice.request("POST", "/api/sessions", {"lab": stack.slug})
         assert status == 201
         sid = session["id"]
-        services.wait_for_state(alice, sid, {"provisioning"}, 60)
-        services.wait_for(lambda: services.domain_exists(sid), 60, "the VM being created")
+        lab_stack.wait_for_state(alice, sid, {"provisioning"}, 60)
+        lab_stack.wait_for(lambda: lab_stack.domain_exists(sid), 60, "the VM being created")
     finally:
         processes.kill_process_tree(worker.pid)  # SIGKILL: no warm shutdown, the task is not acked
         worker.wait()
-    assert services.domain_exists(sid), "the VM outlives its killed worker until reconciled"
+    assert lab_stack.domain_exists(sid), "the VM outlives its killed worker until reconciled"
 
     # The restarted agent finds the interrupted work: the session fails clearly, the VM is reaped.
     worker = agent(stack)
     try:
-        body = services.wait_for_state(alice, sid, {"failed", "destroyed"}, 60)
+        body = lab_stack.wait_for_state(alice, sid, {"failed", "destroyed"}, 60)
         assert "restarted" in body["error"]
-        services.wait_for(lambda: not services.domain_exists(sid), 60, "the orphan VM to be reaped")
-        services.wait_for_state(alice, sid, {"destroyed"}, 60)
+        lab_stack.wait_for(lambda: not lab_stack.domain_exists(sid), 60, "the orphan VM to be reaped")
+        lab_stack.wait_for_state(alice, sid, {"destroyed"}, 60)
         # And the learner can start again.
         status, again = alice.request("POST", "/api/sessions", {"lab": stack.slug})
         assert status == 201
-        services.wait_for_state(alice, again["id"], {"ready"}, 120)
+        lab_stack.wait_for_state(alice, again["id"], {"ready"}, 120)
         alice.request("POST", f"/api/sessions/{again['id']}/stop")
-        services.wait_for(lambda: not services.domain_exists(again["id"]), 60, "stop to destroy the VM")
+        lab_stack.wait_for(lambda: not lab_stack.domain_exists(again["id"]), 60, "stop to destroy the VM")
     finally:
         stop(worker)
 
 
-def test_vanished_vm_fails_its_session_and_orphans_are_reaped(stack: services.LabStack) -> None:
+def test_vanished_vm_fails_its_session_and_orphans_are_reaped(stack: lab_stack.LabStack) -> None:
     from labs.hypervisor import Hypervisor
 
     bob = stack.client("bob")
@@ -79,7 +79,7 @@ def test_vanished_vm_fails_its_session_and_orphans_are_reaped(stack: services.La
     try:
         _status, session = bob.request("POST", "/api/sessions", {"lab": stack.slug})
         sid = session["id"]
-        services.wait_for_state(bob, sid, {"ready"}, 120)
+        lab_stack.wait_for_state(bob, sid, {"ready"}, 120)
         prefix = stack.env["LABS_ID_PREFIX"]
         with Hypervisor.connect() as hv:
             orphan = hv.create_vm(f"{prefix}s-orphan", "tiny", "/var/cache/virtlab/guest/current")
@@ -91,8 +91,8 @@ def test_vanished_vm_fails_its_session_and_orphans_are_reaped(stack: services.La
         )
         time.sleep(3)  # past the reap grace of the orphan
         reconcile_now(stack)
-        body = services.wait_for_state(bob, sid, {"failed", "destroyed"}, 60)
+        body = lab_stack.wait_for_state(bob, sid, {"failed", "destroyed"}, 60)
         assert "stopped unexpectedly" in body["error"]
-        services.wait_for(lambda: not services.domain_exists(orphan.session_id), 60, "the orphan to be reaped")
+        lab_stack.wait_for(lambda: not lab_stack.domain_exists(orphan.session_id), 60, "the orphan to be reaped")
     finally:
         stop(worker)

@@ -16,12 +16,13 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from labs import services
+from labs.host import reconcile
 from labs.models import LabSession, PoolVM
-from labs.services import placement, reconcile
-from labs.services.events import events_group
+from labs.redis_names import events_group
+from labs.services import expiry, placement
 from labs.services.transitions import transition
 from labs.states import SessionState
-from tests import services as stack
+from tests import lab_stack as stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 S = SessionState
@@ -78,7 +79,7 @@ def test_transition_refuses_edges_outside_the_state_machine(alice: User, lab_wor
 
 
 def test_ended_session_tells_the_terminal_it_is_gone(alice: User, lab_world: str) -> None:
-    from labs.services.events import terminal_group
+    from labs.redis_names import terminal_group
 
     session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.READY, host="h")
     events = pushed(terminal_group(session.id), lambda: transition(session.id, S.EXPIRED))
@@ -103,7 +104,7 @@ def test_expiry_and_idle_timeout_end_ready_sessions(alice: User, bob: User, lab_
                                      last_activity=now - timedelta(seconds=601))  # fmt: skip
     fresh = LabSession.objects.create(user=bob, lab_slug=lab_world, state=S.READY, host="h", vm_id="z",
                                       expires_at=now + timedelta(hours=1), last_activity=now)  # fmt: skip
-    assert sorted(reconcile.expire_sessions()) == sorted([expired.id, idle.id])
+    assert sorted(expiry.expire_sessions()) == sorted([expired.id, idle.id])
     states = dict(LabSession.objects.values_list("id", "state"))
     assert (states[expired.id], states[idle.id], states[fresh.id]) == (S.EXPIRED, S.EXPIRED, S.READY)
 
@@ -157,5 +158,5 @@ def test_interrupted_provisioning_is_failed_with_a_clear_message(alice: User, la
     session = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.PROVISIONING, host="h1")
     assert reconcile.fail_interrupted("h1", timezone.now() + timedelta(seconds=1)) == [session.id]
     session.refresh_from_db()
-    assert session.state == S.FAILED
+    assert session.state == S.DESTROYED  # failed, and torn down on the spot by the host that found it
     assert "restarted" in session.error

@@ -1,4 +1,4 @@
-"""Lab pages: the catalogue and a lab's page, and what each kind of visitor sees on them."""
+"""Lab pages: the catalog and a lab's page, and what each kind of visitor sees on them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.test import Client
 
 from labs.models import LabSession
 from labs.states import SessionState
-from tests import services
+from tests import lab_stack
 
 pytestmark = pytest.mark.django_db
 
@@ -19,17 +19,17 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def lab_world(settings: Any, tmp_path: Path) -> str:
     settings.CONTENT_DIR = tmp_path / "content"
-    return services.write_test_lab(settings.CONTENT_DIR)
+    return lab_stack.write_test_lab(settings.CONTENT_DIR)
 
 
-def test_catalogue_lists_lab_cards(client: Client, lab_world: str) -> None:
+def test_catalog_lists_lab_cards(client: Client, lab_world: str) -> None:
     html = client.get("/labs/").content.decode()
     assert "Relay check" in html
     assert f'href="/labs/{lab_world}/"' in html
     assert "tiny" in html
 
 
-def test_catalogue_in_chinese_shows_chinese_titles(client: Client, lab_world: str) -> None:
+def test_catalog_in_chinese_shows_chinese_titles(client: Client, lab_world: str) -> None:
     client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/"})
     assert "中继检查" in client.get("/labs/").content.decode()
 

@@ -10,41 +10,41 @@ from pathlib import Path
 
 import pytest
 
-from tests import services
+from tests import lab_stack
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 PoolRow = tuple[str, str, str, str | None]  # id, lab_slug, state, session id
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.LabStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabStack]:
     # One VM prepared for the test lab, one for any lab of its profile.
-    pool = f"tiny=1,lab:{services.LAB_SLUG}=1"
-    with services.lab_stack(tmp_path_factory.mktemp("pool"), LABS_POOL_SIZES=pool) as running:
+    pool = f"tiny=1,lab:{lab_stack.LAB_SLUG}=1"
+    with lab_stack.lab_stack(tmp_path_factory.mktemp("pool"), LABS_POOL_SIZES=pool) as running:
         yield running
 
 
-def pool_rows(stack: services.LabStack) -> list[PoolRow]:
+def pool_rows(stack: lab_stack.LabStack) -> list[PoolRow]:
     db = Path(stack.env["DATABASE_URL"].removeprefix("sqlite:///"))
     with sqlite3.connect(db) as conn:
         return list(conn.execute("SELECT id, lab_slug, state, session_id FROM labs_poolvm ORDER BY created_at"))
 
 
-def ready_vm(stack: services.LabStack, lab_slug: str) -> str:
+def ready_vm(stack: lab_stack.LabStack, lab_slug: str) -> str:
     def find() -> str | None:
         return next((row[0] for row in pool_rows(stack) if row[1] == lab_slug and row[2] == "ready"), None)
 
-    services.wait_for(lambda: find() is not None, 180, f"a warm VM for {lab_slug or 'any lab'}")
+    lab_stack.wait_for(lambda: find() is not None, 180, f"a warm VM for {lab_slug or 'any lab'}")
     return str(find())
 
 
-def start_and_type(client: services.LabClient, slug: str) -> tuple[str, bytes]:
+def start_and_type(client: lab_stack.LabClient, slug: str) -> tuple[str, bytes]:
     """Start a lab; (session id, terminal output after printing how often step 1 was set up)."""
     _status, session = client.request("POST", "/api/sessions", {"lab": slug})
     sid = session["id"]
-    services.wait_for_state(client, sid, {"ready"}, 60)
+    lab_stack.wait_for_state(client, sid, {"ready"}, 60)
     checkpointed = lambda: client.request("GET", f"/api/sessions/{sid}")[1]["checkpoints"] == [1]  # noqa: E731
-    services.wait_for(checkpointed, 30, "step 1's checkpoint")
+    lab_stack.wait_for(checkpointed, 30, "step 1's checkpoint")
     with client.websocket(f"/ws/sessions/{sid}/terminal/") as term:
         assert json.loads(term.recv(timeout=10))["type"] == "hello"
         term.send(b"echo setups-$(grep -c set-up /tmp/setup.log)-done\r")
@@ -55,27 +55,27 @@ def start_and_type(client: services.LabClient, slug: str) -> tuple[str, bytes]:
     return sid, buffer
 
 
-def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: services.LabStack) -> None:
-    prepared, generic = ready_vm(stack, services.LAB_SLUG), ready_vm(stack, "")
+def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: lab_stack.LabStack) -> None:
+    prepared, generic = ready_vm(stack, lab_stack.LAB_SLUG), ready_vm(stack, "")
     # Prepared while idle: step 1 is set up and checkpointed before any learner asks.
-    assert services.snapshots_of(prepared) == ["step-1"]
-    assert services.snapshots_of(generic) == []
+    assert lab_stack.snapshots_of(prepared) == ["step-1"]
+    assert lab_stack.snapshots_of(generic) == []
 
     alice_sid, alice_out = start_and_type(stack.client("alice"), stack.slug)
-    assert (prepared, services.LAB_SLUG, "assigned", alice_sid) in pool_rows(stack)
-    assert not services.domain_exists(alice_sid)  # no new VM: the warm one carries the session
+    assert (prepared, lab_stack.LAB_SLUG, "assigned", alice_sid) in pool_rows(stack)
+    assert not lab_stack.domain_exists(alice_sid)  # no new VM: the warm one carries the session
     assert b"setups-1-done" in alice_out  # setup ran once, in advance, not again at hand-out
 
     # The next learner gets the generic VM: never used, so no reset; step 1 is set up on hand-out.
     bob_sid, bob_out = start_and_type(stack.client("bob"), stack.slug)
     assert (generic, "", "assigned", bob_sid) in pool_rows(stack)
     assert b"setups-1-done" in bob_out
-    assert services.snapshots_of(generic) == ["step-1"]
+    assert lab_stack.snapshots_of(generic) == ["step-1"]
 
     # Both kinds boot again once the hand-outs are done; stopping destroys the handed-out VMs.
-    services.wait_for(
-        lambda: {row[1] for row in pool_rows(stack) if row[2] == "ready"} == {"", services.LAB_SLUG}, 240, "refills"
+    lab_stack.wait_for(
+        lambda: {row[1] for row in pool_rows(stack) if row[2] == "ready"} == {"", lab_stack.LAB_SLUG}, 240, "refills"
     )
     for client, sid, vm in ((stack.client("alice"), alice_sid, prepared), (stack.client("bob"), bob_sid, generic)):
         client.request("POST", f"/api/sessions/{sid}/stop")
-        services.wait_for(lambda vm=vm: not services.domain_exists(vm), 60, "the handed-out VM to be destroyed")
+        lab_stack.wait_for(lambda vm=vm: not lab_stack.domain_exists(vm), 60, "the handed-out VM to be destroyed")

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import pytest
 
 from labs.catalog import Lab, Step, load_catalog
+from labs.host.verify import CheckResult, run_check, run_setup, run_solution
+from labs.host.vmwork import BOOT_TIMEOUT_S, checkpoint
 from labs.hypervisor import VM
-from labs.services.vmwork import BOOT_TIMEOUT_S, checkpoint
-from labs.verify import CheckResult, run_check, run_setup, run_solution
 
 from .conftest import SOLVE_TIMES
 

@@ -20,8 +20,8 @@ from labs.catalog import (
     LocalizedText,
     Step,
 )
+from labs.host.verify import StepCommandFailed, json_lookup, run_check, run_setup, run_solution
 from labs.hypervisor import VM, DomainMissing
-from labs.verify import StepCommandFailed, json_lookup, run_check, run_setup, run_solution
 
 MSG = LocalizedText(en="it failed", zh="失败了")
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.lab_stack import ROOT, VENV_BIN, free_port, wait_for
 from tests.processes import stop_process
-from tests.services import ROOT, VENV_BIN, free_port, wait_for
 
 PROD_ENV = {
     "SECRET_KEY": "x" * 20 + "production-secret-key-with-enough-entropy-1234567890",

@@ -13,8 +13,9 @@ import redis
 from django.test import Client
 from pytest_django.fixtures import Settings
 
-from labs import agent, hosts
-from tests.services import (
+from labs.host import host_agent as agent
+from labs.redis_names import ADVERT_PREFIX
+from tests.lab_stack import (
     ROOT,
     celery_worker,
     free_port,
@@ -127,7 +128,7 @@ def test_host_agent_keeps_advertising_while_libvirt_is_unreachable(
         with host_agent(env):
             wait_for_advert(url, host)
             # The first advert comes from the agent's start; the loop must publish the next ones.
-            redis.Redis.from_url(url).delete(hosts.ADVERT_PREFIX + host)
+            redis.Redis.from_url(url).delete(ADVERT_PREFIX + host)
             wait_for_advert(url, host, timeout=3 * agent.ADVERT_EVERY_S)
             status, checks = checks_by_name(client)
     assert status == 503

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lab_stack import ROOT, free_port, lab_env, manage, private_redis, wait_for
 from tests.processes import descendants, kill_process_tree
-from tests.services import ROOT, free_port, lab_env, manage, private_redis, wait_for
 
 pytestmark = pytest.mark.slow
 COMMANDS = ("bin/uvicorn portal.asgi", "celery -A portal worker", "celery -A portal beat")

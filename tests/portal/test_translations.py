@@ -1,4 +1,4 @@
-"""The zh-hans catalogue is complete: a fuzzy or empty entry shows English to a Chinese reader."""
+"""The zh-hans catalog is complete: a fuzzy or empty entry shows English to a Chinese reader."""
 
 from __future__ import annotations
 

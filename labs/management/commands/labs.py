@@ -1,4 +1,4 @@
-"""`manage.py labs check` validates every lab folder; `manage.py labs list` shows the catalogue."""
+"""`manage.py labs check` validates every lab folder; `manage.py labs list` shows the catalog."""
 
 from __future__ import annotations
 

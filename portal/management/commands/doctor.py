@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from labs.host.host_agent import build_advert
 from portal import health
 
 
@@ -22,7 +23,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         checks = health.run_all()
         if options["local"]:
-            checks += health.check_local_host()
+            # This machine's libvirt and guest image, probed directly: a CLI on a host, never the web tier.
+            checks += health.advert_checks(build_advert())
         width = max(len(c.name) for c in checks)
         for c in checks:
             mark = self.style.SUCCESS("ok  ") if c.ok else self.style.ERROR("FAIL")

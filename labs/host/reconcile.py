@@ -1,7 +1,7 @@
-"""The reconciler: make libvirt and the DB agree, end sessions that ran out of time, fill the queue.
+"""Reconciling one host: make its libvirt and the DB agree (on its agent, with its own connection).
 
-`expire_sessions` and placement need only the DB (web queue); `reconcile_host` runs on each host's
-agent with its own libvirt connection.
+Expiry and placement need only the DB: they run on the web queue (labs/services/expiry.py,
+labs/services/placement.py).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from django.db.models import Q
 from django.utils import timezone
 
+from labs import task_calls
+from labs.host.vmwork import end_here, hypervisor
 from labs.models import LabSession, PoolVM, id_prefixes
-from labs.services import dispatch, limits
-from labs.services.sessions import end_session
+from labs.services import limits
 from labs.services.transitions import transition
 from labs.states import ENDED, VM_LIVE, SessionState
 
@@ -24,15 +24,6 @@ log = logging.getLogger(__name__)
 VANISHED_GRACE = timedelta(seconds=60)
 
 
-def expire_sessions() -> list[str]:
-    """Sessions past their TTL or idle too long → expired (their VM is torn down)."""
-    now = timezone.now()
-    due = LabSession.objects.filter(state=S.READY).filter(
-        Q(expires_at__lt=now) | Q(last_activity__lt=now - limits.idle_timeout())
-    )
-    return [s.id for s in due if end_session(s.id, S.EXPIRED)]
-
-
 def fail_interrupted(host: str, cutoff: datetime) -> list[str]:
     """Sessions mid-task on `host` since before `cutoff` (their worker died): failed; the reaper takes the VM."""
     PoolVM.objects.filter(host=host, state=PoolVM.State.BOOTING, created_at__lt=cutoff).delete()
@@ -40,13 +31,11 @@ def fail_interrupted(host: str, cutoff: datetime) -> list[str]:
         host=host, state__in=[S.PROVISIONING, S.RESETTING], updated_at__lt=cutoff
     ).values_list("id", flat=True)
     message = "The lab's host restarted while it was being prepared. Please start it again."
-    return [sid for sid in stuck if end_session(sid, S.FAILED, error=message)]
+    return [sid for sid in stuck if end_here(sid, S.FAILED, error=message)]
 
 
 def reconcile_host(host: str) -> dict[str, list[str]]:
     """Compare this host's libvirt domains with the DB and repair both sides."""
-    from labs.services.vmwork import hypervisor  # the host side only
-
     report: dict[str, list[str]] = {"failed": [], "reaped": [], "destroyed": []}
     report["failed"] += fail_interrupted(host, timezone.now() - limits.provision_timeout())
     with hypervisor() as hv:
@@ -55,20 +44,15 @@ def reconcile_host(host: str) -> dict[str, list[str]]:
         # A VM that should be running but is not: the learner's work is gone; say so.
         grace = timezone.now() - VANISHED_GRACE
         for session in LabSession.objects.filter(host=host, state__in=[S.READY], updated_at__lt=grace):
-            if session.vm_id not in active and end_session(
+            if session.vm_id not in active and end_here(
                 session.id, S.FAILED, error="The lab's VM stopped unexpectedly."
             ):
                 report["failed"].append(session.id)
         PoolVM.objects.filter(host=host, state=PoolVM.State.READY).exclude(id__in=active).delete()
-        # Domains outside this deployment's id namespace are never ours to reap.
-        from labs.hypervisor.disks import list_disk_sessions
-
-        ours = id_prefixes()
-        keep = {d.session_id for d in tagged if not d.session_id.startswith(ours)}
-        keep |= {sid for sid in list_disk_sessions(hv.disks_root) if not sid.startswith(ours)}
-        keep |= set(LabSession.objects.filter(host=host, state__in=VM_LIVE).values_list("vm_id", flat=True))
+        keep = set(LabSession.objects.filter(host=host, state__in=VM_LIVE).values_list("vm_id", flat=True))
         keep |= set(PoolVM.objects.filter(host=host).exclude(state=PoolVM.State.ASSIGNED).values_list("id", flat=True))
-        report["reaped"] = hv.reap(keep, grace_s=limits.reap_grace_s())
+        # Domains outside this deployment's id namespace are never ours to reap.
+        report["reaped"] = hv.reap(keep, grace_s=limits.reap_grace_s(), namespace=id_prefixes())
     # Ended sessions whose teardown was interrupted: their VM is reaped now, record it.
     for session_id in LabSession.objects.filter(host=host, state__in=ENDED - {S.DESTROYED}).values_list(
         "id", flat=True
@@ -78,5 +62,5 @@ def reconcile_host(host: str) -> dict[str, list[str]]:
     PoolVM.objects.filter(host=host, state=PoolVM.State.ASSIGNED, session__state=S.DESTROYED).delete()
     if any(report.values()):
         log.info("reconcile %s: %s", host, report)
-    dispatch.on_host("fill_pool", host)
+    task_calls.fill_pool.on(host)
     return report

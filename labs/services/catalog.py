@@ -1,4 +1,4 @@
-"""The labs this deployment offers: the catalogue under settings.CONTENT_DIR/labs."""
+"""The labs this deployment offers: the catalog under settings.CONTENT_DIR/labs."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from django.conf import settings
 from labs.catalog import Catalog, Lab, get_catalog
 
 
-def catalogue() -> Catalog:
+def catalog() -> Catalog:
     return get_catalog(settings.CONTENT_DIR / "labs")
 
 
 def get_lab(slug: str) -> Lab | None:
     """The valid lab called `slug`, or None."""
-    return catalogue().get(slug)
+    return catalog().get(slug)
 
 
 def require_lab(slug: str) -> Lab:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import libvirt
 
+from labs.profiles import PROFILES, Profile, get_profile
+
 from .accel import AccelChoice, probe_accelerator
 from .disks import (
     DEFAULT_DISKS_ROOT,
@@ -31,10 +33,9 @@ from .errors import (
     silence_libvirt_stderr,
     translated,
 )
-from .events import ensure_event_loop
 from .image import GuestImage, load_image
+from .libvirt_events import ensure_event_loop
 from .naming import METADATA_NS, domain_name, is_session_id, session_of
-from .profiles import PROFILES, Profile, get_profile
 from .vm import VM
 
 DEFAULT_URI = "qemu:///system"
@@ -217,13 +218,19 @@ class Hypervisor:
                 continue  # undefined while we looked
         return sorted(result, key=lambda d: d.name)
 
-    def reap(self, keep_session_ids: Iterable[str], grace_s: float = ORPHAN_GRACE_S) -> list[str]:
+    def reap(
+        self, keep_session_ids: Iterable[str], grace_s: float = ORPHAN_GRACE_S, namespace: tuple[str, ...] = ("",)
+    ) -> list[str]:
         """Destroy tagged VMs (and orphan disk directories) whose session is not in `keep`.
 
-        Untagged domains are never touched. Domains and disk directories younger than `grace_s`
-        are spared (a create may be in flight). Returns the reaped session ids.
+        Untagged domains are never touched, nor are sessions whose id starts with none of the
+        `namespace` prefixes (another deployment's, or a test's, on the same libvirt host).
+        Domains and disk directories younger than `grace_s` are spared (a create may be in
+        flight). Returns the reaped session ids.
         """
         keep = set(keep_session_ids)
+        tagged_ids = [d.session_id for d in self.list_tagged()]
+        keep |= {sid for sid in [*tagged_ids, *list_disk_sessions(self.disks_root)] if not sid.startswith(namespace)}
         now = datetime.now(UTC)
         reaped: list[str] = []
         failures: list[str] = []

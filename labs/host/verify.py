@@ -1,7 +1,7 @@
 """Running a step's setup, check and solution against a live VM (labs.hypervisor.VM).
 
 Django-free: the host agent (Celery worker) calls these. Every guest command has a timeout; the
-commands are the lab author's fixed text from the catalogue, never learner input.
+commands are the lab author's fixed text from the catalog, never learner input.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Output goes to the session's terminal group on the channel layer (published from one asyncio loop
 so channels_redis keeps pooled connections) and to a bounded scrollback in Redis; keystrokes
 arrive on a Redis list that a writer thread pops. The relay runs inside the host agent (see
-labs/agent.py); which relays exist follows the sessions' state in the DB.
+labs/host/host_agent.py); which relays exist follows the sessions' state in the DB.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 from channels.layers import get_channel_layer
@@ -21,13 +21,11 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from labs import hosts
+from labs import host_registry
+from labs.hypervisor import Console, ConsoleClosed, Hypervisor, HypervisorError
 from labs.models import LabSession, PoolVM
-from labs.services.events import terminal_group
+from labs.redis_names import buffer_key, hold_key, input_key, offset_key, size_key, terminal_group, wake_key
 from labs.states import SessionState
-
-if TYPE_CHECKING:  # the web tier imports the key helpers below and must not load libvirt
-    from labs.hypervisor import Console, Hypervisor
 
 log = logging.getLogger(__name__)
 SCROLLBACK_BYTES = 64 * 1024
@@ -38,56 +36,21 @@ CONSOLE_TTY = "/dev/ttyS0"  # the guest's serial console (console=ttyS0), where 
 RELAYED_STATES = (SessionState.PROVISIONING, SessionState.READY, SessionState.RESETTING)
 
 
-def buffer_key(session_id: str) -> str:
-    return f"virtlab:term:{session_id}:buf"
-
-
-def offset_key(session_id: str) -> str:
-    """Total bytes ever relayed: lets a reconnecting client splice scrollback and live bytes."""
-    return f"virtlab:term:{session_id}:off"
-
-
-def input_key(session_id: str) -> str:
-    return f"virtlab:term:{session_id}:in"
-
-
-def size_key(session_id: str) -> str:
-    """The terminal size the page last reported, "<cols> <rows>" (a list holding only the latest)."""
-    return f"virtlab:term:{session_id}:size"
-
-
-def hold_key(session_id: str) -> str:
-    return f"virtlab:term:{session_id}:hold"
-
-
 def hold_input(session_id: str, seconds: int = 300) -> None:
     """Keep keystrokes queued in Redis (not typed into the VM) until release_input(): while a
     checkpoint of the step's starting state is still to be taken. Expires in case a worker dies."""
-    hosts.redis_client().set(hold_key(session_id), 1, ex=seconds)
+    host_registry.redis_client().set(hold_key(session_id), 1, ex=seconds)
 
 
 def release_input(session_id: str) -> None:
-    hosts.redis_client().delete(hold_key(session_id))
-
-
-def wake_key(host: str) -> str:
-    return f"virtlab:relay:{host}:wake"
+    host_registry.redis_client().delete(hold_key(session_id))
 
 
 def wake(host: str) -> None:
     """Make `host`'s relay manager look at the sessions now rather than at its next poll."""
-    client = hosts.redis_client()
+    client = host_registry.redis_client()
     client.rpush(wake_key(host), 1)
     client.expire(wake_key(host), 60)
-
-
-def request_resize(client: Any, session_id: str, cols: int, rows: int) -> Any:
-    """Queue a window size for the guest's tty (from the terminal consumer; `client` may be async)."""
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(size_key(session_id))
-    pipe.rpush(size_key(session_id), f"{cols} {rows}")
-    pipe.expire(size_key(session_id), KEY_TTL_S)
-    return pipe.execute()
 
 
 def append_output(client: redis.Redis, session_id: str, data: bytes) -> int:
@@ -132,7 +95,7 @@ class SessionRelay:
         self.stopping = threading.Event()
         self.console: Any = None
         self._handed_console = console  # already attached (a warm VM's): used first, no reattach wait
-        self.redis = hosts.redis_client()
+        self.redis = host_registry.redis_client()
         # BLPOP blocks: the writer gets a connection whose read timeout outlasts it.
         self.input_redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
         self._last_activity = 0.0
@@ -154,8 +117,6 @@ class SessionRelay:
             self.console.close()
 
     def _read_loop(self) -> None:
-        from labs.hypervisor import ConsoleClosed, HypervisorError
-
         while not self.stopping.is_set():
             try:
                 if self._handed_console is not None:
@@ -212,8 +173,6 @@ class SessionRelay:
         (never typed on the console); the kernel then signals SIGWINCH to the shell. Its own thread:
         the agent may be busy or reconnecting after a revert, and keystrokes must not wait for it.
         """
-        from labs.hypervisor import HypervisorError
-
         while not self.stopping.is_set():
             if not self.size_wanted.wait(1) or self.size is None:
                 continue
@@ -227,8 +186,6 @@ class SessionRelay:
                 log.info("relay %s: resize to %sx%s failed: %s", self.session_id, cols, rows, exc)
 
     def _write(self, data: bytes) -> None:
-        from labs.hypervisor import ConsoleClosed, HypervisorError
-
         # Keystrokes typed while the console (re)attaches wait for it, briefly.
         deadline = time.monotonic() + 5
         while not self.stopping.is_set() and time.monotonic() < deadline:
@@ -270,8 +227,6 @@ class RelayManager:
         self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=self.POLL_S + 5)
 
     def run(self) -> None:
-        from labs.hypervisor import Hypervisor
-
         publisher = Publisher()
         while not self.stopping.is_set():
             try:
@@ -306,8 +261,6 @@ class RelayManager:
         self._hold_idle_consoles(hv)
 
     def _hold_idle_consoles(self, hv: Hypervisor) -> None:
-        from labs.hypervisor import HypervisorError
-
         idle = set(PoolVM.objects.filter(host=self.host, state=PoolVM.State.READY).values_list("id", flat=True))
         for vm_id in set(self.idle_consoles) - idle:
             self.idle_consoles.pop(vm_id).close()

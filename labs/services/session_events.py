@@ -8,14 +8,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from labs.models import LabSession, StepResult
-
-
-def events_group(session_id: str) -> str:
-    return f"lab.{session_id}.events"
-
-
-def terminal_group(session_id: str) -> str:
-    return f"lab.{session_id}.term"
+from labs.redis_names import events_group, terminal_group
 
 
 def session_payload(session: LabSession) -> dict[str, Any]:

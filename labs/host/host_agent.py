@@ -1,9 +1,10 @@
-"""The host agent: capacity adverts and the console relay, inside the Celery worker of this host.
+"""The Celery host agent: capacity adverts and the console relay, inside the worker of this host.
 
+(Not the QEMU guest agent inside each VM: that is labs/hypervisor/guest_agent.py.)
 The worker consumes `host.<name>`. Its main process (not the pool children) starts two daemon
-threads when the worker is ready (portal/celery.py connects the signals):
-  - the advert loop publishes build_advert() to Redis every ADVERT_EVERY_S;
-  - the relay manager (labs/relay.py) attaches to the serial console of each ready session.
+threads when the worker is ready (labs/host/tasks.py connects the signals):
+  - the advert loop publishes build_advert() to the host registry every ADVERT_EVERY_S;
+  - the relay manager (labs/host/console_relay.py) attaches to the serial console of each ready session.
 Each thread opens its own libvirt connection after the pool has forked; a child forked later
 inherits only a connection that Hypervisor refuses to use. Tasks in the children connect per task.
 Before that, work interrupted by a previous crash of this agent is failed and reconciled.
@@ -18,7 +19,9 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from labs import hosts
+from labs import host_registry
+from labs.host import reconcile
+from labs.host.console_relay import RelayManager
 from labs.hypervisor import Hypervisor, HypervisorError, load_image
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ def _probe_image() -> tuple[bool, str, str]:
         return False, "", str(exc)
 
 
-def build_advert(hv: Hypervisor | None = None) -> hosts.HostAdvert:
+def build_advert(hv: Hypervisor | None = None) -> host_registry.HostAdvert:
     """What this host can take: libvirt reachable, accelerator, guest image, memory and VM slots."""
     name, image_dir = settings.VIRTLAB_HOST_NAME, settings.GUEST_IMAGE_DIR
     image_ok, image_hash, image_error = _probe_image()
@@ -47,7 +50,7 @@ def build_advert(hv: Hypervisor | None = None) -> hosts.HostAdvert:
             cap = hv.capacity(image_dir if image_ok else None)
     except HypervisorError as exc:
         return libvirt_down_advert(str(exc))
-    return hosts.HostAdvert(
+    return host_registry.HostAdvert(
         name=name, libvirt_ok=True, accelerator=cap.accelerator,
         accelerator_reason=cap.accelerator_reason or image_error, image_present=image_ok,
         image_dir=str(image_dir), image_hash=cap.image_hash or image_hash, total_mem_mib=cap.total_mem_mib,
@@ -56,10 +59,10 @@ def build_advert(hv: Hypervisor | None = None) -> hosts.HostAdvert:
     )  # fmt: skip
 
 
-def libvirt_down_advert(error: str) -> hosts.HostAdvert:
+def libvirt_down_advert(error: str) -> host_registry.HostAdvert:
     """The agent runs but libvirt does not answer: say so, and still report the guest image truly."""
     image_ok, image_hash, _error = _probe_image()
-    return hosts.HostAdvert(
+    return host_registry.HostAdvert(
         name=settings.VIRTLAB_HOST_NAME, libvirt_ok=False, libvirt_error=error, accelerator_reason="libvirt is down",
         image_present=image_ok, image_dir=str(settings.GUEST_IMAGE_DIR), image_hash=image_hash,
     )  # fmt: skip
@@ -81,19 +84,17 @@ def _advertise_on_one_connection() -> None:
         with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
             while not _stopping.is_set():
                 advert = build_advert(hv)
-                hosts.publish(advert)
+                host_registry.publish(advert)
                 if not advert.libvirt_ok:
                     return  # reconnect: libvirtd may have restarted
                 _stopping.wait(ADVERT_EVERY_S)
     except HypervisorError as exc:
         log.warning("host advert: libvirt unreachable: %s", exc)
-        hosts.publish(libvirt_down_advert(str(exc)))
+        host_registry.publish(libvirt_down_advert(str(exc)))
 
 
 def _recover() -> None:
     """Fail what a previous run of this agent left half-done, then reconcile libvirt with the DB."""
-    from labs.services import reconcile
-
     started = timezone.now()
     close_old_connections()
     try:
@@ -110,18 +111,16 @@ def start() -> None:
     if _started:
         return
     _started = True
-    from labs.relay import RelayManager
-
     try:
-        hosts.publish(build_advert())  # placement can use this host before the first loop tick
+        host_registry.publish(build_advert())  # placement can use this host before the first loop tick
     except Exception:
         log.exception("first host advert failed")
     _recover()
-    hosts_thread = threading.Thread(target=_advert_loop, name="host-advert", daemon=True)
+    advert_thread = threading.Thread(target=_advert_loop, name="host-advert", daemon=True)
     relay = RelayManager(settings.VIRTLAB_HOST_NAME, settings.LIBVIRT_URI)
     relay.stopping = _stopping
     relay_thread = threading.Thread(target=relay.run, name="console-relay", daemon=True)
-    hosts_thread.start()
+    advert_thread.start()
     relay_thread.start()
     log.info("host agent %s: advert and console relay running", settings.VIRTLAB_HOST_NAME)
 

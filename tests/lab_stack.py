@@ -1,4 +1,5 @@
-"""Real service processes started by tests (a private Redis, a Celery worker, the ASGI server)."""
+"""The lab stack launcher tests and benchmarks share: real service processes (a private Redis, Celery
+host agent and web workers, the ASGI server) and the clients that drive them."""
 
 from __future__ import annotations
 
@@ -281,9 +282,9 @@ def point_settings_at_redis(settings: Any, url: str) -> None:
 
 def advertise_host(name: str, max_vms: int = 10) -> None:
     """Publish a host advert as an agent would (for placement tests without a worker)."""
-    from labs import hosts
+    from labs import host_registry
 
-    hosts.publish(hosts.HostAdvert(name=name, libvirt_ok=True, accelerator="tcg", image_present=True,
+    host_registry.publish(host_registry.HostAdvert(name=name, libvirt_ok=True, accelerator="tcg", image_present=True,
                                    total_mem_mib=4096, free_mem_mib=4096, vm_count=0, max_vms=max_vms))  # fmt: skip
 
 

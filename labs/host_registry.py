@@ -1,7 +1,8 @@
-"""Hypervisor host registry: each host agent advertises its capacity in Redis.
+"""The host registry: each Celery host agent advertises its capacity in Redis.
 
-The web tier never talks to libvirt; it learns about hosts only from these adverts, which
-expire when an agent stops refreshing them.
+(Not libvirt's view of a host: that is labs.hypervisor.Hypervisor.) The web tier never talks to
+libvirt; it learns about hosts only from these adverts, which expire when an agent stops
+refreshing them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import redis
 from django.conf import settings
 
-ADVERT_PREFIX = "virtlab:host:"
+from labs.redis_names import ADVERT_PREFIX
+
 ADVERT_TTL_S = 30
 
 

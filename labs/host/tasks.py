@@ -1,0 +1,93 @@
+"""Host tasks: the Celery tasks a hypervisor host's agent runs on its queue `host.<name>`.
+
+Declared in labs.task_calls (names and signatures callers use). Each takes ids, loads rows and
+calls labs.host.vmwork. Retry policy is declared here: libvirt away (HostUnreachable) is retried
+with backoff before anything changed; once retries run out, `on_failure` fails the session and
+tears its VM down on this host. Only workers import this module (CELERY_IMPORTS).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, shared_task
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+
+from labs import task_calls
+from labs.host import host_agent, reconcile, vmwork
+from labs.hypervisor import HostUnreachable
+from labs.states import SessionState
+
+log = logging.getLogger(__name__)
+RETRY_LIBVIRT: dict[str, Any] = {
+    "autoretry_for": (HostUnreachable,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 30,
+    "retry_jitter": False,
+    "max_retries": 5,
+}
+
+
+class SessionTask(Task):  # type: ignore[type-arg]
+    """A task on one session (first argument): a failure it did not handle fails the session."""
+
+    what = "run the lab"
+    ignore_result = True
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        session_id = args[0] if args else kwargs.get("session_id")
+        log.error("%s for session %s failed: %r", self.name, session_id, exc)
+        if session_id:
+            vmwork.end_here(session_id, SessionState.FAILED, error=f"The lab's host could not {self.what}: {exc}")
+
+
+@shared_task(name=task_calls.provision_session.name, base=SessionTask, what="start the VM", **RETRY_LIBVIRT)
+def provision_session(session_id: str) -> None:
+    vmwork.provision(session_id)
+
+
+# A check that arrives before its step's checkpoint retries every 0.25 s for up to 30 s.
+@shared_task(
+    name=task_calls.check_session_step.name, base=SessionTask, what="check the step",
+    autoretry_for=(vmwork.CheckpointPending, HostUnreachable), max_retries=120,
+    retry_kwargs={"countdown": 0.25}, retry_backoff=False,
+)  # fmt: skip
+def check_session_step(session_id: str, step: int) -> None:
+    vmwork.check(session_id, step)
+
+
+@shared_task(name=task_calls.revert_session.name, base=SessionTask, what="restore the checkpoint", **RETRY_LIBVIRT)
+def revert_session(session_id: str, step: int) -> None:
+    vmwork.revert(session_id, step)
+
+
+# Idempotent: retried while libvirt is away; past that the reconciler reaps the VM.
+@shared_task(name=task_calls.destroy_session_vm.name, ignore_result=True, **RETRY_LIBVIRT)
+def destroy_session_vm(session_id: str) -> None:
+    vmwork.destroy(session_id)
+
+
+@shared_task(name=task_calls.fill_pool.name, ignore_result=True, **RETRY_LIBVIRT)
+def fill_pool() -> None:
+    vmwork.fill_pool(settings.VIRTLAB_HOST_NAME)
+
+
+@shared_task(name=task_calls.reconcile_host.name, ignore_result=True, **RETRY_LIBVIRT)
+def reconcile_host() -> None:
+    reconcile.reconcile_host(settings.VIRTLAB_HOST_NAME)
+
+
+@worker_ready.connect
+def _start_host_agent(sender: Any = None, **_kwargs: Any) -> None:
+    """A worker consuming this host's queue is its host agent: start the advert and console relay."""
+    # The sender is the worker's Consumer; -Q decides which queues it consumes.
+    queues = set(sender.app.amqp.queues.consume_from or {}) if sender is not None else set()
+    if task_calls.host_queue(settings.VIRTLAB_HOST_NAME) in queues:
+        host_agent.start()
+
+
+@worker_shutdown.connect
+def _stop_host_agent(**_kwargs: Any) -> None:
+    host_agent.stop()

@@ -1,0 +1,246 @@
+"""What the host agent's tasks do to VMs on this host (labs/host/tasks.py calls these).
+
+A failure here is recorded and its VM torn down here, at once: the host never asks the web side
+to queue a teardown back onto itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from labs import host_registry, task_calls
+from labs.catalog import Lab
+from labs.host import console_relay, verify
+from labs.hypervisor import VM, DomainMissing, Hypervisor, HypervisorError
+from labs.models import LabSession, PoolVM, StepResult
+from labs.services import limits
+from labs.services.catalog import require_lab
+from labs.services.placement import free_slots
+from labs.services.session_events import push_progress, push_session
+from labs.services.transitions import transition, update_fields
+from labs.states import ENDED, SessionState
+
+S = SessionState
+log = logging.getLogger(__name__)
+BOOT_TIMEOUT_S = 120.0
+
+
+class CheckpointPending(Exception):
+    """A check arrived before its step's checkpoint was taken: the task retries it shortly."""
+
+
+@contextlib.contextmanager
+def hypervisor() -> Iterator[Hypervisor]:
+    """A libvirt connection for this task, in this process (never shared across fork)."""
+    with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
+        yield hv
+
+
+def end_here(session_id: str, to: SessionState, error: str = "") -> bool:
+    """completed/expired/failed, and the VM torn down on this host now; True if this call ended it."""
+    assert to in ENDED
+    done = transition(session_id, to, error=error) if error else transition(session_id, to)
+    if done:
+        try:
+            destroy(session_id)
+        except HypervisorError:  # libvirt away: the reconciler reaps the VM when it is back
+            log.exception("session %s: teardown failed", session_id)
+        task_calls.place_queued_sessions.send()  # a slot is free
+    return done
+
+
+def checkpoint(step: int) -> str:
+    return f"step-{step}"
+
+
+def provision(session_id: str) -> None:
+    """requested → provisioning → ready: boot (or take a warm VM), set up step 1, checkpoint it.
+
+    A warm VM has never been used (handed-out VMs are destroyed with their session), so it needs
+    no reset; one prepared for this lab already has step 1 set up and checkpointed. Otherwise the
+    session is ready as soon as step 1 is set up and the checkpoint is taken right after, while
+    the relay holds back keystrokes (typed since the console appeared) so it cannot contain them.
+    """
+    # Connect first: libvirt away raises HostUnreachable (the task retries) with nothing changed.
+    with hypervisor() as hv:
+        if not transition(session_id, S.PROVISIONING):
+            return  # a duplicate delivery, or the learner stopped it already
+        session = LabSession.objects.get(pk=session_id)
+        console_relay.hold_input(session_id)
+        console_relay.wake(session.host)  # attach the console now: the page shows the VM coming up
+        try:
+            _provision(hv, session)
+        except (HypervisorError, verify.StepCommandFailed, TimeoutError) as exc:
+            log.exception("session %s: provisioning failed", session_id)
+            end_here(session_id, S.FAILED, error=f"The VM could not be started: {exc}")
+        finally:
+            console_relay.release_input(session_id)
+
+
+def _provision(hv: Hypervisor, session: LabSession) -> None:
+    session_id = session.id
+    lab = require_lab(session.lab_slug)
+    pool_vm = PoolVM.objects.filter(session_id=session_id).first()
+    prepared = pool_vm is not None and pool_vm.lab_slug == lab.slug
+    started = time.monotonic()
+    if pool_vm is not None:
+        push_progress(session_id, "warm", "Taking a pre-booted VM")
+        vm = hv.vm(session.vm_id)
+    else:
+        push_progress(session_id, "boot", "Booting the VM")
+        vm = hv.create_vm(session.vm_id, lab.profile, settings.GUEST_IMAGE_DIR)
+    push_progress(session_id, "agent", "Waiting for the guest agent")
+    vm.wait_ready(BOOT_TIMEOUT_S)
+    if not prepared:
+        push_progress(session_id, "setup", "Preparing step 1")
+        verify.run_setup(vm, lab.step(1))
+    log.info("session %s: ready in %.2fs", session_id, time.monotonic() - started)
+    now = timezone.now()
+    became_ready = transition(
+        session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1] if prepared else [],
+        ready_at=now, last_activity=now, expires_at=now + limits.ttl(),
+    )  # fmt: skip
+    if not became_ready:
+        vm.destroy()  # stopped while we booted: leave nothing behind
+        return
+    if not prepared:
+        vm.snapshot(checkpoint(1))
+        update_fields(session_id, expected=[S.READY], checkpoints=[1])
+    if pool_vm is not None:
+        # Refill the pool only now: a boot competing for the CPU would slow this hand-out.
+        task_calls.fill_pool.on(session.host)
+
+
+def _prepare_first_step(vm: VM, lab: Lab) -> None:
+    """What a pool VM prepared for `lab` does while idle: set up step 1 and checkpoint it."""
+    verify.run_setup(vm, lab.step(1))
+    vm.snapshot(checkpoint(1))
+
+
+def check(session_id: str, step_number: int) -> None:
+    """Run the step's check; store the verdict; on a pass, set up and checkpoint the next step.
+
+    A check pressed right after the VM became ready may arrive before step 1's checkpoint exists:
+    CheckpointPending makes the task retry, so a pass (which sets up step 2) cannot overtake it.
+    """
+    session = LabSession.objects.get(pk=session_id)
+    if session.state != S.READY or session.current_step != step_number:
+        return
+    if step_number not in session.checkpoints:
+        raise CheckpointPending(f"session {session_id}: step {step_number} has no checkpoint yet")
+    lab = require_lab(session.lab_slug)
+    push_progress(session_id, "checking", str(step_number))
+    with hypervisor() as hv:
+        try:
+            _check(hv, session, lab, step_number)
+        except (HypervisorError, verify.StepCommandFailed) as exc:
+            log.exception("session %s: check failed", session_id)
+            end_here(session_id, S.FAILED, error=f"The VM stopped answering: {exc}")
+
+
+def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int) -> None:
+    session_id = session.id
+    step = lab.step(step_number)
+    vm = hv.vm(session.vm_id)
+    vm.wait_ready(30)  # cheap when the agent is up; waits out a reconnect after a revert
+    result = verify.run_check(vm, step)
+    StepResult.objects.create(
+        session=session, step=step_number, passed=result.passed, duration_s=result.duration_s,
+        message="" if result.passed else "; ".join(r.message.en for r in result.results if not r.ok),
+        details=[{"ok": r.ok, "en": r.message.en, "zh": r.message.zh, "detail": r.detail}
+                 for r in result.results],
+    )  # fmt: skip
+    if not result.passed:
+        push_session(session_id)
+        return
+    if step_number == len(lab.steps):
+        end_here(session_id, S.COMPLETED)
+        return
+    following = step_number + 1
+    verify.run_setup(vm, lab.step(following))
+    _checkpoint(vm, following)
+    checkpoints = sorted({*session.checkpoints, following})
+    update_fields(
+        session_id, expected=[S.READY], current_step=following, checkpoints=checkpoints,
+        last_activity=timezone.now(),
+    )  # fmt: skip
+
+
+def _checkpoint(vm: VM, step: int) -> None:
+    # A checkpoint from an earlier pass (before a goto) is stale: replace it.
+    with contextlib.suppress(HypervisorError):
+        vm.delete_snapshot(checkpoint(step))
+    vm.snapshot(checkpoint(step))
+
+
+def revert(session_id: str, step: int) -> None:
+    """resetting → ready: back to the checkpoint of `step`; later steps' results and checkpoints go."""
+    session = LabSession.objects.get(pk=session_id)
+    if session.state != S.RESETTING:
+        return
+    with hypervisor() as hv:  # HostUnreachable: the task retries, the session still resetting
+        try:
+            vm = hv.vm(session.vm_id)
+            vm.revert(checkpoint(step), agent_timeout_s=BOOT_TIMEOUT_S)
+            vm.wait_ready(BOOT_TIMEOUT_S)  # the agent reconnects a moment after a revert
+            for later in (n for n in session.checkpoints if n > step):
+                with contextlib.suppress(HypervisorError):
+                    vm.delete_snapshot(checkpoint(later))
+        except HypervisorError as exc:
+            log.exception("session %s: revert failed", session_id)
+            end_here(session_id, S.FAILED, error=f"Restoring the checkpoint failed: {exc}")
+            return
+    with transaction.atomic():
+        StepResult.objects.filter(session_id=session_id, step__gte=step).delete()
+        transition(
+            session_id, S.READY, expected=[S.RESETTING], current_step=step,
+            checkpoints=[n for n in session.checkpoints if n <= step], last_activity=timezone.now(),
+        )  # fmt: skip
+
+
+def destroy(session_id: str) -> None:
+    """Destroy the session's VM (idempotent) and record `destroyed`."""
+    session = LabSession.objects.get(pk=session_id)
+    if session.vm_id:
+        with hypervisor() as hv, contextlib.suppress(DomainMissing):
+            hv.vm(session.vm_id).destroy()
+    PoolVM.objects.filter(session_id=session_id).delete()
+    transition(session_id, S.DESTROYED)
+
+
+def fill_pool(host: str) -> None:
+    """Boot warm VMs until this host holds the configured number of each kind (LABS_POOL_SIZES)."""
+    for target in limits.pool_targets():
+        kind = PoolVM.objects.filter(host=host, profile=target.profile, lab_slug=target.lab_slug)
+        while kind.exclude(state=PoolVM.State.ASSIGNED).count() < target.size:
+            if not _has_room(host):
+                return
+            pool_vm = PoolVM.objects.create(host=host, profile=target.profile, lab_slug=target.lab_slug)
+            started = time.monotonic()
+            try:
+                with hypervisor() as hv:
+                    vm = hv.create_vm(pool_vm.id, target.profile, settings.GUEST_IMAGE_DIR)
+                    vm.wait_ready(BOOT_TIMEOUT_S)
+                    if target.lab_slug:
+                        _prepare_first_step(vm, require_lab(target.lab_slug))
+            except (HypervisorError, verify.StepCommandFailed, TimeoutError):
+                log.exception("warm pool: preparing %s failed", pool_vm.id)
+                pool_vm.delete()  # the reaper removes whatever half-made VM is left
+                return
+            PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
+            console_relay.wake(host)  # the relay manager holds a ready VM's console from now on
+            log.info("warm pool: %s ready in %.1fs", pool_vm, time.monotonic() - started)
+    task_calls.place_queued_sessions.send()
+
+
+def _has_room(host: str) -> bool:
+    advert = next((a for a in host_registry.list_hosts() if a.name == host), None)
+    # Keep a slot for learners: the pool only fills spare capacity.
+    return advert is not None and free_slots(advert) > 1

@@ -1,0 +1,22 @@
+"""Ending sessions that ran out of time: past their lifetime, or idle too long (beat, web queue)."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.utils import timezone
+
+from labs.models import LabSession
+from labs.services import limits
+from labs.services.sessions import end_session
+from labs.states import SessionState
+
+S = SessionState
+
+
+def expire_sessions() -> list[str]:
+    """Sessions past their TTL or idle too long → expired (their host tears the VM down)."""
+    now = timezone.now()
+    due = LabSession.objects.filter(state=S.READY).filter(
+        Q(expires_at__lt=now) | Q(last_activity__lt=now - limits.idle_timeout())
+    )
+    return [s.id for s in due if end_session(s.id, S.EXPIRED)]
