@@ -16,7 +16,7 @@ from .markdown import Rendered, render_markdown
 from .models import DocBuild, DocPage
 from .search import IndexDoc, get_backend
 from .search.snippets import term_counts
-from .search.text import USER_DICT
+from .text import USER_DICT
 
 # Bump when rendering changes so that every page is rendered again.
 RENDERER_VERSION = "5"

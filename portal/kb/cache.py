@@ -10,7 +10,7 @@ from typing import Any
 from django.core.cache.backends.locmem import LocMemCache
 
 from .models import DocBuild, DocPage
-from .search.text import Glossary
+from .text import Glossary
 
 HASH_TTL_S = 1.0  # other processes see a new build within a second, at one tiny query per second
 

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from labs.catalog import load_catalog
+
 from .content import ContentError, SourcePage
 
 STEP_ANCHOR_RE = re.compile(r"^step-([1-9][0-9]*)$")
@@ -30,8 +32,6 @@ class LabIndex:
 
 def lab_index(content_root: Path) -> LabIndex:
     """Load `content_root`/labs afresh (a build must not see a catalog cached seconds ago)."""
-    from labs.catalog import load_catalog
-
     catalog = load_catalog(content_root / "labs", docs_root=content_root / "docs")
     return LabIndex(
         steps={slug: len(lab.steps) for slug, lab in catalog.labs.items()},

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.utils.translation import gettext_lazy as _
 
+from labs.services.catalog import get_lab
+
 from .cache import Corpus, PageInfo
 from .content import LANGS, SECTIONS
 from .markdown import doc_url, lab_url
@@ -23,8 +25,6 @@ LANG_LABELS = {"en": "English", "zh": "中文"}
 
 def _labs(slugs: list[str], lang: str) -> list[dict[str, str]]:
     """The page's labs that are offered (valid in the catalog), with their titles in `lang`."""
-    from labs.services.catalog import get_lab
-
     offered = [lab for lab in map(get_lab, slugs) if lab is not None]
     return [{"slug": lab.slug, "url": lab_url(lab.slug), "name": lab.title.get(lang)} for lab in offered]
 

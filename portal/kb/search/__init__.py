@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import connection
 
+from ..cache import PageInfo, corpus
 from ..markdown import doc_url
+from ..text import parse_query
 from .backend import IndexDoc, RawHit, SearchBackend
 from .postgres_fts import PostgresFtsBackend
 from .snippets import highlighter, mark, prefix_count, snippet, stem, term_keys
-from .text import parse_query
-
-if TYPE_CHECKING:
-    from ..cache import PageInfo
+from .sqlite_fts import SqliteFtsBackend
 
 __all__ = ["IndexDoc", "RawHit", "SearchResult", "get_backend", "search"]
 MAX_LIMIT = 50
@@ -24,8 +23,6 @@ MAX_LIMIT = 50
 def get_backend() -> SearchBackend:
     if connection.vendor == "postgresql":
         return PostgresFtsBackend()
-    from .sqlite_fts import SqliteFtsBackend
-
     return SqliteFtsBackend()
 
 
@@ -84,8 +81,6 @@ def _best_section(info: PageInfo, weighted: list[tuple[str, int]], prefix: str) 
 
 def search(q: str, *, lang: str | None = None, section: str | None = None, limit: int = 10) -> list[SearchResult]:
     """Ranked pages for `q`, each with its best-matching section and a highlighted snippet."""
-    from ..cache import corpus
-
     snap = corpus()
     query = parse_query(q, snap.glossary)
     if not query:

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from django.db import connection
 
-from .text import Term
+from ..text import Term
 
 TABLE = "kb_search"
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from django.db import connection
 
+from ..text import Term, segment
 from .backend import TABLE, IndexDoc, IndexTable, RawHit
-from .text import Term, segment
 
 CONFIG = {"en": "english", "zh": "simple"}
 # ts_rank_cd weights {D, C, B, A}; normalization 1 divides by 1 + log(document length).

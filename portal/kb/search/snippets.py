@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from html import escape
 
-from .text import CJK_RE, jieba
+from ..text import CJK_RE, jieba
 
 SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "ed", "es", "s", "e", "y")
 PIECE_RE = re.compile(r"[^\W_]+")  # `_` joins words in identifiers but not in the index's tokens

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 from django.db import connection
 
+from ..text import Term, segment
 from .backend import TABLE, IndexDoc, IndexTable, RawHit
-from .text import Term, segment
 
 # bm25 column weights: title, headings, body (UNINDEXED columns take no part).
 WEIGHTS = "10.0, 4.0, 1.0"

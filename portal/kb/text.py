@@ -1,4 +1,4 @@
-"""Text handling shared by every search backend: segmentation, query terms, glossary expansion."""
+"""Text handling shared by the search backends and the page cache: segmentation, query terms, glossary."""
 
 from __future__ import annotations
 
