@@ -7,20 +7,49 @@ reused so that both suites boot VMs the same way.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from celery.signals import before_task_publish
 
 from labs.hypervisor import VM
 from tests.browser_fixtures import ARTIFACTS
 from tests.hypervisor.conftest import boot_vm, guest_image, hv, libvirt_ready
 
-__all__ = ["boot_vm", "guest_image", "hv", "libvirt_ready"]
+__all__ = ["SentTask", "boot_vm", "guest_image", "hv", "libvirt_ready"]
 
 # Each lab's automatic solve: seconds solving (setup, checks, solutions), seconds in all (with the
 # checkpoint round trips; boot excluded), steps, whether it passed. Printed at the end of the run
 # and kept in test-artifacts/lab-solve-times.json.
 SOLVE_TIMES: dict[str, tuple[float, float, int, bool]] = {}
+
+
+@dataclass(frozen=True)
+class SentTask:
+    """A task message as it left for the broker: task name, queue, arguments."""
+
+    name: str
+    queue: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@pytest.fixture
+def sent_tasks() -> Iterator[list[SentTask]]:
+    """Every task message this test publishes, captured on its way to the broker (it still goes)."""
+    sent: list[SentTask] = []
+
+    def record(body: Any = None, routing_key: str = "", headers: Any = None, **_kwargs: Any) -> None:
+        args, kwargs, _embed = body  # Celery's message protocol 2
+        sent.append(SentTask(headers["task"], routing_key, tuple(args), dict(kwargs)))
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        yield sent
+    finally:
+        before_task_publish.disconnect(record)
 
 
 @pytest.fixture(scope="module")

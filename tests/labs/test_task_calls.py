@@ -1,0 +1,124 @@
+"""Typed task calls: every task the code sends is registered, takes the declared arguments, goes to
+its queue only when the transaction commits, and a host task that cannot reach libvirt retries,
+then fails its session with a message instead of leaving it stuck."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Task
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from labs import services, task_calls
+from labs.host import tasks as host_tasks
+from labs.models import LabSession
+from labs.states import SessionState
+from portal.celery import app
+from tests import lab_stack
+from tests.labs.conftest import SentTask
+
+S = SessionState
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+DECLARED = [*task_calls.HOST_TASKS, *task_calls.WEB_TASKS]
+
+
+@pytest.fixture
+def private_broker(settings: Any, tmp_path: Path) -> Iterator[str]:
+    """A private Redis as broker (no worker listens), and the test lab in the catalog."""
+    with lab_stack.private_redis() as url:
+        lab_stack.point_settings_at_redis(settings, url)
+        settings.CONTENT_DIR = tmp_path / "content"
+        yield lab_stack.write_test_lab(settings.CONTENT_DIR)
+
+
+def registered(name: str) -> Task:  # type: ignore[type-arg]
+    app.loader.import_default_modules()  # what a worker imports at start: CELERY_IMPORTS, autodiscovery
+    return app.tasks[name]
+
+
+def parameters(signature: inspect.Signature) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.annotation, p.kind) for p in signature.parameters.values()]
+
+
+@pytest.mark.parametrize("call", DECLARED, ids=lambda call: call.name)
+def test_every_declared_task_is_registered_with_the_declared_arguments(call: task_calls.TaskCall[Any]) -> None:
+    task = registered(call.name)
+    assert parameters(inspect.signature(task.run)) == parameters(call.signature)
+
+
+def test_every_labs_task_is_declared() -> None:
+    registered(task_calls.reconcile_all.name)
+    ours = {name for name in app.tasks if name.startswith("labs.")}
+    assert ours == {call.name for call in DECLARED}
+
+
+def test_beat_sends_declared_tasks_to_their_queue() -> None:
+    for entry in app.conf.beat_schedule.values():
+        call = next(c for c in DECLARED if c.name == entry["task"])
+        assert isinstance(call, task_calls.WebTaskCall)
+        assert entry["options"]["queue"] == task_calls.WEB_QUEUE
+
+
+def test_workers_import_the_host_tasks_and_web_processes_do_not_need_to() -> None:
+    assert "labs.host.tasks" in app.conf.imports
+    assert all(call.name.startswith("labs.host.tasks.") for call in task_calls.HOST_TASKS)
+    assert all(call.name.startswith("labs.tasks.") for call in task_calls.WEB_TASKS)
+
+
+def test_host_call_goes_to_the_host_queue_on_commit(private_broker: str, sent_tasks: list[SentTask]) -> None:
+    with transaction.atomic():
+        task_calls.check_session_step.on("h1", "s-abc", 3)
+        assert sent_tasks == [], "nothing leaves before the transaction commits"
+    assert sent_tasks == [SentTask("labs.host.tasks.check_session_step", "host.h1", ("s-abc", 3), {})]
+
+
+def test_web_call_goes_to_the_web_queue(private_broker: str, sent_tasks: list[SentTask]) -> None:
+    task_calls.place_queued_sessions.send()
+    assert sent_tasks == [SentTask("labs.tasks.place_queued_sessions", "web", (), {})]
+
+
+def test_rolled_back_transaction_sends_nothing(private_broker: str, sent_tasks: list[SentTask]) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        task_calls.destroy_session_vm.on("h1", "s-abc")
+        raise RuntimeError("the request failed after deciding to send")
+    assert sent_tasks == []
+
+
+def test_starting_a_lab_sends_provision_to_the_chosen_host(
+    private_broker: str, alice: User, sent_tasks: list[SentTask]
+) -> None:
+    lab_stack.advertise_host("h1")
+    session = services.start_lab(alice, private_broker)
+    assert sent_tasks == [SentTask("labs.host.tasks.provision_session", "host.h1", (session.id,), {})]
+
+
+def test_stopping_a_lab_sends_teardown_to_its_host_and_refills_from_the_queue(
+    private_broker: str, alice: User, sent_tasks: list[SentTask]
+) -> None:
+    session = LabSession.objects.create(user=alice, lab_slug=private_broker, state=S.READY, host="h2", vm_id="s-x")
+    services.stop_lab(session)
+    assert [(t.name, t.queue, t.args) for t in sent_tasks] == [
+        ("labs.host.tasks.destroy_session_vm", "host.h2", (session.id,)),
+        ("labs.tasks.place_queued_sessions", "web", ()),
+    ]
+
+
+def test_provision_without_libvirt_retries_then_fails_the_session_on_its_host(
+    private_broker: str, alice: User, settings: Any, sent_tasks: list[SentTask]
+) -> None:
+    settings.LIBVIRT_URI = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    session = LabSession.objects.create(user=alice, lab_slug=private_broker, state=S.REQUESTED, host="h1")
+    result = host_tasks.provision_session.apply(args=(session.id,))  # eager: retries run at once
+    assert result.failed()
+    assert result.traceback and "HostUnreachable" in result.traceback
+    session.refresh_from_db()
+    # Failed and torn down here (no VM was made), not left "requested" until the reconciler gives up.
+    assert session.state == S.DESTROYED
+    assert "could not start the VM" in session.error
+    assert "/nonexistent/libvirt-sock" in session.error
+    assert [t.name for t in sent_tasks] == ["labs.tasks.place_queued_sessions"], "no teardown sent back to the host"
