@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ def agent(env: dict[str, str], concurrency: int, pool: str, stop_timeout: float 
         [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{env['VIRTLAB_HOST_NAME']}@%h",
          "-Q", f"host.{env['VIRTLAB_HOST_NAME']},web", "-c", str(concurrency), "--without-heartbeat",
          "--without-mingle", "--without-gossip", "-l", "WARNING"],
-        cwd=lab_stack.ROOT, env={**lab_stack.os.environ, **env, "LABS_POOL_SIZES": pool},
+        cwd=lab_stack.ROOT, env={**os.environ, **env, "LABS_POOL_SIZES": pool},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import User
+from pytest_django import Settings
 
 from portal import roles
 from tests.browser_fixtures import artifacts, browser  # noqa: F401  (Playwright fixtures for every test folder)
@@ -36,7 +37,7 @@ def teacher(db: None) -> User:
 
 
 @pytest.fixture(autouse=True)
-def _plain_static_storage(settings) -> None:  # type: ignore[no-untyped-def]
+def _plain_static_storage(settings: Settings) -> None:
     # The live server serves static files through the finders, which know the source names, not
     # the manifest's hashed ones; production (whitenoise + manifest) is exercised by bench/docs.py.
     settings.STORAGES = {

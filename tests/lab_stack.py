@@ -8,13 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 import redis
+from pytest_django import Settings
 
 from tests.processes import stop_process
 
@@ -36,7 +37,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -265,7 +266,7 @@ def destroy_vms_with_prefix(prefix: str) -> list[str]:
     return removed
 
 
-def point_settings_at_redis(settings: Any, url: str) -> None:
+def point_settings_at_redis(settings: Settings, url: str) -> None:
     """Make this test process's cache, channel layer, broker and adverts use the Redis at `url`."""
     from portal.celery import app
     from portal.settings import channel_layers
@@ -273,9 +274,11 @@ def point_settings_at_redis(settings: Any, url: str) -> None:
     settings.REDIS_URL = url
     settings.CELERY_BROKER_URL = url
     # The Celery app read its broker at import and pools connections: repoint it (no worker listens).
-    app.conf.broker_url = url
-    app._pool = None
-    app.amqp._producer_pool = None
+    # Its pools are private caches that celery-types does not declare; emptying them is the only way
+    # to make the next send open a connection to the new broker.
+    app.conf["broker_url"] = url
+    app._pool = None  # type: ignore[attr-defined]
+    app.amqp._producer_pool = None  # type: ignore[attr-defined]
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
     settings.CHANNEL_LAYERS = channel_layers(url)
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, expect
+from pytest_django.live_server_helper import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_signup_logout_login_in_chromium(live_server, browser: Browser, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+def test_signup_logout_login_in_chromium(live_server: LiveServer, browser: Browser, artifacts: Path) -> None:
     page = browser.new_page()
     page.goto(live_server.url + "/")
     page.get_by_role("link", name="Sign up").click()
@@ -36,7 +37,7 @@ def test_signup_logout_login_in_chromium(live_server, browser: Browser, artifact
     page.close()
 
 
-def test_mobile_menu_and_dark_mode(live_server, browser: Browser, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mobile_menu_and_dark_mode(live_server: LiveServer, browser: Browser, artifacts: Path) -> None:
     ctx = browser.new_context(viewport={"width": 390, "height": 800}, color_scheme="dark")
     page = ctx.new_page()
     page.goto(live_server.url + "/")

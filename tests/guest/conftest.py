@@ -12,12 +12,13 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 
 from tests import lab_stack
 
-from .serial_guest import BUILD_SCRIPT, QEMU, BootGuest, SerialGuest, qemu_argv
+from .serial_guest import BUILD_SCRIPT, QEMU, BootGuest, QemuOptions, SerialGuest, qemu_argv
 
 NEEDS_ROOT = 77  # build.sh: the image must be built, which needs root
 
@@ -42,8 +43,8 @@ def boot_guest(guest_image: Path) -> BootGuest:
         lab_stack.unavailable(f"{QEMU} is not installed")
 
     @contextlib.contextmanager
-    def boot(**kwargs: object) -> Iterator[SerialGuest]:
-        vm = SerialGuest(qemu_argv(guest_image, **kwargs))  # type: ignore[arg-type]
+    def boot(**options: Unpack[QemuOptions]) -> Iterator[SerialGuest]:
+        vm = SerialGuest(qemu_argv(guest_image, **options))
         try:
             vm.wait_prompt()
             yield vm

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, TypedDict, Unpack
 
 from labs.hypervisor.image import TOOLS_DISK_SERIAL, load_image
 
@@ -36,7 +38,8 @@ class SerialGuest:
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
+        # Popen's default buffered pipe: read1() returns what has arrived instead of waiting for a full block.
+        assert isinstance(self.proc.stdout, io.BufferedReader)
         while chunk := self.proc.stdout.read1(65536):
             with self._cond:
                 self._buf += chunk
@@ -125,4 +128,16 @@ def qemu_argv(
     ]  # fmt: skip
 
 
-BootGuest = Callable[..., contextlib.AbstractContextManager[SerialGuest]]
+class QemuOptions(TypedDict, total=False):
+    """The keyword arguments of qemu_argv() that a test may set."""
+
+    machine: str
+    memory_mib: int
+    append: str
+    extra: Sequence[str]
+
+
+class BootGuest(Protocol):
+    """The `boot_guest` fixture: `with boot_guest(machine=..., extra=[...]) as vm:`."""
+
+    def __call__(self, **options: Unpack[QemuOptions]) -> contextlib.AbstractContextManager[SerialGuest]: ...

@@ -36,6 +36,13 @@ def guest(boot_guest: BootGuest, tmp_path_factory: pytest.TempPathFactory) -> It
         yield vm
 
 
+def added_device(out: str) -> int:
+    """The device id `ublk-server add` printed."""
+    found = re.search(r"added device (\d+)", out)
+    assert found is not None, out
+    return int(found[1])
+
+
 def _round_trip(vm: SerialGuest, dev: str) -> None:
     """ext4 on `dev`, a file written, unmounted, caches dropped, read back and compared."""
     vm.check(f"mkfs.ext4 -q {dev} && mkdir -p /mnt/u && mount {dev} /mnt/u", timeout=60)
@@ -78,7 +85,7 @@ def test_ram_device_with_two_queues_serves_ext4(guest: SerialGuest) -> None:
 def test_file_targets_keep_data_in_the_file_and_on_a_disk(guest: SerialGuest) -> None:
     vm = guest
     out = vm.check("ublk-server add --type file --file /tmp/backing.img --size 24M")
-    dev_id = int(re.search(r"added device (\d+)", out)[1])  # type: ignore[index]
+    dev_id = added_device(out)
     assert "(file /tmp/backing.img, 24 MiB, 1 queue, depth 32)" in out
     _round_trip(vm, f"/dev/ublkb{dev_id}")
     assert "target file /tmp/backing.img  size 24 MiB" in vm.check("ublk-server list")
@@ -88,7 +95,7 @@ def test_file_targets_keep_data_in_the_file_and_on_a_disk(guest: SerialGuest) ->
 
     # A block device as the target: the whole scratch disk.
     out = vm.check("ublk-server add --type file --file /dev/vda")
-    dev_id = int(re.search(r"added device (\d+)", out)[1])  # type: ignore[index]
+    dev_id = added_device(out)
     assert "64 MiB" in out
     _round_trip(vm, f"/dev/ublkb{dev_id}")
     vm.check(f"ublk-server del {dev_id} && " + WAIT_GONE.format(id=dev_id))
@@ -98,7 +105,7 @@ def test_file_targets_keep_data_in_the_file_and_on_a_disk(guest: SerialGuest) ->
 def test_null_target_list_and_bad_input(guest: SerialGuest) -> None:
     vm = guest
     out = vm.check("ublk-server add --type null --size 1G")
-    dev_id = int(re.search(r"added device (\d+)", out)[1])  # type: ignore[index]
+    dev_id = added_device(out)
     # Reads of a null device are zeros; writes vanish.
     vm.check(f"cmp -n 1048576 /dev/ublkb{dev_id} /dev/zero")
     vm.check(f"dd if=/dev/urandom of=/dev/ublkb{dev_id} bs=64k count=4 oflag=direct 2>/dev/null")

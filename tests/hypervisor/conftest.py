@@ -18,23 +18,13 @@ import pytest
 
 from labs.hypervisor import VM, Hypervisor
 from tests import lab_stack
+from tests.guest.conftest import guest_image  # built (or reused) once per test session
+
+__all__ = ["guest_image"]
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO / "scripts" / "setup-libvirt.sh"
 BOOT_TIMEOUT_S = 180.0  # TCG boots take 3-6 s alone, far longer when the 2 cores are shared
-
-try:
-    # The guest engineer's fixture builds (or reuses) the image once per test session.
-    from tests.guest.conftest import guest_image
-except ImportError:  # pragma: no cover - only before tests/guest exists
-
-    @pytest.fixture(scope="session")
-    def guest_image() -> Path:
-        """Directory of the built guest image (guest/build.sh prints it last)."""
-        proc = subprocess.run(
-            [str(REPO / "guest" / "build.sh")], capture_output=True, text=True, timeout=1800, check=True
-        )
-        return Path(proc.stdout.strip().splitlines()[-1])
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,6 +26,18 @@ def spec_for(profile_name: str, image_dir: Path, accelerator: str = "tcg") -> Do
     return DomainSpec("s-123", profile, load_image(image_dir), disks, accelerator, datetime(2026, 1, 2, tzinfo=UTC))
 
 
+def child(parent: ET.Element, path: str) -> ET.Element:
+    """The element at `path`; the test fails, naming the path, if there is none."""
+    found = parent.find(path)
+    assert found is not None, f"no {path} under <{parent.tag}>"
+    return found
+
+
+def text_at(parent: ET.Element, path: str) -> str:
+    """The text of the element at `path` ("" if it is empty)."""
+    return child(parent, path).text or ""
+
+
 @pytest.mark.parametrize("profile_name", sorted(PROFILES))
 @pytest.mark.parametrize("accelerator", ["tcg", "kvm"])
 def test_every_profile_produces_schema_valid_xml(
@@ -40,7 +52,7 @@ def test_every_profile_produces_schema_valid_xml(
     assert balloon is not None
     assert (balloon.get("model"), balloon.get("freePageReporting")) == ("virtio", "on")
     assert root.find("./devices/interface") is None, "guests get no network"
-    assert root.find("./devices/channel/target").get("name") == "org.qemu.guest_agent.0"
+    assert child(root, "./devices/channel/target").get("name") == "org.qemu.guest_agent.0"
     assert next(d.get("dev") for d in root.findall("./devices/disk/target")) == "vda"
     tb_cache = root.find("./features/tcg/tb-cache")
     assert (tb_cache is not None) == (accelerator == "tcg")
@@ -48,9 +60,9 @@ def test_every_profile_produces_schema_valid_xml(
 
 def test_vfio_profile_has_iommu_and_only_the_vetted_edu_args(guest_image: Path) -> None:
     root = parse_xml(build_domain_xml(spec_for("vfio", guest_image)))
-    assert root.find("./os/type").get("machine") == "q35"
-    assert root.find("./devices/iommu").get("model") == "intel"
-    assert "intel_iommu=on" in root.findtext("./os/cmdline")
+    assert child(root, "./os/type").get("machine") == "q35"
+    assert child(root, "./devices/iommu").get("model") == "intel"
+    assert "intel_iommu=on" in text_at(root, "./os/cmdline")
     args = [a.get("value") for a in root.findall(f"./{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
     assert args == ["-device", "edu,bus=pcie.0,addr=0x10"]
     tiny = parse_xml(build_domain_xml(spec_for("tiny", guest_image)))
@@ -68,10 +80,10 @@ def test_storage_profile_has_scratch_and_two_data_disks(guest_image: Path) -> No
 def test_tools_disk_is_shared_read_only_and_left_out_of_snapshots(guest_image: Path) -> None:
     root = parse_xml(build_domain_xml(spec_for("tiny", guest_image)))
     tools = root.findall("./devices/disk")[-1]
-    assert tools.find("source").get("file") == str(guest_image.resolve() / "tools.img")
+    assert child(tools, "source").get("file") == str(guest_image.resolve() / "tools.img")
     assert tools.find("readonly") is not None
     assert tools.get("snapshot") == "no"
-    assert (tools.find("driver").get("type"), tools.findtext("serial")) == ("raw", "virtlab-tools")
+    assert (child(tools, "driver").get("type"), tools.findtext("serial")) == ("raw", "virtlab-tools")
 
 
 def test_metadata_carries_session_profile_image_and_time(guest_image: Path) -> None:
@@ -105,9 +117,9 @@ def test_unknown_profile_names_the_valid_choices() -> None:
 
 
 def test_the_kernel_is_an_operator_choice(guest_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert parse_xml(build_domain_xml(spec_for("tiny", guest_image))).findtext("./os/kernel").endswith("/bzImage")
+    assert text_at(parse_xml(build_domain_xml(spec_for("tiny", guest_image))), "./os/kernel").endswith("/bzImage")
     monkeypatch.setenv("VIRTLAB_GUEST_KERNEL", "vmlinux")
-    assert parse_xml(build_domain_xml(spec_for("tiny", guest_image))).findtext("./os/kernel").endswith("/vmlinux")
+    assert text_at(parse_xml(build_domain_xml(spec_for("tiny", guest_image))), "./os/kernel").endswith("/vmlinux")
     monkeypatch.setenv("VIRTLAB_GUEST_KERNEL", "../etc/passwd")
     with pytest.raises(ImageInvalid, match="choose one of bzImage, vmlinux"):
         load_image(guest_image)

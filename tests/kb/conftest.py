@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from pytest_django import DjangoDbBlocker
 
 from portal.kb import cache
 from portal.kb.build import BuildReport, build_docs
@@ -28,9 +29,9 @@ def kb_static() -> None:
 
 
 @pytest.fixture(scope="session")
-def built_docs(django_db_setup: None, django_db_blocker: pytest.FixtureRequest) -> BuildReport:
+def built_docs(django_db_setup: None, django_db_blocker: DjangoDbBlocker) -> BuildReport:
     """The repository's docs, built into the test database outside any test transaction."""
-    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+    with django_db_blocker.unblock():
         report = build_docs(CONTENT)
     cache.forget()
     return report

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect
+from pytest_django.live_server_helper import LiveServer
 
 from portal.kb import cache
 from portal.kb.build import build_docs
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
-def site(live_server, transactional_db: None) -> str:  # type: ignore[no-untyped-def]
+def site(live_server: LiveServer, transactional_db: None) -> str:
     # Transactional tests start from flushed tables: build the real content for the live server.
     build_docs(CONTENT)
     cache.forget()

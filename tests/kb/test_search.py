@@ -18,8 +18,8 @@ from .conftest import CONTENT
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("docs")]
 
 
-def slugs(q: str, **kw: str) -> list[str]:
-    return [r.slug for r in search(q, **kw)]
+def slugs(q: str, lang: str | None = None) -> list[str]:
+    return [r.slug for r in search(q, lang=lang)]
 
 
 def test_backend_matches_database_vendor() -> None:

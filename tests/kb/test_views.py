@@ -5,13 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.contrib.staticfiles import finders
 from django.test import Client
+from pytest_django import Settings
 
 from .conftest import rebuild
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("docs")]
 VFIO_ZH = "VFIO\uff1a借助 IOMMU 的用户态驱动"
+
+
+def static_text(name: str) -> str:
+    """The text of a collected static file (fails the test if there is none)."""
+    path = finders.find(name)
+    assert isinstance(path, str), f"no static file {name}"
+    return Path(path).read_text()
 
 
 def test_index_lists_every_section_in_both_languages(client: Client) -> None:
@@ -83,11 +92,11 @@ def test_print_and_dark_styles_are_linked(client: Client) -> None:
     html = client.get("/docs/en/qemu-img/").content.decode()
     assert "kb/kb.css" in html
     assert "kb/pygments.css" in html
-    css = Path(finders.find("kb/kb.css")).read_text()
+    css = static_text("kb/kb.css")
     assert "@media print" in css
     assert ".kb-sidebar" in css.split("@media print")[1]
     assert "@media (max-width: 900px)" in css
-    assert '[data-theme="dark"] .highlight' in Path(finders.find("kb/pygments.css")).read_text()
+    assert '[data-theme="dark"] .highlight' in static_text("kb/pygments.css")
 
 
 def test_search_page_and_fragment(client: Client) -> None:
@@ -134,14 +143,16 @@ def test_cached_page_gets_a_fresh_working_csrf_token_per_reader(client: Client) 
     assert "\x00" not in html
 
 
-def test_signed_in_reader_sees_their_own_header(client: Client, alice: object) -> None:
+def test_signed_in_reader_sees_their_own_header(client: Client, alice: User) -> None:
     client.get("/docs/en/mdev/")  # an anonymous copy is cached first
-    client.force_login(alice)  # type: ignore[arg-type]
+    client.force_login(alice)
     html = client.get("/docs/en/mdev/").content.decode()
     assert ">alice</a>" in html
 
 
-def test_doc_images_are_served_from_content_with_a_strict_csp(content_copy: Path, client: Client, settings) -> None:  # type: ignore[no-untyped-def]
+def test_doc_images_are_served_from_content_with_a_strict_csp(
+    content_copy: Path, client: Client, settings: Settings
+) -> None:
     settings.CONTENT_DIR = content_copy
     (content_copy / "docs" / "img").mkdir(parents=True, exist_ok=True)
     (content_copy / "docs" / "img" / "chain.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from pytest_django import Settings
 
 from labs.models import LabSession
 from labs.states import SessionState
@@ -19,7 +21,7 @@ ACTIONS = [("check", {"step": 1}), ("goto", {"step": 1}), ("reset", None), ("ext
 
 
 @pytest.fixture
-def lab_world(settings: Any, tmp_path: Path) -> Iterator[str]:
+def lab_world(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """A private Redis with one advertised host, and a catalog holding the test lab."""
     with lab_stack.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
@@ -77,7 +79,7 @@ def test_second_running_lab_is_409_naming_the_first(client: Client, alice: User,
     assert resp.json()["session"] == first["id"]
 
 
-def test_start_rate_limit_is_429(client: Client, alice: User, lab_world: str, settings: Any) -> None:
+def test_start_rate_limit_is_429(client: Client, alice: User, lab_world: str, settings: Settings) -> None:
     settings.LABS_START_RATE = 2
     login(client, alice)
     for _ in range(2):
@@ -89,7 +91,7 @@ def test_start_rate_limit_is_429(client: Client, alice: User, lab_world: str, se
 
 
 def test_full_hosts_queue_the_start_with_a_position(client: Client, alice: User, bob: User, lab_world: str,
-                                                     settings: Any) -> None:  # fmt: skip
+                                                     settings: Settings) -> None:  # fmt: skip
     settings.LABS_MAX_VMS_PER_HOST = 1
     assert start(login(client, alice), lab_world).json()["state"] == "requested"
     body = start(login(Client(), bob), lab_world).json()
@@ -138,19 +140,21 @@ def test_actions_on_a_session_that_is_not_ready_are_409(client: Client, alice: U
     assert "ready" in resp.json()["detail"]
 
 
-def test_extend_is_capped_at_the_maximum_lifetime(client: Client, alice: User, lab_world: str, settings: Any) -> None:
+def test_extend_is_capped_at_the_maximum_lifetime(
+    client: Client, alice: User, lab_world: str, settings: Settings
+) -> None:
     from django.utils import timezone
 
     settings.LABS_EXTEND_S, settings.LABS_MAX_LIFETIME_S = 300, 900
     session_id = start(login(client, alice), lab_world).json()["id"]
     now = timezone.now()
     LabSession.objects.filter(pk=session_id).update(
-        state=SessionState.READY, ready_at=now, expires_at=now + timezone.timedelta(seconds=300)
+        state=SessionState.READY, ready_at=now, expires_at=now + timedelta(seconds=300)
     )
     first = client.post(f"/api/sessions/{session_id}/extend")
     assert first.status_code == 200
     second = client.post(f"/api/sessions/{session_id}/extend").json()
-    assert second["expires_at"] == (now + timezone.timedelta(seconds=900)).isoformat()
+    assert second["expires_at"] == (now + timedelta(seconds=900)).isoformat()
     third = client.post(f"/api/sessions/{session_id}/extend")
     assert third.status_code == 409
     assert "maximum" in third.json()["detail"]

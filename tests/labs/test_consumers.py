@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
+from pytest_django import Settings
 
 from labs.host.console_relay import append_output
 from labs.models import LabSession
@@ -29,45 +30,45 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = b"http://testserver"
 
 
-class Socket(ApplicationCommunicator):  # type: ignore[misc]
+class Socket:
     """The ASGI application driven as a websocket, in-process (channels.testing needs daphne)."""
 
-    def __init__(self, path: str, headers: list[tuple[bytes, bytes]]):
-        super().__init__(application, {"type": "websocket", "path": path, "query_string": b"",
-                                       "headers": headers, "subprotocols": []})  # fmt: skip
+    def __init__(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        self.app = ApplicationCommunicator(application, {"type": "websocket", "path": path, "query_string": b"",
+                                                         "headers": headers, "subprotocols": []})  # fmt: skip
         OPEN.append(self)
 
     async def connect(self) -> tuple[bool, int]:
-        await self.send_input({"type": "websocket.connect"})
-        response = await self.receive_output(5)
+        await self.app.send_input({"type": "websocket.connect"})
+        response = await self.app.receive_output(5)
         return response["type"] == "websocket.accept", int(response.get("code", 0) or 0)
 
     async def text(self) -> dict[str, Any]:
-        response = await self.receive_output(5)
+        response = await self.app.receive_output(5)
         assert response["type"] == "websocket.send", response
         return json.loads(response["text"])
 
     async def binary(self) -> bytes:
-        response = await self.receive_output(5)
+        response = await self.app.receive_output(5)
         assert response["type"] == "websocket.send", response
         return bytes(response["bytes"])
 
     async def close_code(self) -> int:
-        response = await self.receive_output(5)
+        response = await self.app.receive_output(5)
         assert response["type"] == "websocket.close", response
         return int(response.get("code", 0))
 
     async def send_bytes(self, data: bytes) -> None:
-        await self.send_input({"type": "websocket.receive", "bytes": data})
+        await self.app.send_input({"type": "websocket.receive", "bytes": data})
 
     async def send_json(self, data: dict[str, Any]) -> None:
-        await self.send_input({"type": "websocket.receive", "text": json.dumps(data)})
+        await self.app.send_input({"type": "websocket.receive", "text": json.dumps(data)})
 
     async def leave(self) -> None:
         """What a server does when the client goes (or after the app closed): disconnect, then wait."""
-        if not self.future.done():
-            await self.send_input({"type": "websocket.disconnect", "code": 1000})
-        await self.wait(5)
+        if not self.app.future.done():
+            await self.app.send_input({"type": "websocket.disconnect", "code": 1000})
+        await self.app.wait(5)
 
 
 OPEN: list[Socket] = []
@@ -92,7 +93,7 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 
 @pytest.fixture
-def session(settings: Any, tmp_path: Path, alice: User) -> Iterator[LabSession]:
+def session(settings: Settings, tmp_path: Path, alice: User) -> Iterator[LabSession]:
     with lab_stack.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
@@ -163,6 +164,7 @@ def test_terminal_sends_scrollback_then_live_bytes_and_forwards_keys(session: La
         # A chunk the scrollback already delivered is not sent twice; a new one is.
         offset = append_output(client, session.id, b"ls\r\n")
         layer = get_channel_layer()
+        assert layer is not None
         await layer.group_send(terminal_group(session.id), {"type": "term.output", "data": b"# ", "offset": 0})
         await layer.group_send(terminal_group(session.id), {"type": "term.output", "data": b"ls\r\n", "offset": offset})
         assert await socket.binary() == b"ls\r\n"
@@ -175,8 +177,10 @@ def test_terminal_sends_scrollback_then_live_bytes_and_forwards_keys(session: La
         await socket.leave()
 
     run(scenario)
-    assert client.blpop([input_key(session.id)], timeout=5)[1] == "中文\r".encode()
-    assert client.blpop([input_key(session.id)], timeout=5)[1] == "粘贴".encode()
+    for typed in ("中文\r", "粘贴"):
+        popped = client.blpop([input_key(session.id)], timeout=5)
+        assert popped is not None, f"{typed!r} never reached the relay's input list"
+        assert popped[1] == typed.encode()
     # Only the latest valid size waits for the relay; nonsense sizes are dropped.
     assert client.lrange(size_key(session.id), 0, -1) == [b"100 30"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ def agent(stack: lab_stack.LabStack) -> subprocess.Popen[bytes]:
         [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{stack.host}@%h",
          "-Q", f"host.{stack.host},web", "-c", "1", "--without-heartbeat", "--without-mingle",
          "--without-gossip", "-l", "WARNING"],
-        cwd=lab_stack.ROOT, env={**lab_stack.os.environ, **stack.env},
+        cwd=lab_stack.ROOT, env={**os.environ, **stack.env},
     )  # fmt: skip
     lab_stack.wait_for_advert(stack.redis_url, stack.host)
     return proc

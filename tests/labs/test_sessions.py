@@ -14,6 +14,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 from django.utils import timezone
+from pytest_django import Settings
 
 from labs import services
 from labs.host import reconcile
@@ -29,7 +30,7 @@ S = SessionState
 
 
 @pytest.fixture
-def lab_world(settings: Any, tmp_path: Path) -> Iterator[str]:
+def lab_world(settings: Settings, tmp_path: Path) -> Iterator[str]:
     with stack.private_redis() as url:
         stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
@@ -42,6 +43,7 @@ def pushed(group: str, action: Callable[[], object]) -> list[dict[str, Any]]:
 
     async def scenario() -> list[dict[str, Any]]:
         layer = get_channel_layer()
+        assert layer is not None
         channel = await layer.new_channel()
         await layer.group_add(group, channel)
         await layer.group_send(group, {"type": "probe"})
@@ -94,7 +96,7 @@ def test_session_ids_are_valid_libvirt_session_ids(alice: User, lab_world: str) 
     assert all(is_session_id(i) for i in ids)
 
 
-def test_expiry_and_idle_timeout_end_ready_sessions(alice: User, bob: User, lab_world: str, settings: Any) -> None:
+def test_expiry_and_idle_timeout_end_ready_sessions(alice: User, bob: User, lab_world: str, settings: Settings) -> None:
     settings.LABS_IDLE_TIMEOUT_S = 600
     now = timezone.now()
     expired = LabSession.objects.create(user=alice, lab_slug=lab_world, state=S.READY, host="h", vm_id="x",
@@ -110,7 +112,7 @@ def test_expiry_and_idle_timeout_end_ready_sessions(alice: User, bob: User, lab_
 
 
 def test_queued_sessions_start_in_order_when_a_host_frees(alice: User, bob: User, lab_world: str,
-                                                          settings: Any) -> None:  # fmt: skip
+                                                          settings: Settings) -> None:  # fmt: skip
     settings.LABS_MAX_VMS_PER_HOST = 1
     first = services.start_lab(alice, lab_world)
     second = services.start_lab(bob, lab_world)
@@ -147,7 +149,7 @@ def test_a_vm_prepared_for_the_lab_wins_over_a_generic_one(alice: User, bob: Use
     assert other_lab.state == PoolVM.State.READY
 
 
-def test_pool_sizes_name_profiles_and_labs(lab_world: str, settings: Any) -> None:
+def test_pool_sizes_name_profiles_and_labs(lab_world: str, settings: Settings) -> None:
     from labs.services.limits import PoolTarget, pool_targets
 
     settings.LABS_POOL_SIZES = f"tiny=2, lab:{lab_world}=1,lab:no-such-lab=1,warp=1,vfio=x"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from pytest_django import Settings
 
 from labs.models import LabSession
 from labs.states import SessionState
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def lab_world(settings: Any, tmp_path: Path) -> str:
+def lab_world(settings: Settings, tmp_path: Path) -> str:
     settings.CONTENT_DIR = tmp_path / "content"
     return lab_stack.write_test_lab(settings.CONTENT_DIR)
 

@@ -78,4 +78,8 @@ def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: lab_stack.
     )
     for client, sid, vm in ((stack.client("alice"), alice_sid, prepared), (stack.client("bob"), bob_sid, generic)):
         client.request("POST", f"/api/sessions/{sid}/stop")
-        lab_stack.wait_for(lambda vm=vm: not lab_stack.domain_exists(vm), 60, "the handed-out VM to be destroyed")
+
+        def destroyed(vm_id: str = vm) -> bool:
+            return not lab_stack.domain_exists(vm_id)
+
+        lab_stack.wait_for(destroyed, 60, "the handed-out VM to be destroyed")

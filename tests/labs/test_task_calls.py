@@ -13,6 +13,7 @@ import pytest
 from celery import Task
 from django.contrib.auth.models import User
 from django.db import transaction
+from pytest_django import Settings
 
 from labs import services, task_calls
 from labs.host import tasks as host_tasks
@@ -28,7 +29,7 @@ DECLARED = [*task_calls.HOST_TASKS, *task_calls.WEB_TASKS]
 
 
 @pytest.fixture
-def private_broker(settings: Any, tmp_path: Path) -> Iterator[str]:
+def private_broker(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """A private Redis as broker (no worker listens), and the test lab in the catalog."""
     with lab_stack.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
@@ -36,7 +37,7 @@ def private_broker(settings: Any, tmp_path: Path) -> Iterator[str]:
         yield lab_stack.write_test_lab(settings.CONTENT_DIR)
 
 
-def registered(name: str) -> Task:  # type: ignore[type-arg]
+def registered(name: str) -> Task[Any, Any]:
     app.loader.import_default_modules()  # what a worker imports at start: CELERY_IMPORTS, autodiscovery
     return app.tasks[name]
 
@@ -113,7 +114,7 @@ def test_stopping_a_lab_sends_teardown_to_its_host_and_refills_from_the_queue(
 
 
 def test_provision_without_libvirt_retries_then_fails_the_session_on_its_host(
-    private_broker: str, alice: User, settings: Any, sent_tasks: list[SentTask]
+    private_broker: str, alice: User, settings: Settings, sent_tasks: list[SentTask]
 ) -> None:
     settings.LIBVIRT_URI = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
     session = LabSession.objects.create(user=alice, lab_slug=private_broker, state=S.REQUESTED, host="h1")

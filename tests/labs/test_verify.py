@@ -6,6 +6,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -41,8 +42,17 @@ def make_step(*assertions: Assertion, setup: tuple[str, ...] = (), solution: tup
     )
 
 
-def guest(run: str, **kwargs: object) -> GuestAssertion:
-    return GuestAssertion(message=MSG, run=run, **kwargs)  # type: ignore[arg-type]
+class GuestOptions(TypedDict, total=False):
+    """The optional fields of a GuestAssertion."""
+
+    exit_code: int
+    stdout_regex: str | None
+    json: JsonEquals | None
+    timeout_s: float
+
+
+def guest(run: str, **options: Unpack[GuestOptions]) -> GuestAssertion:
+    return GuestAssertion(message=MSG, run=run, **options)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,14 @@ class NavLinks(HTMLParser):
 
     def __init__(self) -> None:
         super().__init__()
-        self.depth, self.hrefs = 0, []
+        self.depth = 0
+        self.hrefs: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "nav":
             self.depth += 1
         elif tag == "a" and self.depth:
-            self.hrefs.append(dict(attrs)["href"])
+            self.hrefs.append(dict(attrs)["href"] or "")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "nav":

@@ -53,8 +53,9 @@ def test_run_serves_the_portal_and_ctrl_c_stops_everything_it_started(tmp_path: 
         )
         output: list[str] = []
         started: dict[int, str] = {}
-        assert proc.stdout is not None
-        reader = threading.Thread(target=lambda: output.extend(line.decode() for line in proc.stdout), daemon=True)  # type: ignore[union-attr]
+        stdout = proc.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: output.extend(line.decode() for line in stdout), daemon=True)
         reader.start()
         try:
             base = f"http://127.0.0.1:{port}/"
