@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pygments import highlight
+from pygments.formatter import Formatter
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
@@ -84,4 +85,6 @@ class FenceCollector:
 
 def pygments_css(style: str, scope: str) -> str:
     """Stylesheet for highlighted code under the CSS selector `scope`."""
-    return HtmlFormatter(style=style).get_style_defs(scope)
+    # Called through the base class: types-Pygments leaves HtmlFormatter's override unannotated.
+    formatter: Formatter[str] = HtmlFormatter(style=style)
+    return formatter.get_style_defs(scope)
