@@ -1,13 +1,15 @@
-"""Roles are Django groups; one place names them and answers who holds which."""
+"""Roles are Django groups; one place names them and answers who holds which.
+
+A role is a group only when something checks it: "instructor" (classes are built on it). Every
+account is a learner, so that needs no group, and staff is Django's own `is_staff`.
+"""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 
-LEARNER = "learner"
 INSTRUCTOR = "instructor"
-STAFF = "staff"
-ALL_ROLES = (LEARNER, INSTRUCTOR, STAFF)
+ALL_ROLES = (INSTRUCTOR,)
 
 
 def has_role(user: AbstractBaseUser | AnonymousUser, role: str) -> bool:

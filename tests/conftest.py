@@ -1,4 +1,4 @@
-"""Shared fixtures: the users every permission test needs (owner, other learner, instructor)."""
+"""Shared fixtures: the users every permission test needs (owner, other learner)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,13 @@ import pytest
 from django.contrib.auth.models import User
 from pytest_django import Settings
 
-from portal import roles
 from tests.browser_fixtures import artifacts, browser  # noqa: F401  (Playwright fixtures for every test folder)
 
 PASSWORD = "correct-horse-battery-staple"
 
 
-def make_user(username: str, *role_names: str) -> User:
-    user = User.objects.create_user(username, f"{username}@example.com", PASSWORD)
-    for role in role_names or (roles.LEARNER,):
-        roles.grant_role(user, role)
-    return user
+def make_user(username: str) -> User:
+    return User.objects.create_user(username, f"{username}@example.com", PASSWORD)
 
 
 @pytest.fixture
@@ -29,11 +25,6 @@ def alice(db: None) -> User:
 def bob(db: None) -> User:
     """Another learner: must never see alice's things."""
     return make_user("bob")
-
-
-@pytest.fixture
-def teacher(db: None) -> User:
-    return make_user("teacher", roles.INSTRUCTOR)
 
 
 @pytest.fixture(autouse=True)

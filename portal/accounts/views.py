@@ -19,7 +19,6 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        roles.grant_role(user, roles.LEARNER)
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, _("Welcome to VirtLab, %(name)s.") % {"name": user.get_username()})
         return redirect("home")

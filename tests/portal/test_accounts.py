@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
@@ -14,7 +14,7 @@ from tests.conftest import PASSWORD
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
 
-def test_signup_creates_a_learner_and_logs_in(client: Client) -> None:
+def test_signup_creates_an_account_with_no_role_and_logs_in(client: Client) -> None:
     resp = client.post(
         reverse("signup"),
         {"username": "carol", "email": "Carol@Example.com", "password1": PASSWORD, "password2": PASSWORD},
@@ -22,8 +22,7 @@ def test_signup_creates_a_learner_and_logs_in(client: Client) -> None:
     assert resp.status_code == 302
     user = User.objects.get(username="carol")
     assert user.email == "carol@example.com"
-    assert roles.has_role(user, roles.LEARNER)
-    assert not roles.has_role(user, roles.INSTRUCTOR)
+    assert not user.groups.exists()  # every account is a learner; instructor is granted, not signed up for
     assert client.get(reverse("profile")).status_code == 200
 
 
@@ -82,7 +81,20 @@ def test_profile_needs_login(client: Client) -> None:
     assert reverse("login") in resp["Location"]
 
 
-def test_roles_are_groups_created_by_migration() -> None:
-    from django.contrib.auth.models import Group
+def test_migrations_leave_exactly_the_role_groups() -> None:
+    # learner and staff were groups nothing checked (portal/migrations/0002 removes them).
+    assert set(Group.objects.values_list("name", flat=True)) == set(roles.ALL_ROLES) == {roles.INSTRUCTOR}
 
-    assert set(Group.objects.values_list("name", flat=True)) >= set(roles.ALL_ROLES)
+
+def test_instructor_role_is_granted_and_shown_on_the_profile(client: Client, alice: User) -> None:
+    assert not roles.has_role(alice, roles.INSTRUCTOR)
+    roles.grant_role(alice, roles.INSTRUCTOR)
+    assert roles.has_role(alice, roles.INSTRUCTOR)
+    client.force_login(alice)
+    assert client.get(reverse("profile")).context["roles"] == [roles.INSTRUCTOR]
+
+
+def test_grant_role_refuses_a_role_that_is_not_a_group() -> None:
+    user = User.objects.create_user("dave")
+    with pytest.raises(ValueError, match="unknown role 'learner'"):
+        roles.grant_role(user, "learner")
