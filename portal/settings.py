@@ -11,44 +11,79 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
 
 def env(name: str, default: str = "") -> str:
-    """Read NAME from the environment, or the contents of the file named by NAME_FILE."""
+    """Read NAME from the environment, or the contents of the file named by NAME_FILE.
+
+    An empty or unreadable NAME_FILE is an error: a secret that silently became "" would be worse.
+    """
     path = os.environ.get(f"{name}_FILE")
     if path:
-        return Path(path).read_text().strip()
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE={path}: cannot read the file ({exc.strerror})") from exc
+        if not value:
+            raise ImproperlyConfigured(f"{name}_FILE={path}: the file is empty")
+        return value
     return os.environ.get(name, default)
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    return env(name, str(default)).lower() in {"1", "true", "yes", "on"}
+def env_bool(name: str, default: bool) -> bool:
+    """1/0, true/false, yes/no, on/off (any case); unset or empty means the default. Anything else,
+    a typo like `ture`, is an error rather than a silent False."""
+    value = env(name).strip()
+    if not value:
+        return default
+    if value.lower() in TRUE_WORDS:
+        return True
+    if value.lower() in FALSE_WORDS:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
 
 
 def env_int(name: str, default: int) -> int:
-    return int(env(name, str(default)))
+    """An integer; unset or empty means the default, anything else that is not an integer is an error."""
+    value = env(name).strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
 
 
 DEBUG = env_bool("DEBUG", False)
+# Runtime files (SQLite DB, dev secret key, beat schedule); scripts/setup.sh creates the directory.
+# Importing settings writes nothing: read-only containers and parallel test stacks import it too.
 VAR_DIR = Path(env("VIRTLAB_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
-    # Development convenience: a random key persisted under var/ so sessions survive restarts.
-    # Production must set SECRET_KEY (or SECRET_KEY_FILE); `check --deploy` enforces its strength.
+    # Production sets SECRET_KEY (or SECRET_KEY_FILE); `check --deploy` enforces its strength.
+    # In development, scripts/setup.sh (`make setup`) keeps a random key in var/secret_key.
     key = env("SECRET_KEY")
     if key:
         return key
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        import secrets
-
-        path.write_text(secrets.token_urlsafe(64))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        raise ImproperlyConfigured(
+            f"No secret key: set SECRET_KEY (or SECRET_KEY_FILE), or run `make setup`, which creates {path}"
+        ) from None
+    except OSError as exc:
+        raise ImproperlyConfigured(f"{path}: cannot read the secret key ({exc.strerror})") from exc
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: run `make setup` (it writes a new key) or set SECRET_KEY")
+    return key
 
 
 SECRET_KEY = _secret_key()
@@ -176,6 +211,8 @@ LABS_MAX_VMS_PER_HOST = env_int("LABS_MAX_VMS_PER_HOST", 0)  # 0: as many as mem
 # for one lab (step 1 set up and checkpointed in advance), e.g. "tiny=1,lab:qemu-img=1".
 LABS_POOL_SIZES = env("LABS_POOL_SIZES", "tiny=1")
 LABS_REAP_GRACE_S = env_int("LABS_REAP_GRACE_S", 120)  # spare unknown VMs younger than this
+# A session provisioning longer than this was interrupted (its worker died).
+LABS_PROVISION_TIMEOUT_S = env_int("LABS_PROVISION_TIMEOUT_S", 300)
 LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -41,8 +41,20 @@ install_venv() {
 
 install_assets() { scripts/assets.sh; }
 
+# var/ and the development secret key, before any manage.py call: importing the settings writes
+# nothing, and refuses to start without a key (production sets SECRET_KEY or SECRET_KEY_FILE).
+make_var_dir() {
+  local var=${VIRTLAB_VAR_DIR:-var}
+  mkdir -p "$var"
+  if [[ -s $var/secret_key ]]; then return; fi
+  log "secret key: $var/secret_key"
+  (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(64))' >"$var/secret_key.new")
+  mv "$var/secret_key.new" "$var/secret_key"
+}
+
 main() {
   install_system_packages
+  make_var_dir
   scripts/services.sh
   install_venv
   install_assets
@@ -53,8 +65,8 @@ main() {
   "$py" manage.py migrate --noinput -v 0
   "$py" manage.py compilemessages -v 0 --ignore='.venv/*' --ignore='node_modules/*'
   "$py" manage.py collectstatic --noinput -v 0
-  if "$py" manage.py help docs >/dev/null 2>&1; then "$py" manage.py docs build; fi
-  if "$py" manage.py help labs >/dev/null 2>&1; then "$py" manage.py labs check; fi
+  "$py" manage.py docs build
+  "$py" manage.py labs check
 }
 
 main "$@"

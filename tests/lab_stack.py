@@ -134,9 +134,15 @@ def write_test_lab(content_dir: Path) -> str:
 
 
 def lab_env(tmp: Path, redis_url: str, **extra: str) -> dict[str, str]:
-    """Environment for every process of a test stack: its own DB file, Redis, host name, id prefix."""
+    """Environment for every process of a test stack: its own DB file, Redis, host name, id prefix,
+    and var directory with a secret key (what scripts/setup.sh prepares; settings write nothing)."""
     tag = os.urandom(3).hex()
+    var = Path(extra.get("VIRTLAB_VAR_DIR", tmp / "var"))
+    var.mkdir(parents=True, exist_ok=True)
+    if not (var / "secret_key").exists():
+        (var / "secret_key").write_text(os.urandom(32).hex())
     return {
+        "VIRTLAB_VAR_DIR": str(var),
         "DATABASE_URL": f"sqlite:///{tmp / 'virtlab.sqlite3'}",
         "REDIS_URL": redis_url,
         "CELERY_BROKER_URL": redis_url,

@@ -1,4 +1,5 @@
-"""Lab limits, read from settings with defaults (override any of them in portal/settings or env)."""
+"""Lab limits, read from settings (each default is defined once, in portal/settings.py; the
+environment overrides it)."""
 
 from __future__ import annotations
 
@@ -14,50 +15,46 @@ from labs.profiles import PROFILES
 log = logging.getLogger(__name__)
 
 
-def _setting(name: str, default: int) -> int:
-    return int(getattr(settings, name, default))
-
-
 def max_running_per_user() -> int:
-    return _setting("LABS_MAX_RUNNING_PER_USER", 1)
+    return settings.LABS_MAX_RUNNING_PER_USER
 
 
 def start_rate() -> tuple[int, int]:
     """(starts, window seconds) allowed per learner."""
-    return _setting("LABS_START_RATE", 6), _setting("LABS_START_RATE_WINDOW_S", 600)
+    return settings.LABS_START_RATE, settings.LABS_START_RATE_WINDOW_S
 
 
 def ttl() -> timedelta:
     """Lifetime of a fresh session (the countdown the page shows)."""
-    return timedelta(seconds=_setting("LABS_TTL_S", 45 * 60))
+    return timedelta(seconds=settings.LABS_TTL_S)
 
 
 def extend_step() -> timedelta:
-    return timedelta(seconds=_setting("LABS_EXTEND_S", 15 * 60))
+    return timedelta(seconds=settings.LABS_EXTEND_S)
 
 
 def max_lifetime() -> timedelta:
     """Hard cap on a session's life, counted from ready: Extend never goes past it."""
-    return timedelta(seconds=_setting("LABS_MAX_LIFETIME_S", 2 * 3600))
+    return timedelta(seconds=settings.LABS_MAX_LIFETIME_S)
 
 
 def idle_timeout() -> timedelta:
-    return timedelta(seconds=_setting("LABS_IDLE_TIMEOUT_S", 20 * 60))
+    return timedelta(seconds=settings.LABS_IDLE_TIMEOUT_S)
 
 
 def provision_timeout() -> timedelta:
     """A session provisioning longer than this was interrupted (its worker died)."""
-    return timedelta(seconds=_setting("LABS_PROVISION_TIMEOUT_S", 300))
+    return timedelta(seconds=settings.LABS_PROVISION_TIMEOUT_S)
 
 
 def reap_grace_s() -> int:
     """Unknown VMs of our namespace younger than this are spared (a create may be in flight)."""
-    return _setting("LABS_REAP_GRACE_S", 120)
+    return settings.LABS_REAP_GRACE_S
 
 
 def max_vms_per_host() -> int:
     """Operator cap on VMs per host on top of what its memory allows (0 = memory only)."""
-    return _setting("LABS_MAX_VMS_PER_HOST", 0)
+    return settings.LABS_MAX_VMS_PER_HOST
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ def pool_targets() -> list[PoolTarget]:
     from labs.services.catalog import get_lab
 
     targets = []
-    for entry in filter(None, (part.strip() for part in str(getattr(settings, "LABS_POOL_SIZES", "")).split(","))):
+    for entry in filter(None, (part.strip() for part in settings.LABS_POOL_SIZES.split(","))):
         key, _, count = entry.partition("=")
         if not count.isdigit():
             log.warning("LABS_POOL_SIZES: %r is not <profile>=N or lab:<slug>=N", entry)
