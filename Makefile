@@ -23,6 +23,8 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+# shell scripts under scripts/ and guest/, found by their #! line (guest/init has no .sh)
+	shellcheck $$(git ls-files scripts guest | xargs awk 'FNR == 1 && /^#!.*sh$$/ { print FILENAME }')
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v -E '^(pip|setuptools)==' > requirements.txt

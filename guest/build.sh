@@ -170,6 +170,7 @@ prune_old_images() {
             in_use+=$(virsh -c qemu:///system dumpxml "$dom" 2>/dev/null || true)
         done
     fi
+    # shellcheck disable=SC2012  # names are our own hashes; ls -t orders them newest first
     ls -1dt "$CACHE"/*/ 2>/dev/null | tail -n +"$((keep + 1))" | while read -r dir; do
         dir=${dir%/}
         [ -f "$dir/manifest.json" ] || continue
@@ -351,7 +352,7 @@ while IFS= read -r line; do
 done <"$KMODS/modules.dep"
 declare -A NEED=()
 add_module() {
-    local name=${1//-/_} path dep
+    local name=${1//-/_} path dep deps
     [ -n "${NEED[$name]:-}" ] && return 0
     path=${MODPATH[$name]:-}
     if [ -z "$path" ]; then
@@ -359,7 +360,8 @@ add_module() {
         die "module $1 not found in $KREL"
     fi
     NEED[$name]=$path
-    for dep in $(grep "^$path:" "$KMODS/modules.dep" | cut -d: -f2); do
+    read -ra deps <<<"$(grep "^$path:" "$KMODS/modules.dep" | cut -d: -f2)"
+    for dep in "${deps[@]}"; do
         dep=${dep##*/}; add_module "${dep%%.ko*}"
     done
 }

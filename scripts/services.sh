@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[services]\033[0m %s\n' "$*"; }
 RECORD=${VIRTLAB_VAR_DIR:-var}/services-started
 
-pgid_of() { local stat; stat=$(<"/proc/$1/stat"); stat=${stat##*) }; set -- $stat; echo "$3"; }
+pgid_of() { local stat fields; stat=$(<"/proc/$1/stat"); read -ra fields <<<"${stat##*) }"; echo "${fields[2]}"; }
 OWN_PGID=$(pgid_of $$)
 
 # The signal that stops a recorded daemon cleanly.
@@ -78,7 +78,7 @@ start_postgres() {
     log "postgresql: running"
   else
     local version
-    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+    version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n 1 || true)
     [[ -n $version ]] || { log "postgresql: not running and no local cluster in /etc/postgresql"; exit 1; }
     log "postgresql: starting cluster $version/main"
     pg_ctlcluster --skip-systemctl-redirect "$version" main start

@@ -19,7 +19,7 @@ pytest_pass() {  # <what> <pytest args...>: run pytest; exit with its status unl
   esac
 }
 
-make --no-print-directory lint  # ruff check, ruff format --check, mypy
+make --no-print-directory lint  # ruff check, ruff format --check, mypy, shellcheck
 pytest_pass "main run (SQLite)" "$@"
 DATABASE_URL=${TEST_POSTGRES_URL:-postgres://virtlab:virtlab@127.0.0.1:5432/virtlab} \
   pytest_pass "PostgreSQL pass (-m postgres)" -m postgres -q -p no:cacheprovider
