@@ -23,7 +23,7 @@ def test_signup_logout_login_in_chromium(live_server: LiveServer, browser: Brows
     page.screenshot(path=str(artifacts / "signup.png"), full_page=True)
     page.get_by_role("button", name="Sign up").click()
     expect(page.locator(".message-success")).to_contain_text("Welcome to VirtLab, dora")
-    assert User.objects.filter(username="dora", groups__name="learner").exists()
+    assert User.objects.filter(username="dora").exists()
 
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("link", name="Log in")).to_be_visible()
