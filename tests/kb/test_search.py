@@ -11,7 +11,7 @@ from django.db import connection
 from portal.kb.cache import corpus
 from portal.kb.content import load_golden
 from portal.kb.search import get_backend, search
-from portal.kb.search.text import parse_query
+from portal.kb.text import parse_query
 
 from .conftest import CONTENT
 
