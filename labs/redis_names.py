@@ -52,6 +52,11 @@ def hold_key(session_id: str) -> str:
     return f"virtlab:term:{session_id}:hold"
 
 
+def session_keys(session_id: str) -> list[str]:
+    """Every key one session's terminal uses: deleted as soon as the session is destroyed."""
+    return [f(session_id) for f in (buffer_key, offset_key, input_key, size_key, hold_key)]
+
+
 def wake_key(host: str) -> str:
     """Pushed to make a host's console relay look at its sessions now rather than at its next poll."""
     return f"virtlab:relay:{host}:wake"

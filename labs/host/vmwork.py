@@ -20,6 +20,7 @@ from labs.catalog import Lab
 from labs.host import console_relay, verify
 from labs.hypervisor import VM, DomainMissing, Hypervisor, HypervisorError
 from labs.models import LabSession, PoolVM, StepResult
+from labs.redis_names import session_keys
 from labs.services import limits
 from labs.services.catalog import require_lab
 from labs.services.placement import free_slots
@@ -213,6 +214,8 @@ def destroy(session_id: str) -> None:
             hv.vm(session.vm_id).destroy()
     PoolVM.objects.filter(session_id=session_id).delete()
     transition(session_id, S.DESTROYED)
+    # The terminal's scrollback and queued keystrokes go now, not when their TTL runs out.
+    host_registry.redis_client().delete(*session_keys(session_id))
 
 
 def fill_pool(host: str) -> None:
