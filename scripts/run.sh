@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole portal in the foreground: ASGI web server, Celery host agent and beat.
-# Ctrl-C (or SIGTERM) stops everything it started: honcho stops the three processes, then
-# scripts/services.sh stops the daemons (Redis, PostgreSQL, libvirtd, virtlogd) that this
-# `make run` started; daemons that were already running keep running.
+# Ctrl-C (or SIGTERM) stops everything it started: honcho stops the three processes, every VM of
+# this deployment on this host is destroyed (`manage.py host teardown`), then scripts/services.sh
+# stops the daemons (Redis, PostgreSQL, libvirtd, virtlogd) that this `make run` started; daemons
+# that were already running keep running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -17,7 +18,7 @@ echo "  Stop:        Ctrl-C"
 echo
 export PORT=$port
 
-trap 'scripts/services.sh stop-started' EXIT
+trap '"$py" manage.py host teardown || true; scripts/services.sh stop-started' EXIT
 .venv/bin/honcho start -f Procfile &
 honcho=$!
 # honcho runs in the background so a signal to this script is handled at once (bash defers traps

@@ -64,3 +64,16 @@ def reconcile_host(host: str) -> dict[str, list[str]]:
         log.info("reconcile %s: %s", host, report)
     task_calls.fill_pool.on(host)
     return report
+
+
+def tear_down_host(host: str) -> list[str]:
+    """Leave nothing of this deployment running on `host` (the portal is stopping): live sessions
+    fail with a message and lose their VM, warm VMs and any orphan of our namespace are destroyed."""
+    message = "The lab's host was shut down. Please start the lab again."
+    live = LabSession.objects.filter(host=host, state__in=VM_LIVE).values_list("id", flat=True)
+    ended = [sid for sid in live if end_here(sid, S.FAILED, error=message)]
+    PoolVM.objects.filter(host=host).exclude(state=PoolVM.State.ASSIGNED).delete()
+    with hypervisor() as hv:
+        reaped = hv.reap(set(), grace_s=0, namespace=id_prefixes())
+    log.info("tear down %s: ended %s, destroyed %s", host, ended, reaped)
+    return ended + [vm for vm in reaped if vm not in ended]

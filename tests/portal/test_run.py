@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab_stack import ROOT, free_port, lab_env, manage, private_redis, wait_for
+from labs.hypervisor import Hypervisor
+from tests.hypervisor.conftest import libvirt_ready
+from tests.lab_stack import ROOT, destroy_vms_with_prefix, free_port, lab_env, manage, private_redis, wait_for
 from tests.processes import descendants, kill_process_tree
 
 pytestmark = pytest.mark.slow
+__all__ = ["libvirt_ready"]
 COMMANDS = ("bin/uvicorn portal.asgi", "celery -A portal worker", "celery -A portal beat")
 
 
@@ -94,3 +97,31 @@ def test_run_serves_the_portal_and_ctrl_c_stops_everything_it_started(tmp_path: 
             for daemon in (ours, theirs):
                 daemon.kill()
                 daemon.wait()
+
+
+def vms_with_prefix(prefix: str) -> list[str]:
+    with Hypervisor.connect() as hv:
+        return [d.session_id for d in hv.list_tagged() if d.active and d.session_id.startswith(prefix)]
+
+
+@pytest.mark.vm
+def test_ctrl_c_leaves_no_vm_running(tmp_path: Path, libvirt_ready: None) -> None:
+    """The warm-pool VM that `make run` boots is destroyed when it stops, not left running."""
+    with private_redis() as redis_url:
+        env = lab_env(tmp_path, redis_url, PORT=str(free_port()), WEB_WORKERS="1", WORKER_CONCURRENCY="1",
+                      LABS_POOL_SIZES="tiny=1")  # fmt: skip
+        prefix = env["LABS_ID_PREFIX"]
+        (tmp_path / "content").mkdir()
+        manage(env, "migrate", "--noinput")
+        manage(env, "collectstatic", "--noinput")
+        proc = subprocess.Popen(["scripts/run.sh"], cwd=ROOT, env={**os.environ, **env}, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_for(lambda: bool(vms_with_prefix(prefix)), 180, "the warm-pool VM")
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+            proc.wait(timeout=90)
+            assert vms_with_prefix(prefix) == [], "a VM outlived make run"
+        finally:
+            if proc.poll() is None:
+                kill_process_tree(proc.pid)
+            destroy_vms_with_prefix(prefix)
