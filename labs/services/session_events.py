@@ -9,30 +9,42 @@ from channels.layers import get_channel_layer
 
 from labs.models import LabSession, StepResult
 from labs.redis_names import events_group, terminal_group
+from labs.schemas import AssertionOut, SessionOut, StepResultOut
+from labs.states import SessionState
 
 
-def session_payload(session: LabSession) -> dict[str, Any]:
-    """What the page needs to render a session; the same dict the API and websocket send."""
+def session_out(session: LabSession) -> SessionOut:
+    """What the page needs to render a session: the API returns it, the websocket pushes its dump."""
     latest: dict[int, StepResult] = {}
     for result in session.results.all():
         latest[result.step] = result  # ordered by time: the last one wins
-    return {
-        "id": session.id,
-        "lab": session.lab_slug,
-        "state": session.state,
-        "state_label": str(session.get_state_display()),
-        "current_step": session.current_step,
-        "checkpoints": list(session.checkpoints),
-        "queue_position": session.queue_position,
-        "error": session.error,
-        "created_at": session.created_at.isoformat() if session.created_at else None,
-        "ready_at": session.ready_at.isoformat() if session.ready_at else None,
-        "expires_at": session.expires_at.isoformat() if session.expires_at else None,
-        "results": {
-            str(step): {"passed": r.passed, "message": r.message, "details": r.details, "at": r.created_at.isoformat()}
+    return SessionOut(
+        id=session.id,
+        lab=session.lab_slug,
+        state=SessionState(session.state),
+        state_label=str(session.get_state_display()),
+        current_step=session.current_step,
+        checkpoints=list(session.checkpoints),
+        queue_position=session.queue_position,
+        error=session.error,
+        created_at=session.created_at,
+        ready_at=session.ready_at,
+        expires_at=session.expires_at,
+        results={
+            str(step): StepResultOut(
+                passed=r.passed,
+                message=r.message,
+                details=[AssertionOut(**detail) for detail in r.details],
+                at=r.created_at,
+            )
             for step, r in sorted(latest.items())
         },
-    }
+    )
+
+
+def session_payload(session: LabSession) -> dict[str, Any]:
+    """`session_out` as plain JSON types, for the channel layer and the page's embedded state."""
+    return session_out(session).model_dump(mode="json")
 
 
 def send(group: str, message: dict[str, Any]) -> None:
