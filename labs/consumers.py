@@ -17,6 +17,7 @@ from django.conf import settings
 
 from labs.models import LabSession
 from labs.redis_names import buffer_key, events_group, input_key, offset_key, size_key, terminal_group
+from labs.services import access
 from labs.services.session_events import session_payload
 from labs.states import ENDED
 
@@ -27,11 +28,12 @@ MAX_COLS, MAX_ROWS = 1000, 500
 
 
 @database_sync_to_async
-def _load(user: Any, session_id: str) -> tuple[LabSession, dict[str, Any], bool] | None:
-    session = LabSession.objects.visible_to(user).filter(pk=session_id).first()
-    if session is None:
+def _load(user: Any, session_id: str) -> tuple[LabSession, bool] | None:
+    """The session the user may see and whether they may drive it; None for anyone else."""
+    try:
+        return access.session_for_user(user, session_id)
+    except access.SessionNotFound:
         return None
-    return session, session_payload(session), session.user_id == user.pk
 
 
 class SessionEventsConsumer(AsyncWebsocketConsumer):
@@ -46,7 +48,8 @@ class SessionEventsConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(events_group(self.session_id), self.channel_name)
         await self.accept()
         # The state as of now, so a page that loaded a moment ago misses nothing.
-        await self.send(text_data=json.dumps({"type": "session", "session": loaded[1]}))
+        payload = await database_sync_to_async(session_payload)(loaded[0])
+        await self.send(text_data=json.dumps({"type": "session", "session": payload}))
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(events_group(self.session_id), self.channel_name)
@@ -68,7 +71,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         if loaded is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        session, _payload, self.is_owner = loaded
+        session, self.may_drive = loaded
         await self.accept()
         if session.state in ENDED:
             await self._gone(str(session.get_state_display()))
@@ -82,7 +85,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             pipe.get(offset_key(self.session_id))
             scrollback, end = await pipe.execute()
         self.sent_upto = int(end or 0)
-        await self.send(text_data=json.dumps({"type": "hello", "observer": not self.is_owner}))
+        await self.send(text_data=json.dumps({"type": "hello", "observer": not self.may_drive}))
         if scrollback:
             await self.send(bytes_data=scrollback)
 
@@ -92,7 +95,7 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             await self.redis.aclose()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.is_owner:
+        if not self.may_drive:
             return  # observers watch; they never type into a learner's VM
         if bytes_data is not None:
             await self._forward(bytes_data)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 import string
-from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -39,15 +39,20 @@ class LabSessionQuerySet(models.QuerySet["LabSession"]):
     def running(self) -> LabSessionQuerySet:
         return self.filter(state__in=RUNNING)
 
-    def on_host(self, host: str) -> LabSessionQuerySet:
-        return self.filter(host=host)
-
-    def visible_to(self, user: Any) -> LabSessionQuerySet:
-        """Owner sees their own sessions; staff may observe every session."""
-        if not getattr(user, "is_authenticated", False):
+    # The ownership rule, in one place: the lab page asks these, the API and websockets through
+    # labs.services.access.
+    def visible_to(self, user: User | AnonymousUser) -> LabSessionQuerySet:
+        """Sessions `user` may see: their own; staff may observe every session (read-only)."""
+        if not user.is_authenticated:
             return self.none()
-        if getattr(user, "is_staff", False):
+        if user.is_staff:
             return self
+        return self.filter(user=user)
+
+    def driven_by(self, user: User | AnonymousUser) -> LabSessionQuerySet:
+        """Sessions `user` may drive (type, check, go back, reset, extend, stop): their own only."""
+        if not user.is_authenticated:
+            return self.none()
         return self.filter(user=user)
 
 

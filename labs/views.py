@@ -11,7 +11,6 @@ from django.views.decorators.http import require_GET
 from labs.models import LabSession
 from labs.services.catalog import catalog, get_lab
 from labs.services.session_events import session_payload
-from labs.states import RUNNING
 
 
 @require_GET
@@ -40,11 +39,10 @@ def lab_page(request: HttpRequest, slug: str) -> HttpResponse:
         }
         for step in lab.steps
     ]
-    session = None
-    if request.user.is_authenticated:
-        # The learner's running session of this lab, as the DB has it (same dict the websocket sends).
-        current = LabSession.objects.filter(user=request.user, lab_slug=slug, state__in=RUNNING).first()
-        session = session_payload(current) if current else None
+    # The visitor's own running session of this lab (staff observe others' on the websockets, never
+    # here), as the DB has it: the same SessionOut the API returns and the events websocket pushes.
+    current = LabSession.objects.driven_by(request.user).running().filter(lab_slug=slug).first()
+    session = session_payload(current) if current else None
     context = {
         "lab": lab,
         "title": lab.title.get(lang),
