@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.translation import get_language
-from ninja import NinjaAPI, Schema
-from ninja.errors import HttpError
+from ninja import NinjaAPI, Schema, Status
 from ninja.security import django_auth
 
 from labs import services
-from labs.models import LabSession
+from labs.schemas import AlreadyRunningOut, DetailOut, SessionOut
+from labs.services import access
 from labs.services.catalog import catalog
-from labs.services.session_events import session_payload
+from labs.services.session_events import session_out
+from labs.types import AuthenticatedRequest
 
-api = NinjaAPI(title="VirtLab API", version="1", urls_namespace="api")
+# Every endpoint needs a logged-in user (session cookie + CSRF) unless it says `auth=None`.
+api = NinjaAPI(title="VirtLab API", version="1", urls_namespace="api", auth=django_auth)
 
 
 class LabOut(Schema):
@@ -36,20 +38,21 @@ class StepIn(Schema):
     step: int
 
 
+# The refusals a session endpoint may answer with (401 comes from `django_auth`): 404 for a session
+# the caller may not see (as for one that does not exist), 403 for one they observe but may not drive.
+SEE_ERRORS: dict[int, type[Schema]] = {401: DetailOut, 404: DetailOut}
+DRIVE_ERRORS: dict[int, type[Schema]] = {**SEE_ERRORS, 403: DetailOut}
+# An action the host carries out later (its outcome arrives as a session event), or 409 when the
+# session is not in a state that allows it.
+QUEUED_ACTION: dict[int, type[Schema]] = {202: DetailOut, 409: DetailOut, **DRIVE_ERRORS}
+
+
 @api.exception_handler(services.LabError)
-def lab_error(request: HttpRequest, exc: services.LabError) -> Any:
-    body: dict[str, Any] = {"detail": exc.message}
+def lab_error(request: HttpRequest, exc: services.LabError) -> HttpResponse:
+    body: DetailOut = DetailOut(detail=exc.message)
     if isinstance(exc, services.AlreadyRunning):
-        body["session"] = exc.session_id
-    return api.create_response(request, body, status=exc.status)
-
-
-def _owned(request: HttpRequest, session_id: str) -> LabSession:
-    """The caller's session; 404 for anyone else's, so ids never reveal that a session exists."""
-    session = LabSession.objects.filter(pk=session_id, user_id=request.user.pk or 0).first()
-    if session is None:
-        raise HttpError(404, "Not found")
-    return session
+        body = AlreadyRunningOut(detail=exc.message, session=exc.session_id)
+    return api.create_response(request, body.model_dump(), status=exc.status)
 
 
 @api.get("/labs", response=list[LabOut], auth=None, tags=["labs"])
@@ -65,43 +68,50 @@ def list_labs(request: HttpRequest) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-@api.post("/sessions", auth=django_auth, tags=["sessions"])
-def start(request: HttpRequest, body: StartIn) -> Any:
-    session = services.start_lab(request.user, body.lab)  # type: ignore[arg-type]
-    return api.create_response(request, session_payload(session), status=201)
+@api.post(
+    "/sessions",
+    tags=["sessions"],
+    response={201: SessionOut, 401: DetailOut, 404: DetailOut, 409: AlreadyRunningOut, 429: DetailOut},
+)
+def start(request: AuthenticatedRequest, body: StartIn) -> Status[SessionOut]:
+    return Status(201, session_out(services.start_lab(request.user, body.lab)))
 
 
-@api.get("/sessions/{session_id}", auth=django_auth, tags=["sessions"])
-def get_session(request: HttpRequest, session_id: str) -> dict[str, Any]:
-    return session_payload(_owned(request, session_id))
+# Staff may read any session, as they may watch its events websocket; only the owner acts on it.
+@api.get("/sessions/{session_id}", tags=["sessions"], response={200: SessionOut, **SEE_ERRORS})
+def get_session(request: AuthenticatedRequest, session_id: str) -> SessionOut:
+    session, _may_drive = access.session_for_user(request.user, session_id)
+    return session_out(session)
 
 
-@api.post("/sessions/{session_id}/check", auth=django_auth, tags=["sessions"])
-def check(request: HttpRequest, session_id: str, body: StepIn) -> Any:
-    services.check_step(_owned(request, session_id), body.step)
-    return api.create_response(request, {"detail": "checking"}, status=202)
+@api.post("/sessions/{session_id}/check", tags=["sessions"], response=QUEUED_ACTION)
+def check(request: AuthenticatedRequest, session_id: str, body: StepIn) -> Status[DetailOut]:
+    services.check_step(access.driven_session_for_user(request.user, session_id), body.step)
+    return Status(202, DetailOut(detail="checking"))
 
 
-@api.post("/sessions/{session_id}/goto", auth=django_auth, tags=["sessions"])
-def goto(request: HttpRequest, session_id: str, body: StepIn) -> Any:
-    services.goto_step(_owned(request, session_id), body.step)
-    return api.create_response(request, {"detail": "restoring"}, status=202)
+@api.post("/sessions/{session_id}/goto", tags=["sessions"], response=QUEUED_ACTION)
+def goto(request: AuthenticatedRequest, session_id: str, body: StepIn) -> Status[DetailOut]:
+    services.goto_step(access.driven_session_for_user(request.user, session_id), body.step)
+    return Status(202, DetailOut(detail="restoring"))
 
 
-@api.post("/sessions/{session_id}/reset", auth=django_auth, tags=["sessions"])
-def reset(request: HttpRequest, session_id: str) -> Any:
-    services.reset_lab(_owned(request, session_id))
-    return api.create_response(request, {"detail": "restoring"}, status=202)
+@api.post("/sessions/{session_id}/reset", tags=["sessions"], response=QUEUED_ACTION)
+def reset(request: AuthenticatedRequest, session_id: str) -> Status[DetailOut]:
+    services.reset_lab(access.driven_session_for_user(request.user, session_id))
+    return Status(202, DetailOut(detail="restoring"))
 
 
-@api.post("/sessions/{session_id}/extend", auth=django_auth, tags=["sessions"])
-def extend(request: HttpRequest, session_id: str) -> dict[str, Any]:
-    return session_payload(services.extend_lab(_owned(request, session_id)))
+@api.post(
+    "/sessions/{session_id}/extend", tags=["sessions"], response={200: SessionOut, 409: DetailOut, **DRIVE_ERRORS}
+)
+def extend(request: AuthenticatedRequest, session_id: str) -> SessionOut:
+    return session_out(services.extend_lab(access.driven_session_for_user(request.user, session_id)))
 
 
-@api.post("/sessions/{session_id}/stop", auth=django_auth, tags=["sessions"])
-def stop(request: HttpRequest, session_id: str) -> dict[str, Any]:
-    session = _owned(request, session_id)
+@api.post("/sessions/{session_id}/stop", tags=["sessions"], response={200: SessionOut, **DRIVE_ERRORS})
+def stop(request: AuthenticatedRequest, session_id: str) -> SessionOut:
+    session = access.driven_session_for_user(request.user, session_id)
     services.stop_lab(session)
     session.refresh_from_db()
-    return session_payload(session)
+    return session_out(session)
