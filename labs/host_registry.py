@@ -35,13 +35,11 @@ class HostAdvert:
     total_mem_mib: int = 0
     free_mem_mib: int = 0
     vm_count: int = 0
-    max_vms: int = 0
+    max_vms: int = 0  # VMs it may run at once (memory, and CPU under TCG)
+    cpus: int = 0
+    max_boots: int = 1  # VMs it may boot at once (CPU-bound under TCG)
     kernel_features: list[str] = field(default_factory=list)
     updated_at: float = 0.0
-
-    @property
-    def free_slots(self) -> int:
-        return max(0, self.max_vms - self.vm_count) if self.libvirt_ok and self.image_present else 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

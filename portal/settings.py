@@ -207,6 +207,12 @@ LABS_EXTEND_S = env_int("LABS_EXTEND_S", 15 * 60)
 LABS_MAX_LIFETIME_S = env_int("LABS_MAX_LIFETIME_S", 2 * 3600)
 LABS_IDLE_TIMEOUT_S = env_int("LABS_IDLE_TIMEOUT_S", 20 * 60)
 LABS_MAX_VMS_PER_HOST = env_int("LABS_MAX_VMS_PER_HOST", 0)  # 0: as many as memory allows
+# CPU, under TCG: a boot costs ~8 s of one core, so a host boots at most LABS_BOOTS_PER_CPU VMs per
+# core at once (more only slows every boot and every learner's echo); idle guests cost ~0.2 % of a
+# core each and answer commands in 40-50 ms with 32 running on 2 cores (shared/notes/vm-probe.md,
+# clone-probe.md), so a TCG host runs at most LABS_TCG_VMS_PER_CPU per core (0: memory only).
+LABS_BOOTS_PER_CPU = env_int("LABS_BOOTS_PER_CPU", 1)
+LABS_TCG_VMS_PER_CPU = env_int("LABS_TCG_VMS_PER_CPU", 16)
 # Warm VMs per host: "<profile>=N" serves any lab of that profile; "lab:<slug>=N" is prepared
 # for one lab (step 1 set up and checkpointed in advance), e.g. "tiny=1,lab:qemu-img=1".
 LABS_POOL_SIZES = env("LABS_POOL_SIZES", "tiny=1")

@@ -27,6 +27,12 @@ def bob(db: None) -> User:
     return make_user("bob")
 
 
+@pytest.fixture
+def carol(db: None) -> User:
+    """A third learner (queues, classes)."""
+    return make_user("carol")
+
+
 @pytest.fixture(autouse=True)
 def _plain_static_storage(settings: Settings) -> None:
     # The live server serves static files through the finders, which know the source names, not

@@ -22,7 +22,7 @@ from django.utils import timezone
 from labs import host_registry
 from labs.host import reconcile
 from labs.host.console_relay import RelayManager
-from labs.hypervisor import Hypervisor, HypervisorError, load_image
+from labs.hypervisor import HostCapacity, Hypervisor, HypervisorError, load_image
 
 log = logging.getLogger(__name__)
 ADVERT_EVERY_S = 10.0
@@ -54,9 +54,17 @@ def build_advert(hv: Hypervisor | None = None) -> host_registry.HostAdvert:
         name=name, libvirt_ok=True, accelerator=cap.accelerator,
         accelerator_reason=cap.accelerator_reason or image_error, image_present=image_ok,
         image_dir=str(image_dir), image_hash=cap.image_hash or image_hash, total_mem_mib=cap.total_mem_mib,
-        free_mem_mib=cap.free_mem_mib, vm_count=cap.vm_count, max_vms=cap.max_vms,
-        kernel_features=list(cap.kernel_features),
+        free_mem_mib=cap.free_mem_mib, vm_count=cap.vm_count, max_vms=vm_limit(cap), cpus=cap.cpus,
+        max_boots=max(1, cap.cpus * settings.LABS_BOOTS_PER_CPU), kernel_features=list(cap.kernel_features),
     )  # fmt: skip
+
+
+def vm_limit(cap: HostCapacity) -> int:
+    """VMs this host may run at once: what memory allows and, under TCG, what its cores keep interactive."""
+    per_cpu = settings.LABS_TCG_VMS_PER_CPU
+    if cap.accelerator == "tcg" and per_cpu > 0:
+        return min(cap.max_vms, cap.cpus * per_cpu)
+    return cap.max_vms
 
 
 def libvirt_down_advert(error: str) -> host_registry.HostAdvert:

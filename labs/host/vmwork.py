@@ -23,7 +23,7 @@ from labs.models import LabSession, PoolVM, StepResult
 from labs.redis_names import session_keys
 from labs.services import limits
 from labs.services.catalog import require_lab
-from labs.services.placement import free_slots
+from labs.services.placement import free_boots, free_slots
 from labs.services.session_events import push_progress, push_session
 from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, SessionState
@@ -83,6 +83,8 @@ def provision(session_id: str) -> None:
             end_here(session_id, S.FAILED, error=f"The VM could not be started: {exc}")
         finally:
             console_relay.release_input(session_id)
+            if LabSession.objects.filter(state=S.QUEUED).exists():
+                task_calls.place_queued_sessions.send()  # this boot's slot is free for the next start
 
 
 def _provision(hv: Hypervisor, session: LabSession) -> None:
@@ -245,5 +247,5 @@ def fill_pool(host: str) -> None:
 
 def _has_room(host: str) -> bool:
     advert = next((a for a in host_registry.list_hosts() if a.name == host), None)
-    # Keep a slot for learners: the pool only fills spare capacity.
-    return advert is not None and free_slots(advert) > 1
+    # Keep a slot, and a boot where there are several, for learners: the pool fills spare capacity.
+    return advert is not None and free_slots(advert) > 1 and free_boots(advert) > min(1, advert.max_boots - 1)

@@ -58,7 +58,8 @@ class HostCapacity:
     total_mem_mib: int
     free_mem_mib: int
     vm_count: int
-    max_vms: int
+    max_vms: int  # by memory: running VMs plus the `tiny` VMs that still fit
+    cpus: int = 1
     kernel_features: list[str] = field(default_factory=list)
     image_hash: str = ""
 
@@ -191,7 +192,9 @@ class Hypervisor:
             image = load_image(image_dir)
             choice = self.accelerator(image)
             accel, reason, features, image_hash = choice.accelerator, choice.reason, image.features, image.image_hash
-        return HostCapacity(accel, reason, total, free, vm_count, vm_count + slots, features, image_hash)
+        with translated():
+            cpus = int(self.conn.getInfo()[2])  # active host CPUs
+        return HostCapacity(accel, reason, total, free, vm_count, vm_count + slots, cpus, features, image_hash)
 
     def _tag_of(self, domain: libvirt.virDomain) -> SessionTag | None:
         session_id = session_of(domain.name())

@@ -32,14 +32,26 @@ def free_slots(advert: host_registry.HostAdvert) -> int:
     return cap - host_load(advert.name)
 
 
+def booting(host: str) -> int:
+    """VMs being made on `host` now: sessions placed there not yet ready, warm-pool VMs booting."""
+    sessions = LabSession.objects.filter(host=host, state__in=[SessionState.REQUESTED, SessionState.PROVISIONING])
+    return sessions.count() + PoolVM.objects.filter(host=host, state=PoolVM.State.BOOTING).count()
+
+
+def free_boots(advert: host_registry.HostAdvert) -> int:
+    """Boots `advert`'s host can start now without slowing the ones under way (CPU-bound under TCG)."""
+    return advert.max_boots - booting(advert.name)
+
+
 def choose_host() -> str | None:
-    """The advertised host with the most free slots (then free memory); None when all are full."""
+    """The advertised host with the most free slots (then free memory) that can boot one more VM
+    now; None when every host is full or busy booting (the session waits in the queue)."""
     try:
         adverts = host_registry.list_hosts()
     except redis.RedisError:
         log.warning("cannot read host adverts; treating every host as full")
         return None
-    scored = [(free_slots(a), a.free_mem_mib, a.name) for a in adverts]
+    scored = [(free_slots(a), a.free_mem_mib, a.name) for a in adverts if free_boots(a) > 0]
     scored = [s for s in scored if s[0] > 0]
     return max(scored)[2] if scored else None
 

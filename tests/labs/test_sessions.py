@@ -18,6 +18,8 @@ from pytest_django import Settings
 
 from labs import services
 from labs.host import reconcile
+from labs.host.host_agent import vm_limit
+from labs.hypervisor import HostCapacity
 from labs.models import LabSession, PoolVM
 from labs.redis_names import events_group
 from labs.services import expiry, placement
@@ -162,3 +164,33 @@ def test_interrupted_provisioning_is_failed_with_a_clear_message(alice: User, la
     session.refresh_from_db()
     assert session.state == S.DESTROYED  # failed, and torn down on the spot by the host that found it
     assert "restarted" in session.error
+
+
+def test_starts_beyond_the_hosts_boot_slots_wait_in_the_queue_until_a_boot_ends(
+    alice: User, bob: User, carol: User, lab_world: str
+) -> None:
+    stack.advertise_host("h1", max_boots=1)  # a 1-core TCG host: one boot at a time
+    first = services.start_lab(alice, lab_world)
+    second = services.start_lab(bob, lab_world)
+    assert (first.state, second.state, second.queue_position) == (S.REQUESTED, S.QUEUED, 1)
+    assert transition(first.id, S.PROVISIONING)
+    assert placement.place_queued() == 0, "still booting: the host's one boot slot is taken"
+    assert transition(first.id, S.READY, expected=[S.PROVISIONING])
+    assert placement.place_queued() == 1
+    second.refresh_from_db()
+    assert (second.state, second.host) == (S.REQUESTED, "h1")
+    PoolVM.objects.create(host="h1", profile="tiny", state=PoolVM.State.BOOTING)
+    assert transition(second.id, S.PROVISIONING)
+    assert transition(second.id, S.READY, expected=[S.PROVISIONING])
+    assert services.start_lab(carol, lab_world).state == S.QUEUED, "a warm-pool boot takes the slot too"
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "per_cpu", "expected"), [("tcg", 16, 32), ("tcg", 0, 120), ("kvm", 16, 120), ("tcg", 100, 120)]
+)
+def test_a_tcg_host_runs_as_many_vms_as_its_cores_keep_interactive(
+    accelerator: str, per_cpu: int, expected: int, settings: Settings
+) -> None:
+    settings.LABS_TCG_VMS_PER_CPU = per_cpu
+    cap = HostCapacity(accelerator, "", total_mem_mib=24000, free_mem_mib=23000, vm_count=0, max_vms=120, cpus=2)
+    assert vm_limit(cap) == expected
