@@ -212,6 +212,8 @@ LABS_MAX_VMS_PER_HOST = env_int("LABS_MAX_VMS_PER_HOST", 0)  # 0: as many as mem
 # core each and answer commands in 40-50 ms with 32 running on 2 cores (shared/notes/vm-probe.md,
 # clone-probe.md), so a TCG host runs at most LABS_TCG_VMS_PER_CPU per core (0: memory only).
 LABS_BOOTS_PER_CPU = env_int("LABS_BOOTS_PER_CPU", 1)
+LABS_MAX_QUEUED = env_int("LABS_MAX_QUEUED", 100)  # starts waiting for a slot, over all hosts
+LABS_QUEUE_TIMEOUT_S = env_int("LABS_QUEUE_TIMEOUT_S", 15 * 60)  # a start waiting longer expires
 LABS_TCG_VMS_PER_CPU = env_int("LABS_TCG_VMS_PER_CPU", 16)
 # Warm VMs per host: "<profile>=N" serves any lab of that profile; "lab:<slug>=N" is prepared
 # for one lab (step 1 set up and checkpointed in advance), e.g. "tiny=1,lab:qemu-img=1".

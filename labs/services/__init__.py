@@ -1,6 +1,6 @@
 """Lab session operations: plain functions called by views, the API, tasks and consumers."""
 
-from labs.services.errors import AlreadyRunning, LabError, LabNotFound, RateLimited, WrongState
+from labs.services.errors import AlreadyRunning, LabError, LabNotFound, QueueFull, RateLimited, WrongState
 from labs.services.sessions import (
     check_step,
     end_session,
@@ -16,6 +16,7 @@ __all__ = [
     "AlreadyRunning",
     "LabError",
     "LabNotFound",
+    "QueueFull",
     "RateLimited",
     "WrongState",
     "check_step",

@@ -31,3 +31,9 @@ class WrongState(LabError):
 
 class RateLimited(LabError):
     status = 429
+
+
+class QueueFull(LabError):
+    """Every host is busy and the queue holds as many starts as it may: try again later."""
+
+    status = 503

@@ -14,9 +14,13 @@ S = SessionState
 
 
 def expire_sessions() -> list[str]:
-    """Sessions past their TTL or idle too long → expired (their host tears the VM down)."""
+    """Sessions past their TTL or idle too long → expired (their host tears the VM down); starts
+    that waited in the queue too long → expired with a message (they hold no VM)."""
     now = timezone.now()
     due = LabSession.objects.filter(state=S.READY).filter(
         Q(expires_at__lt=now) | Q(last_activity__lt=now - limits.idle_timeout())
     )
-    return [s.id for s in due if end_session(s.id, S.EXPIRED)]
+    expired = [s.id for s in due if end_session(s.id, S.EXPIRED)]
+    waited = LabSession.objects.filter(state=S.QUEUED, created_at__lt=now - limits.queue_timeout())
+    message = "No VM became free in time. Please start the lab again."
+    return expired + [sid for sid in waited.values_list("id", flat=True) if end_session(sid, S.EXPIRED, message)]

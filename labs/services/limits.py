@@ -52,6 +52,16 @@ def reap_grace_s() -> int:
     return settings.LABS_REAP_GRACE_S
 
 
+def max_queued() -> int:
+    """Starts that may wait for a VM slot at once, over all hosts."""
+    return settings.LABS_MAX_QUEUED
+
+
+def queue_timeout() -> timedelta:
+    """A start still waiting for a VM slot after this expires (its learner is told)."""
+    return timedelta(seconds=settings.LABS_QUEUE_TIMEOUT_S)
+
+
 def max_vms_per_host() -> int:
     """Operator cap on VMs per host on top of what its memory allows (0 = memory only)."""
     return settings.LABS_MAX_VMS_PER_HOST

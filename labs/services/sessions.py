@@ -11,7 +11,7 @@ from labs import host_registry, redis_names, task_calls
 from labs.models import LabSession
 from labs.services import limits, placement
 from labs.services.catalog import get_lab
-from labs.services.errors import AlreadyRunning, LabNotFound, RateLimited, WrongState
+from labs.services.errors import AlreadyRunning, LabNotFound, QueueFull, RateLimited, WrongState
 from labs.services.session_events import push_session
 from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, RUNNING, SessionState
@@ -41,6 +41,12 @@ def start_lab(user: User, slug: str) -> LabSession:
                 % {"count": count, "minutes": window // 60}
             )
         with placement.placement_lock(), transaction.atomic():
+            waiting = LabSession.objects.filter(state=S.QUEUED).count()
+            if waiting >= limits.max_queued():
+                raise QueueFull(
+                    _("Every lab host is busy and %(count)d learners are waiting already. Try again in a few minutes.")
+                    % {"count": waiting}
+                )
             session = LabSession.objects.create(user=user, lab_slug=lab.slug, profile=lab.profile, state=S.QUEUED)
             placement.place(session)
     session.refresh_from_db()

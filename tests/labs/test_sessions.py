@@ -194,3 +194,26 @@ def test_a_tcg_host_runs_as_many_vms_as_its_cores_keep_interactive(
     settings.LABS_TCG_VMS_PER_CPU = per_cpu
     cap = HostCapacity(accelerator, "", total_mem_mib=24000, free_mem_mib=23000, vm_count=0, max_vms=120, cpus=2)
     assert vm_limit(cap) == expected
+
+
+def test_a_full_queue_refuses_new_starts_with_the_number_waiting(
+    alice: User, bob: User, carol: User, lab_world: str, settings: Settings
+) -> None:
+    settings.LABS_MAX_QUEUED = 2
+    assert services.start_lab(alice, lab_world).state == S.QUEUED  # no host has advertised
+    assert services.start_lab(bob, lab_world).state == S.QUEUED
+    with pytest.raises(services.QueueFull, match="2 learners are waiting") as refused:
+        services.start_lab(carol, lab_world)
+    assert refused.value.status == 503
+    assert not LabSession.objects.filter(user=carol).exists(), "a refused start leaves nothing behind"
+
+
+def test_starts_that_waited_too_long_expire_with_a_message(alice: User, bob: User, lab_world: str) -> None:
+    old = services.start_lab(alice, lab_world)
+    new = services.start_lab(bob, lab_world)
+    LabSession.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    assert expiry.expire_sessions() == [old.id]
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert (old.state, new.state, new.queue_position) == (S.EXPIRED, S.QUEUED, 1)
+    assert "No VM became free" in old.error
