@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from labs import host_registry
 from labs.hypervisor import Console, ConsoleClosed, Hypervisor, HypervisorError
+from labs.hypervisor.polling import poll
 from labs.models import LabSession, PoolVM
 from labs.redis_names import buffer_key, hold_key, input_key, offset_key, size_key, terminal_group, wake_key
 from labs.states import SessionState
@@ -187,17 +188,17 @@ class SessionRelay:
 
     def _write(self, data: bytes) -> None:
         # Keystrokes typed while the console (re)attaches wait for it, briefly.
-        deadline = time.monotonic() + 5
-        while not self.stopping.is_set() and time.monotonic() < deadline:
+        def write() -> bool:
             console = self.console
-            if console is not None and not console.closed:
-                try:
-                    console.write(data)
-                    self._note_activity()
-                    return
-                except (ConsoleClosed, HypervisorError, TimeoutError):
-                    pass
-            time.sleep(0.05)
+            if console is None or console.closed:
+                return False
+            console.write(data)
+            return True
+
+        retry_on = (ConsoleClosed, HypervisorError, TimeoutError)
+        if poll(write, timeout_s=5, interval_s=0.05, stop=self.stopping, retry_on=retry_on):
+            self._note_activity()
+            return
         log.info("relay %s: dropped %d input bytes (no console)", self.session_id, len(data))
 
     def _note_activity(self) -> None:

@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .polling import Deadline
+
 DEFAULT_CACHE = Path("/var/lib/virtlab/accel.json")
 PROBE_TIMEOUT_S = 20.0
 _SUCCESS_MARK = b"Freeing unused kernel"
@@ -56,9 +58,9 @@ def _boot_under_kvm(qemu: str, kernel: Path, initrd: Path) -> tuple[bool, str]:
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     output = b""
-    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    deadline = Deadline(PROBE_TIMEOUT_S)
     try:
-        while time.monotonic() < deadline:
+        while not deadline.expired():
             ready, _, _ = select.select([proc.stdout], [], [], 0.2)
             if ready:
                 chunk = os.read(proc.stdout.fileno(), 65536)

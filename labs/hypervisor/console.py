@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 
 import libvirt
 
 from .errors import ConsoleClosed, translated
+from .polling import Deadline, poll
 
 _EVENTS = libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP
 _CHUNK = 65536
@@ -103,10 +103,10 @@ class Console:
         What arrived after the marker is kept for the next read: output that comes in one chunk
         with the marker (a prompt right after a command's output) is not lost to the caller.
         """
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         buffer = b""
         while marker not in buffer:
-            remaining = deadline - time.monotonic()
+            remaining = deadline.remaining()
             if remaining <= 0:
                 raise TimeoutError(f"{marker!r} not seen on the console within {timeout}s: {buffer[-300:]!r}")
             buffer += self.read(min(remaining, 0.5))
@@ -115,20 +115,23 @@ class Console:
         return buffer[:end]
 
     def write(self, data: bytes) -> None:
-        """Send keystrokes to the guest."""
-        deadline = time.monotonic() + _SEND_TIMEOUT_S
+        """Send keystrokes to the guest; TimeoutError if the stream stays full for 5 s."""
         view = memoryview(data)
-        while view:
-            if self._closed.is_set():
-                raise ConsoleClosed("console stream has ended")
-            with translated():
-                sent = self._stream.send(bytes(view))
-            if sent == -2:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("console did not accept input")
-                time.sleep(0.005)
-                continue
-            view = view[sent:]
+
+        def send_what_fits() -> bool:
+            nonlocal view
+            while view:
+                if self._closed.is_set():
+                    raise ConsoleClosed("console stream has ended")
+                with translated():
+                    sent = self._stream.send(bytes(view))
+                if sent == -2:  # the stream is full: try again shortly
+                    return False
+                view = view[sent:]
+            return True
+
+        if not poll(send_what_fits, timeout_s=_SEND_TIMEOUT_S, interval_s=0.005):
+            raise TimeoutError("console did not accept input")
 
     def close(self) -> None:
         """Detach from the console (the guest keeps running)."""

@@ -17,6 +17,7 @@ import libvirt
 import libvirt_qemu
 
 from .errors import CommandTimeout, GuestAgentTimeout, GuestAgentUnavailable, HypervisorError, translated
+from .polling import Deadline, poll
 
 # Seconds libvirt waits for one agent reply; guest-exec itself returns at once (it only spawns).
 _REPLY_TIMEOUT_S = 10
@@ -69,10 +70,12 @@ class GuestAgent:
         """Block until guest-ping answers; return the seconds waited. GuestAgentTimeout otherwise."""
         started = time.monotonic()
         last_error = "no attempt"
-        while True:
+
+        def ping() -> bool:
+            nonlocal last_error
             try:
                 self.command("guest-ping", timeout_s=2)
-                return time.monotonic() - started
+                return True
             except GuestAgentUnavailable as exc:
                 last_error = str(exc)
             except HypervisorError as exc:
@@ -80,9 +83,11 @@ class GuestAgent:
                 if not self._domain.isActive():
                     raise GuestAgentUnavailable(f"domain stopped while waiting for the agent: {exc}") from exc
                 last_error = str(exc)
-            if time.monotonic() - started > timeout_s:
-                raise GuestAgentTimeout(f"guest agent not ready after {timeout_s}s: {last_error}")
-            time.sleep(poll_s)
+            return False
+
+        if not poll(ping, timeout_s=timeout_s, interval_s=poll_s):
+            raise GuestAgentTimeout(f"guest agent not ready after {timeout_s}s: {last_error}")
+        return time.monotonic() - started
 
     def exec(
         self,
@@ -100,19 +105,20 @@ class GuestAgent:
         if stdin is not None:
             arguments["input-data"] = base64.b64encode(stdin).decode()
         started = time.monotonic()
+        deadline = Deadline(timeout_s)
         pid = self.command("guest-exec", arguments)["pid"]
-        delay = 0.002
-        while True:
+        status: dict[str, Any] = {}
+
+        def exited() -> bool:
+            nonlocal status
             status = self.command("guest-exec-status", {"pid": pid})
-            if status.get("exited"):
-                break
-            if time.monotonic() - started > timeout_s:
-                self._kill(pid)
-                out, err = _decode(status, "out-data"), _decode(status, "err-data")
-                raise CommandTimeout(f"{argv[0]} did not finish within {timeout_s}s", out, err)
-            time.sleep(delay)
-            # Most checks finish in tens of ms; back off so long commands do not spin the agent.
-            delay = min(delay * 2, 0.1)
+            return bool(status.get("exited"))
+
+        # Most checks finish in tens of ms; back off so long commands do not spin the agent.
+        if not poll(exited, timeout_s=deadline.remaining(), interval_s=0.002, max_interval_s=0.1):
+            self._kill(pid)
+            out, err = _decode(status, "out-data"), _decode(status, "err-data")
+            raise CommandTimeout(f"{argv[0]} did not finish within {timeout_s}s", out, err)
         exit_code = status.get("exitcode")
         if exit_code is None:  # killed by a signal: report it the way a shell would
             exit_code = 128 + int(status.get("signal", 0))
@@ -125,11 +131,11 @@ class GuestAgent:
         # first) from a second exec; the pid travels as an argument, never inside the script.
         try:
             killer = self.command("guest-exec", {"path": "/bin/sh", "arg": ["-c", _KILL_TREE, "kill-tree", str(pid)]})
-            deadline = time.monotonic() + 5
-            while not self.command("guest-exec-status", {"pid": killer["pid"]}).get("exited"):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
+            poll(
+                lambda: self.command("guest-exec-status", {"pid": killer["pid"]}).get("exited"),
+                timeout_s=5,
+                interval_s=0.02,
+            )
             self.command("guest-exec-status", {"pid": pid})  # reap the status entry in qemu-ga
         except HypervisorError:
             pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from .disks import remove_session_disks
 from .errors import DomainMissing, HypervisorError, SnapshotMissing, map_libvirt_error, translated
 from .guest_agent import ExecResult, GuestAgent
 from .naming import check_snapshot_name
+from .polling import poll
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -209,12 +209,7 @@ class VM:
         return self.state() in ("shutoff", "crashed", "missing")
 
     def _wait_stopped(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._stopped():
-                return True
-            time.sleep(0.1)
-        return self._stopped()
+        return bool(poll(self._stopped, timeout_s=timeout_s, interval_s=0.1))
 
     def _stop_now(self) -> None:
         try:
