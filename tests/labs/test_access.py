@@ -21,6 +21,7 @@ from labs.models import LabSession, StepResult
 from labs.redis_names import input_key
 from labs.services.session_events import session_payload
 from labs.states import SessionState
+from tests.labs.conftest import SentTask
 from tests.labs.test_api import lab_world  # noqa: F401  (fixture: private Redis, advertised host, test lab)
 from tests.labs.test_consumers import Socket, headers_for, redis_client, run
 
@@ -32,6 +33,14 @@ ACTIONS: dict[str, tuple[dict[str, int] | None, int]] = {
     "reset": (None, 202),
     "extend": (None, 200),
     "stop": (None, 200),
+}
+# What the owner's action sends: the host task on the session's host, then placement on the web queue.
+SENT: dict[str, list[tuple[str, str]]] = {
+    "check": [("labs.host.tasks.check_session_step", "host.apitest")],
+    "goto": [("labs.host.tasks.revert_session", "host.apitest")],
+    "reset": [("labs.host.tasks.revert_session", "host.apitest")],
+    "extend": [],
+    "stop": [("labs.host.tasks.destroy_session_vm", "host.apitest"), ("labs.tasks.place_queued_sessions", "web")],
 }
 WEBSOCKETS = ["events", "terminal"]
 # A transactional DB: the consumers read it from their own thread.
@@ -95,25 +104,26 @@ def test_owner_reads_their_session(session: LabSession, alice: User) -> None:
 
 
 @pytest.mark.parametrize("action", ACTIONS)
-def test_owner_drives_their_session(session: LabSession, alice: User, action: str,
+def test_owner_drives_their_session(session: LabSession, alice: User, action: str, sent_tasks: list[SentTask],
                                     django_capture_on_commit_callbacks: Any) -> None:  # fmt: skip
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         resp = act(client_for(alice), session.id, action)
     assert resp.status_code == ACTIONS[action][1], resp.content
-    assert callbacks or action == "extend", "the host is told to act"
+    assert [(t.name, t.queue) for t in sent_tasks] == SENT[action], "the session's host is told to act"
     assert not unchanged(session)
 
 
 @pytest.mark.parametrize("endpoint", ["get", *ACTIONS])
 def test_other_learner_is_told_the_session_does_not_exist(session: LabSession, bob: User, endpoint: str,
+                                                          sent_tasks: list[SentTask],
                                                           django_capture_on_commit_callbacks: Any) -> None:  # fmt: skip
     client = client_for(bob)
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         resp = request(client, session.id, endpoint)
     missing = request(client, "s-doesnotexist", endpoint)
     assert resp.status_code == missing.status_code == 404
     assert resp.json() == missing.json() == {"detail": "Not found"}  # no hint that the session exists
-    assert not callbacks
+    assert sent_tasks == []
     assert unchanged(session)
 
 
@@ -124,13 +134,13 @@ def test_staff_read_a_session(session: LabSession, charlie: User) -> None:
 
 
 @pytest.mark.parametrize("action", ACTIONS)
-def test_staff_cannot_drive_a_session(session: LabSession, charlie: User, action: str,
+def test_staff_cannot_drive_a_session(session: LabSession, charlie: User, action: str, sent_tasks: list[SentTask],
                                       django_capture_on_commit_callbacks: Any) -> None:  # fmt: skip
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         resp = act(client_for(charlie), session.id, action)
     assert resp.status_code == 403
     assert "observe" in resp.json()["detail"]
-    assert not callbacks, "nothing is sent to the host"
+    assert sent_tasks == [], "nothing is sent to the host"
     assert unchanged(session)
 
 

@@ -15,6 +15,7 @@ from pytest_django import Settings
 from labs.models import LabSession
 from labs.states import SessionState
 from tests import lab_stack
+from tests.labs.conftest import SentTask
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 ACTIONS = [("check", {"step": 1}), ("goto", {"step": 1}), ("reset", None), ("extend", None), ("stop", None)]
@@ -53,13 +54,14 @@ def test_openapi_docs_are_served(client: Client, lab_world: str) -> None:
 
 
 def test_start_places_session_on_advertised_host(client: Client, alice: User, lab_world: str,
+                                                  sent_tasks: list[SentTask],
                                                   django_capture_on_commit_callbacks: Any) -> None:  # fmt: skip
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True):
         resp = start(login(client, alice), lab_world)
     assert resp.status_code == 201
     session = LabSession.objects.get(pk=resp.json()["id"])
     assert (session.state, session.host, session.user) == (SessionState.REQUESTED, "apitest", alice)
-    assert callbacks, "the provision task is enqueued on commit"
+    assert sent_tasks == [SentTask("labs.host.tasks.provision_session", "host.apitest", (session.id,), {})]
 
 
 def test_anonymous_cannot_start(client: Client, lab_world: str) -> None:
@@ -160,10 +162,14 @@ def test_extend_is_capped_at_the_maximum_lifetime(
     assert "maximum" in third.json()["detail"]
 
 
-def test_stop_destroys_and_enqueues_teardown(client: Client, alice: User, lab_world: str,
+def test_stop_destroys_and_enqueues_teardown(client: Client, alice: User, lab_world: str, sent_tasks: list[SentTask],
                                              django_capture_on_commit_callbacks: Any) -> None:  # fmt: skip
     session_id = start(login(client, alice), lab_world).json()["id"]
-    with django_capture_on_commit_callbacks() as callbacks:
+    sent_tasks.clear()
+    with django_capture_on_commit_callbacks(execute=True):
         body = client.post(f"/api/sessions/{session_id}/stop").json()
     assert body["state"] == "destroyed"
-    assert len(callbacks) >= 2  # destroy the VM; start queued sessions
+    assert sent_tasks == [  # destroy the VM on its host; start queued sessions
+        SentTask("labs.host.tasks.destroy_session_vm", "host.apitest", (session_id,), {}),
+        SentTask("labs.tasks.place_queued_sessions", "web", (), {}),
+    ]
