@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from labs.models import LabSession
-from labs.services.catalog import catalog, get_lab
+from labs.services.catalog import catalog, get_lab, hints_html, instructions_html
 from labs.services.session_events import session_payload
 
 
@@ -33,8 +33,8 @@ def lab_page(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "number": step.number,
             "title": step.title.get(lang),
-            "html": step.instructions_html(lang),
-            "hints": step.hints_html(lang),
+            "html": instructions_html(step, lang),
+            "hints": hints_html(step, lang),
             "solution": step.solution,
         }
         for step in lab.steps

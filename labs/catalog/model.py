@@ -132,18 +132,6 @@ class Step:
         """The id docs link to: `[text](lab:<slug>#step-N)`."""
         return f"step-{self.number}"
 
-    def instructions_html(self, lang: str) -> str:
-        """Sanitized HTML of the instructions in `lang`, from the knowledge base's renderer."""
-        from .render import render_instructions
-
-        return render_instructions(self.instructions.get(lang), content_lang(lang))
-
-    def hints_html(self, lang: str) -> list[str]:
-        """Sanitized HTML of each hint in `lang` (hints are Markdown too: `code`, links)."""
-        from .render import render_instructions
-
-        return [render_instructions(hint.get(lang), content_lang(lang)) for hint in self.hints]
-
 
 @dataclass(frozen=True)
 class Lab:

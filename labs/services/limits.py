@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from labs.profiles import PROFILES
+from labs.services.catalog import get_lab
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ class PoolTarget:
 
 def pool_targets() -> list[PoolTarget]:
     """LABS_POOL_SIZES parsed; entries naming an unknown lab or profile, or a bad count, are skipped."""
-    from labs.services.catalog import get_lab
-
     targets = []
     for entry in filter(None, (part.strip() for part in settings.LABS_POOL_SIZES.split(","))):
         key, _, count = entry.partition("=")
