@@ -38,6 +38,7 @@ class HostAdvert:
     max_vms: int = 0  # VMs it may run at once (memory, and CPU under TCG)
     cpus: int = 0
     max_boots: int = 1  # VMs it may boot at once (CPU-bound under TCG)
+    disk_free_mib: int = 0
     kernel_features: list[str] = field(default_factory=list)
     updated_at: float = 0.0
 

@@ -212,6 +212,10 @@ LABS_MAX_VMS_PER_HOST = env_int("LABS_MAX_VMS_PER_HOST", 0)  # 0: as many as mem
 # core each and answer commands in 40-50 ms with 32 running on 2 cores (shared/notes/vm-probe.md,
 # clone-probe.md), so a TCG host runs at most LABS_TCG_VMS_PER_CPU per core (0: memory only).
 LABS_BOOTS_PER_CPU = env_int("LABS_BOOTS_PER_CPU", 1)
+# Disk: each new session is budgeted this much (overlay growth plus checkpoints of ~75 MiB each),
+# and a host keeps the reserve free (no new VM or checkpoint below it: a VM that finds its disk full pauses).
+LABS_DISK_PER_SESSION_MIB = env_int("LABS_DISK_PER_SESSION_MIB", 1024)
+LABS_DISK_RESERVE_MIB = env_int("LABS_DISK_RESERVE_MIB", 2048)
 LABS_MAX_QUEUED = env_int("LABS_MAX_QUEUED", 100)  # starts waiting for a slot, over all hosts
 LABS_QUEUE_TIMEOUT_S = env_int("LABS_QUEUE_TIMEOUT_S", 15 * 60)  # a start waiting longer expires
 LABS_TCG_VMS_PER_CPU = env_int("LABS_TCG_VMS_PER_CPU", 16)

@@ -289,13 +289,13 @@ def point_settings_at_redis(settings: Settings, url: str) -> None:
     settings.CHANNEL_LAYERS = channel_layers(url)
 
 
-def advertise_host(name: str, max_vms: int = 10, max_boots: int = 10) -> None:
+def advertise_host(name: str, max_vms: int = 10, max_boots: int = 10, disk_free_mib: int = 100_000) -> None:
     """Publish a host advert as an agent would (for placement tests without a worker)."""
     from labs import host_registry
 
     host_registry.publish(host_registry.HostAdvert(name=name, libvirt_ok=True, accelerator="tcg", image_present=True,
                                    total_mem_mib=4096, free_mem_mib=4096, vm_count=0, max_vms=max_vms,
-                                   cpus=2, max_boots=max_boots))  # fmt: skip
+                                   cpus=2, max_boots=max_boots, disk_free_mib=disk_free_mib))  # fmt: skip
 
 
 STACK_PASSWORD = "correct-horse-battery-staple"

@@ -55,7 +55,8 @@ def build_advert(hv: Hypervisor | None = None) -> host_registry.HostAdvert:
         accelerator_reason=cap.accelerator_reason or image_error, image_present=image_ok,
         image_dir=str(image_dir), image_hash=cap.image_hash or image_hash, total_mem_mib=cap.total_mem_mib,
         free_mem_mib=cap.free_mem_mib, vm_count=cap.vm_count, max_vms=vm_limit(cap), cpus=cap.cpus,
-        max_boots=max(1, cap.cpus * settings.LABS_BOOTS_PER_CPU), kernel_features=list(cap.kernel_features),
+        max_boots=max(1, cap.cpus * settings.LABS_BOOTS_PER_CPU), disk_free_mib=cap.disk_free_mib,
+        kernel_features=list(cap.kernel_features),
     )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class HostCapacity:
     vm_count: int
     max_vms: int  # by memory: running VMs plus the `tiny` VMs that still fit
     cpus: int = 1
+    disk_free_mib: int = 0  # on the file system holding the VMs' disks and checkpoints
     kernel_features: list[str] = field(default_factory=list)
     image_hash: str = ""
 
@@ -194,7 +196,15 @@ class Hypervisor:
             accel, reason, features, image_hash = choice.accelerator, choice.reason, image.features, image.image_hash
         with translated():
             cpus = int(self.conn.getInfo()[2])  # active host CPUs
-        return HostCapacity(accel, reason, total, free, vm_count, vm_count + slots, cpus, features, image_hash)
+        return HostCapacity(
+            accel, reason, total, free, vm_count, vm_count + slots, cpus, self.disk_free_mib(), features, image_hash
+        )
+
+    def disk_free_mib(self) -> int:
+        """Free space where VM disks and their checkpoints live (QEMU pauses a VM whose disk write
+        finds none, so callers stop creating VMs and checkpoints well before)."""
+        root = self.disks_root if self.disks_root.exists() else Path("/")
+        return shutil.disk_usage(root).free // (1024 * 1024)
 
     def _tag_of(self, domain: libvirt.virDomain) -> SessionTag | None:
         session_id = session_of(domain.name())

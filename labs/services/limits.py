@@ -63,6 +63,16 @@ def queue_timeout() -> timedelta:
     return timedelta(seconds=settings.LABS_QUEUE_TIMEOUT_S)
 
 
+def disk_per_session_mib() -> int:
+    """Disk a new session is budgeted: its overlay's growth and its step checkpoints (~75 MiB each)."""
+    return settings.LABS_DISK_PER_SESSION_MIB
+
+
+def disk_reserve_mib() -> int:
+    """Disk a host keeps free: below it, no new VM or checkpoint (a VM whose write finds no space pauses)."""
+    return settings.LABS_DISK_RESERVE_MIB
+
+
 def max_vms_per_host() -> int:
     """Operator cap on VMs per host on top of what its memory allows (0 = memory only)."""
     return settings.LABS_MAX_VMS_PER_HOST

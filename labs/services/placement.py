@@ -26,10 +26,14 @@ def host_load(host: str) -> int:
 
 
 def free_slots(advert: host_registry.HostAdvert) -> int:
+    """VMs `advert`'s host can take now: by its VM limit, and by its free disk (each new session
+    is budgeted LABS_DISK_PER_SESSION_MIB, and LABS_DISK_RESERVE_MIB stays free so no VM pauses)."""
     cap = advert.max_vms if advert.libvirt_ok and advert.image_present else 0
     if limits.max_vms_per_host():
         cap = min(cap, limits.max_vms_per_host())
-    return cap - host_load(advert.name)
+    by_vms = cap - host_load(advert.name)
+    by_disk = (advert.disk_free_mib - limits.disk_reserve_mib()) // limits.disk_per_session_mib()
+    return min(by_vms, by_disk - booting(advert.name))
 
 
 def booting(host: str) -> int:

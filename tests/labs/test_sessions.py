@@ -217,3 +217,14 @@ def test_starts_that_waited_too_long_expire_with_a_message(alice: User, bob: Use
     new.refresh_from_db()
     assert (old.state, new.state, new.queue_position) == (S.EXPIRED, S.QUEUED, 1)
     assert "No VM became free" in old.error
+
+
+def test_a_host_short_of_disk_takes_only_what_its_disk_budget_allows(
+    alice: User, bob: User, carol: User, lab_world: str, settings: Settings
+) -> None:
+    settings.LABS_DISK_PER_SESSION_MIB, settings.LABS_DISK_RESERVE_MIB = 1024, 2048
+    stack.advertise_host("h1", disk_free_mib=2048 + 2 * 1024 + 500)  # room for two sessions' budgets
+    states = [services.start_lab(user, lab_world).state for user in (alice, bob, carol)]
+    assert states == [S.REQUESTED, S.REQUESTED, S.QUEUED]
+    stack.advertise_host("h2", disk_free_mib=2047)  # below its reserve: takes nothing
+    assert placement.place_queued() == 0
