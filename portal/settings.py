@@ -99,6 +99,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
+    "django_ratelimit",
     "portal",
     "portal.kb",
     "labs",
@@ -114,6 +116,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -233,6 +237,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes refuses a locked-out username+IP before any backend checks the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "home"
@@ -244,6 +253,34 @@ EMAIL_HOST_USER = env("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "VirtLab <noreply@localhost>")
+
+# Account throttles (portal/accounts/throttle.py), counted in the Redis cache that every web worker
+# shares. A class behind one NAT address is one IP: the per-IP rates leave room for a class of 30.
+# Reverse proxies in front that append to X-Forwarded-For; 0 trusts no header: REMOTE_ADDR counts.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+ACCOUNT_LOGIN_FAILURE_LIMIT = env_int("ACCOUNT_LOGIN_FAILURE_LIMIT", 5)  # per username+IP, then locked
+ACCOUNT_LOGIN_LOCKOUT_S = env_int("ACCOUNT_LOGIN_LOCKOUT_S", 15 * 60)  # from the last attempt
+ACCOUNT_LOGIN_IP_RATE = env_int("ACCOUNT_LOGIN_IP_RATE", 60)  # log-in attempts per IP per window
+ACCOUNT_LOGIN_ACCOUNT_RATE = env_int("ACCOUNT_LOGIN_ACCOUNT_RATE", 20)  # per username, from any IP
+ACCOUNT_LOGIN_RATE_WINDOW_S = env_int("ACCOUNT_LOGIN_RATE_WINDOW_S", 5 * 60)
+ACCOUNT_SIGNUP_IP_RATE = env_int("ACCOUNT_SIGNUP_IP_RATE", 30)  # new accounts per IP per window
+ACCOUNT_SIGNUP_RATE_WINDOW_S = env_int("ACCOUNT_SIGNUP_RATE_WINDOW_S", 3600)
+ACCOUNT_RESET_IP_RATE = env_int("ACCOUNT_RESET_IP_RATE", 20)  # password-reset requests per IP per mail window
+ACCOUNT_MAIL_RATE = env_int("ACCOUNT_MAIL_RATE", 3)  # account mails to one address per window; more are dropped
+ACCOUNT_MAIL_RATE_WINDOW_S = env_int("ACCOUNT_MAIL_RATE_WINDOW_S", 3600)
+
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # per IP alone would lock out a whole class
+AXES_FAILURE_LIMIT = "portal.accounts.throttle.login_failure_limit"
+AXES_COOLOFF_TIME = "portal.accounts.throttle.login_lockout"
+AXES_LOCKOUT_CALLABLE = "portal.accounts.throttle.locked_out"
+AXES_CLIENT_IP_CALLABLE = "portal.accounts.throttle.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ADMIN = False  # the cache handler writes no AccessAttempt rows to show
+RATELIMIT_IP_META_KEY = "portal.accounts.throttle.client_ip"
+# django-ratelimit lists only third-party Redis caches as supported; Django's own RedisCache has
+# the atomic add and incr it needs (SET NX, INCR).
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]

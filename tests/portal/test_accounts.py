@@ -11,6 +11,9 @@ from django.urls import reverse
 from portal import roles
 from tests.conftest import PASSWORD
 
+# Sign-ups and resets are throttled in Redis: count them in a private one, from zero each test.
+from tests.portal.test_throttle import fresh_throttle_counts, throttle_redis  # noqa: F401
+
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
 
