@@ -40,6 +40,8 @@ class HostAdvert:
     max_boots: int = 1  # VMs it may boot at once (CPU-bound under TCG)
     disk_free_mib: int = 0
     kernel_features: list[str] = field(default_factory=list)
+    confined: bool = False  # the agent's start-up check proved per-VM confinement (host_agent.py)
+    confinement: str = ""  # what the check found, or what is missing
     updated_at: float = 0.0
 
     def to_json(self) -> str:

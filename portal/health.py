@@ -98,7 +98,7 @@ def run_all() -> list[Check]:
 
 
 def advert_checks(a: host_registry.HostAdvert) -> list[Check]:
-    """Turn one host's advert into libvirt / accelerator / guest-image checks."""
+    """Turn one host's advert into libvirt / accelerator / guest-image / confinement checks."""
     if not a.libvirt_ok:
         accel_hint = f"fix libvirt on {a.name} first: the accelerator is probed through it"
     else:
@@ -121,5 +121,11 @@ def advert_checks(a: host_registry.HostAdvert) -> list[Check]:
             a.image_present,
             a.image_dir + (f" ({a.image_hash})" if a.image_hash else ""),
             "" if a.image_present else "build it: make guest",
+        ),
+        Check(
+            f"confinement:{a.name}",
+            a.confined,
+            a.confinement or "not checked (libvirt unreachable)",
+            "" if a.confined else "run scripts/setup-libvirt.sh on the host, then restart its agent",
         ),
     ]

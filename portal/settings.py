@@ -199,6 +199,9 @@ CELERY_BEAT_SYNC_EVERY = 1
 # The hypervisor host this process serves when it runs as a host agent.
 VIRTLAB_HOST_NAME = env("VIRTLAB_HOST_NAME", "local")
 LIBVIRT_URI = env("LIBVIRT_URI", "qemu:///system")
+# A host agent proves at start-up that VMs run confined (per-VM uid, seccomp, CPU quota) and takes
+# no VMs otherwise; 1 runs them anyway (a development host without libvirt's DAC driver, say).
+LABS_ALLOW_UNCONFINED = env_bool("LABS_ALLOW_UNCONFINED", False)
 GUEST_IMAGE_DIR = Path(env("VIRTLAB_GUEST_IMAGE", "/var/cache/virtlab/guest/current"))
 CONTENT_DIR = Path(env("VIRTLAB_CONTENT_DIR", str(BASE_DIR / "content")))
 

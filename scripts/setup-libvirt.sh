@@ -8,6 +8,11 @@ QEMU_USER=libvirt-qemu
 QEMU_GROUP=libvirt-qemu
 DISKS_DIR=/var/lib/virtlab/disks
 IMAGE_ROOT=/var/cache/virtlab/guest
+# Each VM's QEMU runs as its own uid:gid from this range (labs/hypervisor/confinement.py).
+VM_ID_BASE=${VIRTLAB_VM_ID_BASE:-700000000}
+VM_ID_COUNT=4096
+# Who creates session disks: root for `make run`; the worker container's uid (10001) under compose.
+DISKS_OWNER=${VIRTLAB_DISKS_OWNER:-root}
 CONNECT_TIMEOUT_S=${VIRTLAB_LIBVIRT_TIMEOUT_S:-60}
 
 log() { printf 'setup-libvirt: %s\n' "$*"; }
@@ -26,8 +31,9 @@ getent passwd "$QEMU_USER" >/dev/null ||
     useradd -r -g "$QEMU_GROUP" -d /var/lib/libvirt -s /usr/sbin/nologin "$QEMU_USER"
 
 # libvirt probes QEMU's capabilities as root (KVM seen) but validates its cache as the qemu user;
-# if that user cannot open /dev/kvm, every define re-probes QEMU (~50 s here). Grant it the usual
-# way (group kvm, 0660), which is what udev does on a systemd host.
+# if that user cannot open /dev/kvm, every define re-probes QEMU (~50 s here). Each VM's QEMU runs
+# as its own uid with no groups, so the node is 0666, as systemd's udev rules make it (KVM is meant
+# for unprivileged users; the per-VM uid, not the device mode, keeps VMs apart).
 restart_needed=0
 if [ -e /dev/kvm ]; then
     getent group kvm >/dev/null || groupadd -r kvm
@@ -36,12 +42,13 @@ if [ -e /dev/kvm ]; then
         restart_needed=1 # libvirtd resolves the qemu user's groups when it starts
     }
     chgrp kvm /dev/kvm
-    chmod 0660 /dev/kvm
+    chmod 0666 /dev/kvm
 fi
 
-# Overlays live here; 0711 lets QEMU (as the qemu user) reach its own files without listing others.
+# Overlays live here; 0711 lets each VM's QEMU reach its own (0600) files without listing others'.
 mkdir -p "$DISKS_DIR"
-chown root:root /var/lib/virtlab "$DISKS_DIR"
+chown root:root /var/lib/virtlab
+chown "$DISKS_OWNER" "$DISKS_DIR"
 chmod 0755 /var/lib/virtlab
 chmod 0711 "$DISKS_DIR"
 
@@ -49,13 +56,32 @@ chmod 0711 "$DISKS_DIR"
 # traversable. libvirt relabels the files themselves, not their parent directories.
 mkdir -p "$IMAGE_ROOT"
 chmod 0755 /var/cache/virtlab "$IMAGE_ROOT"
+# Every VM reads the image's files (tools disk, base disk) under its own uid: root-owned and
+# world-readable, never writable by a VM. Older VirtLab versions let libvirt chown them to the
+# shared qemu user, which could then have rewritten them for every later VM: give them back.
 for dir in "$IMAGE_ROOT"/*/; do
-    if [ -f "${dir}manifest.json" ]; then chmod o+rx "$dir"; fi
+    [ -f "${dir}manifest.json" ] || continue
+    chmod o+rx "$dir"
+    for file in "$dir"*; do
+        if [ -f "$file" ] && [ ! -L "$file" ]; then
+            chown root:root "$file"
+            chmod 0644 "$file"
+        fi
+    done
 done
 
-# Confinement: QEMU runs as the unprivileged qemu user under QEMU's seccomp sandbox, with a
-# private /dev (mount namespace). libvirt chowns the files a guest needs (kernel, initrd, disks)
-# to that user while it runs and restores the owner afterwards (remember_owner, via xattrs).
+# The VM id range must be nobody's: a login or service sharing a uid with a VM could open its disks.
+clash=$(getent passwd | awk -F: -v lo="$VM_ID_BASE" -v n="$VM_ID_COUNT" '$3 >= lo && $3 < lo + n {print $1}')
+clash=$clash$(getent group | awk -F: -v lo="$VM_ID_BASE" -v n="$VM_ID_COUNT" '$3 >= lo && $3 < lo + n {print $1}')
+[ -z "$clash" ] || die "accounts inside the VM id range $VM_ID_BASE+$VM_ID_COUNT: $clash (set VIRTLAB_VM_ID_BASE)"
+
+# Confinement. No MAC module is usable here for sVirt (no AppArmor in the kernel, SELinux not
+# enabled), so security_driver is "none" and libvirt's DAC driver separates VMs by uid: every
+# domain VirtLab defines carries its own static label (+uid:+gid from the range above) and libvirt
+# chowns that VM's files (its disks, its copy of kernel and initrd) to it while it runs, restoring
+# the owner afterwards (remember_owner, via xattrs). `user` below is only the default for domains
+# without a label (and whom libvirt checks its capability cache as). QEMU runs under its seccomp
+# sandbox, with a private /dev (mount namespace), in a cgroup with CPU and I/O limits.
 confined_conf() {
     cat <<EOF
 # Written by VirtLab scripts/setup-libvirt.sh; re-running the script rewrites this file.
@@ -91,6 +117,13 @@ fi
 
 pid_of() { pidof "$1" 2>/dev/null | awk '{print $1}'; }
 
+# What systemd would mount at boot; only read here, to report which LSMs the kernel runs.
+if [ ! -r /sys/kernel/security/lsm ] && [ -d /sys/kernel/security ]; then
+    mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
+fi
+lsms=$(cat /sys/kernel/security/lsm 2>/dev/null || echo "unknown (no securityfs)")
+log "kernel security modules: $lsms (VMs are separated by per-VM uid/gid: libvirt DAC)"
+
 if [ "$restart_needed" = 1 ] && [ -n "$(pid_of libvirtd)" ]; then
     log "restarting libvirtd to apply qemu.conf"
     kill "$(pid_of libvirtd)"
@@ -111,16 +144,16 @@ until virsh -q -c qemu:///system version >/dev/null 2>&1; do
     sleep 0.5
 done
 
-# Prove the qemu user can run QEMU at all here (setuid/setgid drop and the seccomp filter), with
-# the same sandbox flags libvirt uses; a failure is reported instead of silently running as root.
+# Prove QEMU runs here as a VM's uid (no account, no groups, as libvirt starts it) under the seccomp
+# filter, with the same sandbox flags libvirt uses; a failure is reported instead of running as root.
 probe=$(printf '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n' |
-    timeout 20 setpriv --reuid="$QEMU_USER" --regid="$QEMU_GROUP" --init-groups \
+    timeout 20 setpriv --reuid="$VM_ID_BASE" --regid="$VM_ID_BASE" --clear-groups \
     qemu-system-x86_64 -machine none -accel tcg -nodefaults -display none -monitor none \
     -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny \
     -qmp stdio 2>&1 | head -c 400 || true)
 case "$probe" in
-*'"QMP"'*) log "QEMU runs as $QEMU_USER with the seccomp sandbox" ;;
-*) die "QEMU cannot run as $QEMU_USER with seccomp here: $probe" ;;
+*'"QMP"'*) log "QEMU runs as a VM uid ($VM_ID_BASE) with the seccomp sandbox" ;;
+*) die "QEMU cannot run as uid $VM_ID_BASE with seccomp here: $probe" ;;
 esac
 
 log "libvirtd ready: $(virsh -q -c qemu:///system version 2>/dev/null | tr '\n' ' ')"

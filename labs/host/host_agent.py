@@ -8,6 +8,11 @@ threads when the worker is ready (labs/host/tasks.py connects the signals):
 Each thread opens its own libvirt connection after the pool has forked; a child forked later
 inherits only a connection that Hypervisor refuses to use. Tasks in the children connect per task.
 Before that, work interrupted by a previous crash of this agent is failed and reconciled.
+
+At start-up (and whenever its advert loop reconnects to libvirtd) the agent proves that VMs here
+run confined (labs/hypervisor/confinement.py). Without confinement it refuses VMs: it advertises
+no room, so placement and the warm pool pass it by, and says why in its advert (/healthz, doctor),
+unless LABS_ALLOW_UNCONFINED is set. The worker itself keeps running: it may serve other queues.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from labs import host_registry
 from labs.host import reconcile
 from labs.host.console_relay import RelayManager
 from labs.hypervisor import HostCapacity, Hypervisor, HypervisorError, load_image
+from labs.hypervisor.confinement import ConfinementState
 
 log = logging.getLogger(__name__)
 ADVERT_EVERY_S = 10.0
 _stopping = threading.Event()
 _started = False
+# The last host check: it boots a probe QEMU (~1-2 s), so it runs per connection, not per advert.
+_confinement: ConfinementState | None = None
 
 
 def _probe_image() -> tuple[bool, str, str]:
@@ -38,25 +46,57 @@ def _probe_image() -> tuple[bool, str, str]:
         return False, "", str(exc)
 
 
+def confinement_state(hv: Hypervisor, refresh: bool = False) -> ConfinementState:
+    """This host's confinement, checked on first use and again when `refresh` is asked for."""
+    global _confinement
+    if _confinement is None or refresh:
+        _confinement = hv.check_confinement()
+        if _confinement.active:
+            log.info("host agent %s: %s", settings.VIRTLAB_HOST_NAME, _confinement.summary)
+        elif settings.LABS_ALLOW_UNCONFINED:
+            log.warning("host agent %s: %s; running VMs anyway (LABS_ALLOW_UNCONFINED)",
+                        settings.VIRTLAB_HOST_NAME, _confinement.summary)  # fmt: skip
+        else:
+            log.error("host agent %s refuses VMs: %s (LABS_ALLOW_UNCONFINED=1 overrides)",
+                      settings.VIRTLAB_HOST_NAME, _confinement.summary)  # fmt: skip
+    return _confinement
+
+
+def confinement_advert(state: ConfinementState) -> str:
+    """The advert's confinement line: the check's summary and what the agent does about it."""
+    if state.active:
+        return state.summary
+    if settings.LABS_ALLOW_UNCONFINED:
+        return f"{state.summary} (running VMs anyway: LABS_ALLOW_UNCONFINED)"
+    return f"{state.summary}; refusing VMs (LABS_ALLOW_UNCONFINED=1 overrides)"
+
+
 def build_advert(hv: Hypervisor | None = None) -> host_registry.HostAdvert:
-    """What this host can take: libvirt reachable, accelerator, guest image, memory and VM slots."""
-    name, image_dir = settings.VIRTLAB_HOST_NAME, settings.GUEST_IMAGE_DIR
-    image_ok, image_hash, image_error = _probe_image()
+    """What this host can take: libvirt reachable, accelerator, guest image, memory, VM slots and
+    confinement (no slots at all on an unconfined host, unless LABS_ALLOW_UNCONFINED)."""
+    image = _probe_image()
+    image_dir = settings.GUEST_IMAGE_DIR if image[0] else None
     try:
         if hv is None:
             with Hypervisor.connect(settings.LIBVIRT_URI) as own:
-                cap = own.capacity(image_dir if image_ok else None)
-        else:
-            cap = hv.capacity(image_dir if image_ok else None)
+                return _advert(own.capacity(image_dir), confinement_state(own), image)
+        return _advert(hv.capacity(image_dir), confinement_state(hv), image)
     except HypervisorError as exc:
         return libvirt_down_advert(str(exc))
+
+
+def _advert(cap: HostCapacity, confinement: ConfinementState, image: tuple[bool, str, str]) -> host_registry.HostAdvert:
+    image_ok, image_hash, image_error = image
+    may_run = confinement.active or settings.LABS_ALLOW_UNCONFINED
     return host_registry.HostAdvert(
-        name=name, libvirt_ok=True, accelerator=cap.accelerator,
+        name=settings.VIRTLAB_HOST_NAME, libvirt_ok=True, accelerator=cap.accelerator,
         accelerator_reason=cap.accelerator_reason or image_error, image_present=image_ok,
-        image_dir=str(image_dir), image_hash=cap.image_hash or image_hash, total_mem_mib=cap.total_mem_mib,
-        free_mem_mib=cap.free_mem_mib, vm_count=cap.vm_count, max_vms=vm_limit(cap), cpus=cap.cpus,
+        image_dir=str(settings.GUEST_IMAGE_DIR), image_hash=cap.image_hash or image_hash,
+        total_mem_mib=cap.total_mem_mib, free_mem_mib=cap.free_mem_mib, vm_count=cap.vm_count,
+        max_vms=vm_limit(cap) if may_run else 0, cpus=cap.cpus,
         max_boots=max(1, cap.cpus * settings.LABS_BOOTS_PER_CPU), disk_free_mib=cap.disk_free_mib,
-        kernel_features=list(cap.kernel_features),
+        kernel_features=list(cap.kernel_features), confined=confinement.active,
+        confinement=confinement_advert(confinement),
     )  # fmt: skip
 
 
@@ -78,19 +118,22 @@ def libvirt_down_advert(error: str) -> host_registry.HostAdvert:
 
 
 def _advert_loop() -> None:
+    reconnect = False  # start() has just checked confinement
     while not _stopping.is_set():
         try:
-            _advertise_on_one_connection()
+            _advertise_on_one_connection(recheck=reconnect)
         except Exception:  # Redis away: advertise again when it is back
             log.exception("host advert failed")
+        reconnect = True
         _stopping.wait(ADVERT_EVERY_S)
 
 
-def _advertise_on_one_connection() -> None:
+def _advertise_on_one_connection(recheck: bool) -> None:
     """Publish adverts until libvirt fails; without a connection, advertise that libvirt is down
     (the agent is alive: /healthz must not say there is none)."""
     try:
         with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
+            confinement_state(hv, refresh=recheck)  # libvirtd may have restarted with another qemu.conf
             while not _stopping.is_set():
                 advert = build_advert(hv)
                 host_registry.publish(advert)

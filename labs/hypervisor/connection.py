@@ -15,6 +15,7 @@ import libvirt
 
 from labs.profiles import PROFILES, Profile, get_profile
 
+from . import confinement
 from .accel import AccelChoice, probe_accelerator
 from .disks import (
     DEFAULT_DISKS_ROOT,
@@ -24,7 +25,7 @@ from .disks import (
     remove_session_disks,
     session_dir,
 )
-from .domain_xml import DomainSpec, SessionTag, build_domain_xml, parse_session_tag
+from .domain_xml import DomainSpec, SessionTag, VMIdentity, build_domain_xml, parse_session_tag
 from .errors import (
     DomainMissing,
     HostUnreachable,
@@ -159,16 +160,31 @@ class Hypervisor:
         self._check_memory(profile)
         base = image.directory / "disk.qcow2"
         disks = plan_disks(self.disks_root, session_id, profile, base if base.is_file() else None)
-        create_disks(disks)
-        spec = DomainSpec(
-            session_id, profile, image, tuple(disks), self.accelerator(image).accelerator, datetime.now(UTC)
-        )
+        accelerator = self.accelerator(image).accelerator
         try:
-            domain = self.conn.defineXML(build_domain_xml(spec))
+            create_disks(disks)
+            # Owner-only session files: libvirt hands them to this VM's uid while it runs (confinement.py).
+            confinement.make_private(d.path for d in disks)
+            kernel, initrd = confinement.private_boot_files(image, session_dir(self.disks_root, session_id))
+            with confinement.id_lock(self.disks_root):
+                uid = confinement.allocate_id(confinement.used_ids(self.conn))
+                identity = VMIdentity(uid, uid, kernel, initrd)
+                spec = DomainSpec(session_id, profile, image, tuple(disks), accelerator, datetime.now(UTC), identity)
+                domain = self.conn.defineXML(build_domain_xml(spec))
         except libvirt.libvirtError as exc:
             remove_session_disks(self.disks_root, session_id)
             raise map_libvirt_error(exc) from exc
+        except (HypervisorError, OSError):
+            remove_session_disks(self.disks_root, session_id)
+            raise
         return VM(self.conn, domain, session_id, self.disks_root)
+
+    def check_confinement(self) -> confinement.ConfinementState:
+        """Prove that VMs on this host run confined (per-VM uid, seccomp, CPU quota): see confinement.py."""
+        try:
+            return confinement.check_host(self.conn)
+        except libvirt.libvirtError as exc:
+            raise map_libvirt_error(exc) from exc
 
     def _memory_mib(self) -> tuple[int, int]:
         with translated():

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from labs.hypervisor.disks import plan_disks
-from labs.hypervisor.domain_xml import QEMU_NS, DomainSpec, build_domain_xml, parse_session_tag
+from labs.hypervisor.domain_xml import (
+    QEMU_NS,
+    DomainSpec,
+    VMIdentity,
+    build_domain_xml,
+    build_probe_xml,
+    parse_session_tag,
+    resource_limits,
+)
 from labs.hypervisor.errors import ImageInvalid
 from labs.hypervisor.image import load_image
 from labs.hypervisor.naming import METADATA_NS, check_session_id, domain_name, session_of
@@ -20,10 +28,14 @@ from .conftest import parse_xml, validate_domain_xml
 DISKS = Path("/var/lib/virtlab/disks")
 
 
-def spec_for(profile_name: str, image_dir: Path, accelerator: str = "tcg") -> DomainSpec:
+IDENTITY = VMIdentity(700000042, 700000042, DISKS / "s-123" / "bzImage", DISKS / "s-123" / "initrd.img")
+
+
+def spec_for(profile_name: str, image_dir: Path, accelerator: str = "tcg", base: Path | None = None) -> DomainSpec:
     profile = get_profile(profile_name)
-    disks = tuple(plan_disks(DISKS, "s-123", profile))
-    return DomainSpec("s-123", profile, load_image(image_dir), disks, accelerator, datetime(2026, 1, 2, tzinfo=UTC))
+    disks = tuple(plan_disks(DISKS, "s-123", profile, base))
+    created = datetime(2026, 1, 2, tzinfo=UTC)
+    return DomainSpec("s-123", profile, load_image(image_dir), disks, accelerator, created, IDENTITY)
 
 
 def child(parent: ET.Element, path: str) -> ET.Element:
@@ -117,9 +129,65 @@ def test_unknown_profile_names_the_valid_choices() -> None:
 
 
 def test_the_kernel_is_an_operator_choice(guest_image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert text_at(parse_xml(build_domain_xml(spec_for("tiny", guest_image))), "./os/kernel").endswith("/bzImage")
+    assert load_image(guest_image).kernel.name == "bzImage"
     monkeypatch.setenv("VIRTLAB_GUEST_KERNEL", "vmlinux")
-    assert text_at(parse_xml(build_domain_xml(spec_for("tiny", guest_image))), "./os/kernel").endswith("/vmlinux")
+    assert load_image(guest_image).kernel.name == "vmlinux"
     monkeypatch.setenv("VIRTLAB_GUEST_KERNEL", "../etc/passwd")
     with pytest.raises(ImageInvalid, match="choose one of bzImage, vmlinux"):
         load_image(guest_image)
+
+
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+def test_qemu_runs_as_the_vms_own_uid_and_boots_its_own_kernel_copy(profile_name: str, guest_image: Path) -> None:
+    root = parse_xml(build_domain_xml(spec_for(profile_name, guest_image)))
+    (seclabel,) = root.findall("./seclabel")
+    assert (seclabel.get("type"), seclabel.get("model"), seclabel.get("relabel")) == ("static", "dac", "yes")
+    assert seclabel.findtext("label") == "+700000042:+700000042"
+    # libvirt relabels kernel and initrd: they are the session's copies, never the image's files.
+    assert text_at(root, "./os/kernel") == str(DISKS / "s-123" / "bzImage")
+    assert text_at(root, "./os/initrd") == str(DISKS / "s-123" / "initrd.img")
+
+
+def test_shared_read_only_files_are_never_relabelled(guest_image: Path, tmp_path: Path) -> None:
+    base = guest_image / "disk.qcow2"
+    xml = build_domain_xml(spec_for("storage", guest_image, base=base))
+    validate_domain_xml(xml, tmp_path)
+    root = parse_xml(xml)
+    tools = root.findall("./devices/disk")[-1]
+    assert (child(tools, "source/seclabel").get("model"), child(tools, "source/seclabel").get("relabel")) == (
+        "dac",
+        "no",
+    )
+    scratch = root.findall("./devices/disk")[0]
+    backing = child(scratch, "backingStore")
+    assert child(backing, "source").get("file") == str(base)
+    assert child(backing, "source/seclabel").get("relabel") == "no"
+    assert child(backing, "backingStore") is not None  # the chain ends there
+    # The session's own disks are relabelled (to the VM's uid): no per-disk override.
+    assert all(d.find("source/seclabel") is None for d in root.findall("./devices/disk")[:-1])
+
+
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+def test_every_vm_has_a_cpu_quota_and_throttled_disks(profile_name: str, guest_image: Path) -> None:
+    profile = get_profile(profile_name)
+    limits = resource_limits(profile)
+    root = parse_xml(build_domain_xml(spec_for(profile_name, guest_image)))
+    assert text_at(root, "./cputune/global_period") == "100000"
+    assert int(text_at(root, "./cputune/global_quota")) == 100000 * profile.vcpus  # one core per vCPU
+    disks = root.findall("./devices/disk")
+    assert len(disks) == profile.disk_count + 1
+    for disk in disks:
+        assert int(text_at(disk, "iotune/total_bytes_sec")) == limits.disk_bytes_per_s
+        assert int(text_at(disk, "iotune/total_iops_sec")) == limits.disk_iops
+        assert text_at(disk, "iotune/group_name") == "virtlab-vm"  # one budget for all of the VM's disks
+    assert limits.disk_bytes_per_s <= 64 * 1024 * 1024
+    assert limits.disk_burst_bytes_per_s * limits.disk_burst_s <= 512 * 1024 * 1024
+
+
+def test_the_host_checks_probe_is_schema_valid_and_never_boots_anything(tmp_path: Path) -> None:
+    xml = build_probe_xml("virtlab-confinement-probe-1", IDENTITY, resource_limits(get_profile("tiny")))
+    validate_domain_xml(xml, tmp_path)
+    root = parse_xml(xml)
+    assert root.find("./os/kernel") is None
+    assert root.find("./devices/disk") is None
+    assert child(root, "./seclabel").findtext("label") == "+700000042:+700000042"
