@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def test_check_deploy_flags_insecure_settings() -> None:
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 LONG_RUNNING = ("web", "worker", "beat", "redis", "postgres")
 APP_SERVICES = ("web", "worker", "beat")
+APP_USER = "10001:10001"  # the Dockerfile's `virtlab` user
+SECRETS = ("django_secret_key", "database_url", "postgres_password", "redis_url", "redis_password")
 
 
 def compose_command() -> list[str] | None:
@@ -99,25 +102,124 @@ def assert_deployment_shape(compose: dict[str, Any]) -> None:
     assert "/healthz/live" in " ".join(services["web"]["healthcheck"]["test"])
     worker = services["worker"]
     assert ("/var/run/libvirt", "/var/run/libvirt") in mounts(worker)
-    assert "/dev/kvm" in devices(worker)
+    # The libvirt socket is the worker's whole interface to VMs: no device, no privilege.
+    assert not devices(worker)
+    assert not any("kvm" in source for source, _target in mounts(worker))
+    assert not worker.get("privileged")
+    assert not worker.get("cap_add")
     assert worker["environment"]["LIBVIRT_URI"] == "qemu:///system"
+    assert str(worker["environment"]["LABS_ALLOW_UNCONFINED"]) == "0"
     for name in APP_SERVICES:
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["postgres"]["condition"] == "service_healthy", name
         assert deps["redis"]["condition"] == "service_healthy", name
-        assert services[name]["environment"]["SECRET_KEY_FILE"] == "/run/secrets/django_secret_key"
-        assert "django_secret_key" in str(services[name]["secrets"])
+        env = services[name]["environment"]
+        assert env["SECRET_KEY_FILE"] == "/run/secrets/django_secret_key"
+        assert env["DATABASE_URL_FILE"] == "/run/secrets/database_url"
+        assert env["REDIS_URL_FILE"] == "/run/secrets/redis_url"
+        assert {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}.isdisjoint(env), "URLs with passwords come from files"
+        assert {"django_secret_key", "database_url", "redis_url"} <= secret_names(services[name]), name
     migrate = services["migrate"]
     assert "manage.py migrate" in " ".join(migrate["command"])
     assert "docs build" in " ".join(migrate["command"])
     assert str(migrate["restart"]) == "no"
     assert "migrate" not in migrate["depends_on"]
-    assert compose["secrets"]["django_secret_key"]["file"].endswith("var/django_secret_key")
+    for secret in SECRETS:
+        assert compose["secrets"][secret]["file"].endswith(f"var/secrets/{secret}")
+    assert_non_root(services)
+    assert_redis_is_guarded(services["redis"])
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]
+    assert secret_names(postgres) == {"postgres_password"}
+
+
+def secret_names(service: dict[str, Any]) -> set[str]:
+    """Secrets a service mounts, in the short form or the long form `config` prints."""
+    return {s["source"] if isinstance(s, dict) else s for s in service.get("secrets", [])}
+
+
+def assert_non_root(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        user = str(service.get("user", ""))
+        assert user, f"{name} has no user: it would run as its image's default (root for ours)"
+        assert user.split(":")[0] not in {"root", "0"}, f"{name} runs as {user}"
+        assert not service.get("privileged"), name
+    for name in APP_SERVICES:
+        assert str(services[name]["user"]) == APP_USER, name
+
+
+def assert_redis_is_guarded(redis: dict[str, Any]) -> None:
+    command = " ".join(as_list(redis["command"]))
+    assert "--requirepass" in command
+    assert "/run/secrets/redis_password" in command
+    assert "--maxmemory-policy noeviction" in command, "a full broker must refuse writes, not drop tasks"
+    assert re.search(r"--maxmemory \S+", command)
+    assert "redis_password" in secret_names(redis)
+    assert "/run/secrets/redis_password" in " ".join(as_list(redis["healthcheck"]["test"]))
 
 
 def test_docker_compose_file_has_the_deployment_shape() -> None:
     assert_deployment_shape(yaml.safe_load(COMPOSE_FILE.read_text()))
+
+
+def test_no_password_is_written_into_the_deployment() -> None:
+    text = COMPOSE_FILE.read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert not re.search(r"://[^/\s:@]*:[^/\s@$]+@", code), "a URL with a literal password"
+    assert "virtlab@postgres" not in code
+    for name, service in yaml.safe_load(text)["services"].items():
+        for key in service.get("environment", {}):
+            if "PASSWORD" in key or key.endswith(("_URL", "SECRET_KEY")):
+                assert key.endswith("_FILE"), f"{name}: {key} set in the environment"
+
+
+def test_the_image_runs_as_an_unprivileged_user() -> None:
+    users = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert users, "the Dockerfile never leaves root"
+    assert users[-1] == APP_USER
+
+
+def redis_service_command(secret: Path, port: int) -> str:
+    """The compose file's Redis command, for this machine's redis-server on a free port."""
+    command = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    script = str(command[2]).replace("$$", "$").replace("/run/secrets/redis_password", str(secret))
+    return script + f" --port {port} --save '' --appendonly no --dir {secret.parent}"
+
+
+def redis_healthcheck(secret: Path, port: int) -> subprocess.CompletedProcess[str]:
+    test = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    script = str(test[1]).replace("$$", "$").replace("/run/secrets/redis_password", str(secret))
+    script = script.replace("redis-cli ping", f"redis-cli -p {port} ping")
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=10, check=False)
+
+
+def test_redis_requires_the_password_and_never_evicts(tmp_path: Path) -> None:
+    """The compose file's Redis command and healthcheck, run with this machine's redis-server."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    secret = tmp_path / "redis_password"
+    secret.write_text("s3cret-for-this-test\n")
+    port = free_port()
+    env = {**os.environ, "REDIS_MAXMEMORY": "64mb"}
+    proc = subprocess.Popen(["sh", "-c", redis_service_command(secret, port)], env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: redis_healthcheck(secret, port).returncode == 0, 20, "redis healthcheck")
+        cli = ["redis-cli", "-p", str(port)]
+        anonymous = subprocess.run([*cli, "set", "k", "v"], capture_output=True, text=True, timeout=10)
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+        authed = [*cli, "--no-auth-warning", "-a", "s3cret-for-this-test"]
+        policy = subprocess.run([*authed, "config", "get", "maxmemory-policy"], capture_output=True, text=True)
+        assert policy.stdout.split() == ["maxmemory-policy", "noeviction"]
+        limit = subprocess.run([*authed, "config", "get", "maxmemory"], capture_output=True, text=True)
+        assert limit.stdout.split() == ["maxmemory", str(64 * 1024 * 1024)]
+        secret.write_text("wrong\n")
+        assert redis_healthcheck(secret, port).returncode != 0, "NOAUTH must not count as healthy"
+    finally:
+        stop_process(proc, 10)
 
 
 def test_docker_compose_config_accepts_the_file() -> None:
