@@ -275,6 +275,9 @@ ACCOUNT_SIGNUP_RATE_WINDOW_S = env_int("ACCOUNT_SIGNUP_RATE_WINDOW_S", 3600)
 ACCOUNT_RESET_IP_RATE = env_int("ACCOUNT_RESET_IP_RATE", 20)  # password-reset requests per IP per mail window
 ACCOUNT_MAIL_RATE = env_int("ACCOUNT_MAIL_RATE", 3)  # account mails to one address per window; more are dropped
 ACCOUNT_MAIL_RATE_WINDOW_S = env_int("ACCOUNT_MAIL_RATE_WINDOW_S", 3600)
+# A new account proves its e-mail address before its first lab (portal/accounts/verification.py).
+ACCOUNT_EMAIL_VERIFICATION = env_bool("ACCOUNT_EMAIL_VERIFICATION", not DEBUG)
+ACCOUNT_VERIFICATION_MAX_AGE_S = env_int("ACCOUNT_VERIFICATION_MAX_AGE_S", 3 * 24 * 3600)
 
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # per IP alone would lock out a whole class

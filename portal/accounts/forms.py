@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 
 class SignUpForm(UserCreationForm):  # type: ignore[type-arg]
+    # Not unique here: a taken address must not be told apart from a free one (verification.py).
     email = forms.EmailField(label=_("E-mail"), required=True)
 
     class Meta(UserCreationForm.Meta):
@@ -15,6 +16,4 @@ class SignUpForm(UserCreationForm):  # type: ignore[type-arg]
 
     def clean_email(self) -> str:
         email: str = self.cleaned_data["email"].strip().lower()
-        if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError(_("An account with this e-mail already exists."))
         return email
