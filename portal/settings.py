@@ -209,6 +209,11 @@ LABS_ALLOW_UNCONFINED = env_bool("LABS_ALLOW_UNCONFINED", False)
 GUEST_IMAGE_DIR = Path(env("VIRTLAB_GUEST_IMAGE", "/var/cache/virtlab/guest/current"))
 CONTENT_DIR = Path(env("VIRTLAB_CONTENT_DIR", str(BASE_DIR / "content")))
 
+# GET /healthz (portal/health.py): anyone gets ok/degraded; the checks (hosts, URLs, paths) go to
+# staff and to requests sending `Authorization: Bearer <HEALTHZ_TOKEN>` (empty: staff only).
+HEALTHZ_TOKEN = env("HEALTHZ_TOKEN")
+HEALTHZ_CACHE_S = env_int("HEALTHZ_CACHE_S", 5)  # each web process probes at most once per this
+
 # Lab sessions (labs/services/limits.py): per-learner limits, lifetimes, warm pool, id namespace.
 LABS_MAX_RUNNING_PER_USER = env_int("LABS_MAX_RUNNING_PER_USER", 1)
 LABS_START_RATE = env_int("LABS_START_RATE", 6)  # starts per learner per window
