@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from axes.handlers.proxy import AxesProxyHandler
 from django.contrib.auth.models import User
 from pytest_django import Settings
 
@@ -31,6 +34,15 @@ def bob(db: None) -> User:
 def carol(db: None) -> User:
     """A third learner (queues, classes)."""
     return make_user("carol")
+
+
+@pytest.fixture(autouse=True)
+def _axes_meets_this_tests_cache() -> Iterator[None]:
+    """django-axes keeps the cache it met first; tests repoint the cache at private Redis servers
+    that end with them, so it must look again in every test (or fail on a closed server)."""
+    AxesProxyHandler.implementation = None
+    yield
+    AxesProxyHandler.implementation = None
 
 
 @pytest.fixture(autouse=True)

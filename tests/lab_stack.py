@@ -274,6 +274,8 @@ def destroy_vms_with_prefix(prefix: str) -> list[str]:
 
 def point_settings_at_redis(settings: Settings, url: str) -> None:
     """Make this test process's cache, channel layer, broker and adverts use the Redis at `url`."""
+    from axes.handlers.proxy import AxesProxyHandler
+
     from portal.celery import app
     from portal.settings import channel_layers
 
@@ -287,6 +289,7 @@ def point_settings_at_redis(settings: Settings, url: str) -> None:
     app.amqp._producer_pool = None  # type: ignore[attr-defined]
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
     settings.CHANNEL_LAYERS = channel_layers(url)
+    AxesProxyHandler.implementation = None  # django-axes looks up the cache again on next use
 
 
 def advertise_host(name: str, max_vms: int = 10, max_boots: int = 10, disk_free_mib: int = 100_000) -> None:
