@@ -40,6 +40,9 @@ class Assertion:
 
     message: LocalizedText
     kind: ClassVar[str]  # the key that introduces this assertion in step.yaml
+    # Whether the verdict rests on what the guest reports (its agent, its programs): a learner with
+    # root in the guest can fake those. Host-side kinds read the VM from outside (libvirt).
+    trusts_guest: ClassVar[bool]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,19 +64,22 @@ class GuestAssertion(Assertion):
     timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
 
     kind: ClassVar[str] = "guest"
+    trusts_guest: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, kw_only=True)
 class FileSha256Assertion(Assertion):
     """A guest file, read through the agent and hashed on the host, has this SHA-256.
 
-    The guest's own tools are not involved, so a replaced `sha256sum` cannot fake it.
+    The guest's own tools are not involved, so a replaced `sha256sum` cannot fake it; the bytes still
+    come from the guest agent, which a learner with root can replace.
     """
 
     path: str
     sha256: str  # lower-case hex; step.yaml may give `content:` instead and the loader hashes it
 
     kind: ClassVar[str] = "file_sha256"
+    trusts_guest: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +94,7 @@ class DomainXmlAssertion(Assertion):
     count: int | None = None
 
     kind: ClassVar[str] = "domain_xml"
+    trusts_guest: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +110,7 @@ class BlockInfoAssertion(Assertion):
     capacity_mib: int | None = None
 
     kind: ClassVar[str] = "block_info"
+    trusts_guest: ClassVar[bool] = False
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .model import (
     JsonEquals,
     LocalizedText,
 )
+from .patterns import PatternError, compile_output_regex
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 STEP_NAME_RE = re.compile(r"^[0-9]{2}-[a-z0-9][a-z0-9-]*$")
@@ -124,8 +125,8 @@ def _guest(reader: FieldReader, spec: Any, field: str, message: LocalizedText | 
     if regex is not None:
         regex = reader.text(regex, f"{field}.stdout_regex")
         try:
-            re.compile(regex or "")
-        except re.error as exc:
+            compile_output_regex(regex or "")
+        except PatternError as exc:
             reader.error(f"{field}.stdout_regex", f"not a valid regex: {exc}")
             ok = False
     json_equals = None

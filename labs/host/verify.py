@@ -1,14 +1,15 @@
 """Running a step's setup, check and solution against a live VM (labs.hypervisor.VM).
 
 Django-free: the host agent (Celery worker) calls these. Every guest command has a timeout; the
-commands are the lab author's fixed text from the catalog, never learner input.
+commands are the lab author's fixed text from the catalog, never learner input. Their output is
+not: the learner is root in the guest, so a check caps what it reads (`max_output`), matches
+patterns with RE2 (linear time), and fails an assertion whose guest agent misbehaves.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +26,15 @@ from labs.catalog import (
     Step,
 )
 from labs.catalog.model import DEFAULT_COMMAND_TIMEOUT_S
+from labs.catalog.patterns import compile_output_regex
 from labs.hypervisor import VM, CommandTimeout, HypervisorError
+from labs.hypervisor.guest_agent import EXEC_OUTPUT_LIMIT_MAX, GuestAgentMisbehaving
 
 # guest-file-read moves 48 KiB per agent round trip; checks hash small files only.
 MAX_HASHED_FILE_BYTES = 16 * 1024 * 1024
+FILE_READ_TIMEOUT_S = 60.0
+# Bytes of each of stdout and stderr a check command may print (the host agent passes its setting).
+DEFAULT_CHECK_OUTPUT_BYTES = 1024 * 1024
 _DETAIL_LIMIT = 500  # characters of command output kept in a result
 
 
@@ -40,6 +46,7 @@ class AssertionResult:
     kind: str
     message: LocalizedText
     detail: str
+    trusts_guest: bool = False  # the verdict rests on what the guest reported (see the lab format)
 
 
 @dataclass(frozen=True)
@@ -83,20 +90,23 @@ def _run_commands(vm: VM, step: Step, phase: str, commands: tuple[str, ...], tim
             raise StepCommandFailed(step, phase, command, f"exit {result.exit_code}: {output[-_DETAIL_LIMIT:]}")
 
 
-def run_check(vm: VM, step: Step) -> CheckResult:
+def run_check(vm: VM, step: Step, max_output: int = DEFAULT_CHECK_OUTPUT_BYTES) -> CheckResult:
     """Evaluate every assertion of the step's check (all of them, so the learner sees each result).
 
-    A failing assertion is a result, not an exception; errors that mean the VM or its agent is
-    gone (DomainMissing, GuestAgentUnavailable, ...) propagate to the caller.
+    A failing assertion is a result, not an exception: so is a guest command that prints more
+    than `max_output` bytes on stdout or stderr, and a guest agent that answers malformed replies.
+    Errors that mean the VM or its agent is gone (DomainMissing, GuestAgentUnavailable, ...)
+    propagate to the caller.
     """
     started = time.monotonic()
-    results = [_evaluate(vm, assertion) for assertion in step.check.assertions]
+    max_output = max(1, min(max_output, EXEC_OUTPUT_LIMIT_MAX))  # more than libvirt can carry back
+    results = [_evaluate(vm, assertion, max_output) for assertion in step.check.assertions]
     return CheckResult(all(r.ok for r in results), results, time.monotonic() - started)
 
 
-def _evaluate(vm: VM, assertion: Assertion) -> AssertionResult:
+def _evaluate(vm: VM, assertion: Assertion, max_output: int) -> AssertionResult:
     if isinstance(assertion, GuestAssertion):
-        ok, detail = _guest(vm, assertion)
+        ok, detail = _guest(vm, assertion, max_output)
     elif isinstance(assertion, FileSha256Assertion):
         ok, detail = _file_sha256(vm, assertion)
     elif isinstance(assertion, DomainXmlAssertion):
@@ -105,32 +115,37 @@ def _evaluate(vm: VM, assertion: Assertion) -> AssertionResult:
         ok, detail = _block_info(vm, assertion)
     else:  # pragma: no cover - the loader only builds the kinds above
         raise TypeError(f"unknown assertion {assertion!r}")
-    return AssertionResult(ok, assertion.kind, assertion.message, detail[:_DETAIL_LIMIT])
+    return AssertionResult(ok, assertion.kind, assertion.message, detail[:_DETAIL_LIMIT], assertion.trusts_guest)
 
 
-def _guest(vm: VM, assertion: GuestAssertion) -> tuple[bool, str]:
+def _guest(vm: VM, assertion: GuestAssertion, max_output: int) -> tuple[bool, str]:
     try:
-        result = vm.exec(assertion.run, timeout_s=assertion.timeout_s)
+        result = vm.agent.exec(assertion.run, timeout_s=assertion.timeout_s, max_output=max_output)
     except CommandTimeout:
         return False, f"command timed out after {assertion.timeout_s:g}s"
+    except GuestAgentMisbehaving as exc:
+        return False, f"the guest agent misbehaved: {exc}"
+    if result.truncated:
+        return False, f"the command printed more than {max_output} bytes (it was stopped there)"
     stdout = result.text
     if result.exit_code != assertion.exit_code:
         stderr = result.stderr.decode(errors="replace").strip()
         return False, f"exit code {result.exit_code}, expected {assertion.exit_code}" + (
             f": {stderr}" if stderr else ""
         )
-    if assertion.stdout_regex is not None and not re.search(assertion.stdout_regex, stdout, re.MULTILINE):
-        return False, f"output does not match /{assertion.stdout_regex}/: {stdout.strip()!r}"
+    pattern = assertion.stdout_regex
+    if pattern is not None and not compile_output_regex(pattern).search(stdout):
+        return False, f"output does not match /{pattern}/: {stdout[:_DETAIL_LIMIT].strip()!r}"
     if assertion.json is not None:
         try:
             value = json_lookup(json.loads(stdout), assertion.json.path)
-        except (ValueError, LookupError, TypeError) as exc:
+        except (ValueError, LookupError, TypeError, RecursionError) as exc:  # RecursionError: [[[[...
             return False, f"{assertion.json.path}: {exc}"
         expected = assertion.json.equals
         # 1 == True in Python; JSON true must not satisfy `equals: 1` (nor the reverse).
         if value != expected or isinstance(value, bool) != isinstance(expected, bool):
             return False, f"{assertion.json.path} is {value!r}, expected {expected!r}"
-    return True, stdout.strip()
+    return True, stdout[:_DETAIL_LIMIT].strip()
 
 
 def json_lookup(document: Any, path: str) -> Any:
@@ -152,7 +167,9 @@ def json_lookup(document: Any, path: str) -> Any:
 
 def _file_sha256(vm: VM, assertion: FileSha256Assertion) -> tuple[bool, str]:
     try:
-        data = vm.agent.read_file(assertion.path, limit=MAX_HASHED_FILE_BYTES + 1)
+        data = vm.agent.read_file(assertion.path, limit=MAX_HASHED_FILE_BYTES + 1, timeout_s=FILE_READ_TIMEOUT_S)
+    except GuestAgentMisbehaving as exc:
+        return False, f"the guest agent misbehaved: {exc}"
     except HypervisorError as exc:
         if type(exc) is not HypervisorError:  # the agent or VM is gone: not the learner's doing
             raise

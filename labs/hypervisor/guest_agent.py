@@ -1,27 +1,49 @@
 """The control channel: qemu-guest-agent commands through libvirt (virtio-serial port).
 
 Setup and verification commands run here, never on the learner's console, and return exit code
-and output separately.
+and output separately. The agent is untrusted input: the learner is root in the guest and may
+replace it. Every reply is checked for shape, types and size before use (GuestAgentMisbehaving
+otherwise), every wait has a deadline, and `exec(max_output=...)` cuts a command's output inside
+the guest, so a flood of output cannot break libvirt's connection to the agent.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import libvirt
 import libvirt_qemu
 
-from .errors import CommandTimeout, GuestAgentTimeout, GuestAgentUnavailable, HypervisorError, translated
+from .errors import (
+    CommandTimeout,
+    GuestAgentTimeout,
+    GuestAgentUnavailable,
+    HostUnreachable,
+    HypervisorError,
+    translated,
+)
 from .polling import Deadline, poll
 
 # Seconds libvirt waits for one agent reply; guest-exec itself returns at once (it only spawns).
 _REPLY_TIMEOUT_S = 10
+_KILL_TIMEOUT_S = 3  # each agent call while killing a timed-out command
 _FILE_CHUNK = 48 * 1024
+# qemu-ga keeps at most 16 MiB of each output stream; a reply claiming more is not qemu-ga's.
+AGENT_OUTPUT_MAX = 16 * 1024 * 1024
+# libvirt itself drops the agent connection on a reply over 10 MiB ("No complete agent response"),
+# and its RPC refuses to carry one whose base64 output passes ~4 MiB ("Unable to encode message
+# payload"): `exec(max_output=...)` keeps both streams well below that.
+EXEC_OUTPUT_LIMIT_MAX = 1536 * 1024
+_REPLY_CHARS_MAX = 12 * 1024 * 1024
+_TOO_LARGE = ("encode message payload", "No complete agent response")
 # Stops the process, kills its descendants (found through /proc: busybox images may lack pgrep),
 # then kills it. The pid arrives as "$1".
 _KILL_TREE = (
@@ -29,6 +51,24 @@ _KILL_TREE = (
     ' read -r p _ _ pp _ < "$s" 2>/dev/null || continue; [ "$pp" = "$1" ] && kill_tree "$p"; done;'
     ' kill -9 "$1" 2>/dev/null; }; kill_tree "$1"'
 )
+# Runs shell text "$2" with its stdout and stderr each cut at "$1" bytes by `head` in the guest: a
+# command that writes more is stopped by SIGPIPE. pipefail passes the command's exit status
+# through the two pipes; the command itself runs without it, as under a plain `sh -c`. Costs two
+# execs of `head` (~0.1 s under TCG), so only callers that need the cap (checks) ask for it.
+_CAPPED_SHELL = (
+    'set -o pipefail; _vl_n=$1; _vl_c=$2; shift 2; { { set +o pipefail; eval "unset _vl_n _vl_c; $_vl_c"; }'
+    ' 2>&1 1>&3 3>&- | head -c "$_vl_n" >&2; } 3>&1 | head -c "$_vl_n"'
+)
+# The same for an argument vector ("$2" onwards).
+_CAPPED_ARGV = (
+    'set -o pipefail; _vl_n=$1; shift; { "$@" 2>&1 1>&3 3>&- | head -c "$_vl_n" >&2; } 3>&1 | head -c "$_vl_n"'
+)
+
+
+class GuestAgentMisbehaving(HypervisorError):
+    """The guest agent answered, but not as qemu-guest-agent does: a reply of the wrong shape or
+    size, or a file read that never ends. The guest (whose root may have replaced the agent) is at
+    fault, not the host: a check fails on it, the session does not."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +79,7 @@ class ExecResult:
     stdout: bytes
     stderr: bytes
     duration_s: float
+    truncated: bool = False  # stdout or stderr was longer than the cap and was cut
 
     @property
     def ok(self) -> bool:
@@ -51,6 +92,17 @@ class ExecResult:
         return self.stdout.decode(errors="replace")
 
 
+@dataclass(frozen=True)
+class _ExecStatus:
+    """A validated guest-exec-status reply."""
+
+    exited: bool
+    exit_code: int = 0
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+
+
 class GuestAgent:
     """qemu-guest-agent of one running domain."""
 
@@ -58,13 +110,23 @@ class GuestAgent:
         self._domain = domain
 
     def command(self, execute: str, arguments: dict[str, Any] | None = None, timeout_s: int = _REPLY_TIMEOUT_S) -> Any:
-        """Send one agent command and return its "return" value."""
+        """Send one agent command and return its "return" value.
+
+        GuestAgentMisbehaving when the reply is not a JSON object with a "return" member, or is
+        larger than libvirt can carry.
+        """
         request: dict[str, Any] = {"execute": execute}
         if arguments is not None:
             request["arguments"] = arguments
-        with translated():
-            reply = libvirt_qemu.qemuAgentCommand(self._domain, json.dumps(request), timeout_s, 0)
-        return json.loads(reply).get("return")
+        try:
+            with translated():
+                reply = libvirt_qemu.qemuAgentCommand(self._domain, json.dumps(request), timeout_s, 0)
+        except HypervisorError as exc:
+            # libvirt reports a reply too large to carry as an RPC error: the guest's doing, not the host's.
+            if type(exc) in (HostUnreachable, HypervisorError) and any(s in str(exc) for s in _TOO_LARGE):
+                raise GuestAgentMisbehaving(f"{execute}: the agent's reply is too large: {exc}") from exc
+            raise
+        return reply_value(execute, reply)
 
     def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.1) -> float:
         """Block until guest-ping answers; return the seconds waited. GuestAgentTimeout otherwise."""
@@ -94,69 +156,101 @@ class GuestAgent:
         command: str | Sequence[str],
         timeout_s: float = 30.0,
         stdin: bytes | None = None,
+        max_output: int | None = None,
     ) -> ExecResult:
         """Run `command` in the guest (a string goes through /bin/sh -c) and wait for it.
 
         Output is captured until the command's stdout/stderr close, so background jobs must
         redirect theirs. On timeout the command's process tree is killed and CommandTimeout raised.
+        With `max_output` (at most EXEC_OUTPUT_LIMIT_MAX), each of stdout and stderr is cut at that
+        many bytes inside the guest (a command writing more is stopped by SIGPIPE) and the result
+        says `truncated`. The whole call returns within about `timeout_s` plus 10 s, whatever the
+        agent does; a malformed reply raises GuestAgentMisbehaving.
         """
-        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        if max_output is not None and not 0 < max_output <= EXEC_OUTPUT_LIMIT_MAX:
+            raise ValueError(f"max_output must be within 1..{EXEC_OUTPUT_LIMIT_MAX}")
+        argv = _argv(command, max_output)
+        # The guest's `head` keeps one byte over the cap: more than max_output bytes means cut.
+        stream_max = AGENT_OUTPUT_MAX if max_output is None else max_output + 1
         arguments: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
         if stdin is not None:
             arguments["input-data"] = base64.b64encode(stdin).decode()
         started = time.monotonic()
         deadline = Deadline(timeout_s)
-        pid = self.command("guest-exec", arguments)["pid"]
-        status: dict[str, Any] = {}
+        pid = _exec_pid(self.command("guest-exec", arguments))
+        status = _ExecStatus(exited=False)
 
         def exited() -> bool:
             nonlocal status
-            status = self.command("guest-exec-status", {"pid": pid})
-            return bool(status.get("exited"))
+            reply = self.command("guest-exec-status", {"pid": pid}, timeout_s=_reply_timeout(deadline))
+            status = exec_status(reply, stream_max)
+            return status.exited
 
         # Most checks finish in tens of ms; back off so long commands do not spin the agent.
         if not poll(exited, timeout_s=deadline.remaining(), interval_s=0.002, max_interval_s=0.1):
             self._kill(pid)
-            out, err = _decode(status, "out-data"), _decode(status, "err-data")
-            raise CommandTimeout(f"{argv[0]} did not finish within {timeout_s}s", out, err)
-        exit_code = status.get("exitcode")
-        if exit_code is None:  # killed by a signal: report it the way a shell would
-            exit_code = 128 + int(status.get("signal", 0))
+            raise CommandTimeout(f"{argv[0]} did not finish within {timeout_s}s", status.stdout, status.stderr)
+        cap = stream_max if max_output is None else max_output
+        cut = status.truncated or len(status.stdout) > cap or len(status.stderr) > cap
         return ExecResult(
-            int(exit_code), _decode(status, "out-data"), _decode(status, "err-data"), time.monotonic() - started
+            status.exit_code, status.stdout[:cap], status.stderr[:cap], time.monotonic() - started, truncated=cut
         )
 
     def _kill(self, pid: int) -> None:
         # qemu-ga 7.2 has no guest-exec-kill. Kill the command's whole process tree (children
         # first) from a second exec; the pid travels as an argument, never inside the script.
+        # Every call is short: a misbehaving agent must not stretch the caller's deadline.
         try:
-            killer = self.command("guest-exec", {"path": "/bin/sh", "arg": ["-c", _KILL_TREE, "kill-tree", str(pid)]})
+            arguments = {"path": "/bin/sh", "arg": ["-c", _KILL_TREE, "kill-tree", str(pid)]}
+            killer = _exec_pid(self.command("guest-exec", arguments, timeout_s=_KILL_TIMEOUT_S))
             poll(
-                lambda: self.command("guest-exec-status", {"pid": killer["pid"]}).get("exited"),
+                lambda: (
+                    exec_status(
+                        self.command("guest-exec-status", {"pid": killer}, timeout_s=_KILL_TIMEOUT_S), AGENT_OUTPUT_MAX
+                    ).exited
+                ),
                 timeout_s=5,
                 interval_s=0.02,
             )
-            self.command("guest-exec-status", {"pid": pid})  # reap the status entry in qemu-ga
+            # Reap the status entry in qemu-ga.
+            self.command("guest-exec-status", {"pid": pid}, timeout_s=_KILL_TIMEOUT_S)
         except HypervisorError:
             pass
 
-    def read_file(self, path: str, limit: int = 16 * 1024 * 1024) -> bytes:
-        """Return the contents of a guest file (at most `limit` bytes)."""
+    def read_file(self, path: str, limit: int = 16 * 1024 * 1024, timeout_s: float = 60.0) -> bytes:
+        """Return the contents of a guest file (at most `limit` bytes).
+
+        GuestAgentMisbehaving on a malformed reply, or when the read has not ended after `timeout_s`.
+        """
+        deadline = Deadline(timeout_s)
         handle = self.command("guest-file-open", {"path": path, "mode": "r"})
-        data = b""
+        if not _is_int(handle):
+            raise GuestAgentMisbehaving(f"guest-file-open: expected an integer handle, got {_kind(handle)}")
+        chunks: list[bytes] = []
+        size = 0
         try:
-            while len(data) < limit:
-                chunk = self.command("guest-file-read", {"handle": handle, "count": _FILE_CHUNK})
-                data += base64.b64decode(chunk.get("buf-b64", ""))
-                if chunk.get("eof") or not chunk.get("count"):
+            while size < limit:
+                if deadline.expired():
+                    raise GuestAgentMisbehaving(f"reading {path} did not end within {timeout_s:g}s")
+                reply = self.command(
+                    "guest-file-read", {"handle": handle, "count": _FILE_CHUNK}, timeout_s=_reply_timeout(deadline)
+                )
+                data, eof = file_chunk(reply, _FILE_CHUNK)
+                chunks.append(data)
+                size += len(data)
+                if eof or not data:
                     break
         finally:
-            self.command("guest-file-close", {"handle": handle})
-        return data[:limit]
+            # A failure above (the VM gone, a bad reply) is what the caller must see, not this one's.
+            with contextlib.suppress(HypervisorError):
+                self.command("guest-file-close", {"handle": handle}, timeout_s=_KILL_TIMEOUT_S)
+        return b"".join(chunks)[:limit]
 
     def write_file(self, path: str, data: bytes) -> None:
         """Create or replace a guest file with `data`."""
         handle = self.command("guest-file-open", {"path": path, "mode": "w"})
+        if not _is_int(handle):
+            raise GuestAgentMisbehaving(f"guest-file-open: expected an integer handle, got {_kind(handle)}")
         try:
             for offset in range(0, len(data), _FILE_CHUNK):
                 piece = base64.b64encode(data[offset : offset + _FILE_CHUNK]).decode()
@@ -166,6 +260,112 @@ class GuestAgent:
             self.command("guest-file-close", {"handle": handle})
 
 
-def _decode(status: dict[str, Any], key: str) -> bytes:
-    value = status.get(key)
-    return base64.b64decode(value) if value else b""
+def _argv(command: str | Sequence[str], max_output: int | None) -> list[str]:
+    if max_output is None:
+        return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    if isinstance(command, str):
+        return ["/bin/sh", "-c", _CAPPED_SHELL, "capped", str(max_output + 1), command]
+    return ["/bin/sh", "-c", _CAPPED_ARGV, "capped", str(max_output + 1), *command]
+
+
+def _reply_timeout(deadline: Deadline) -> int:
+    """Seconds libvirt may wait for one reply: what is left of the deadline, 1..10 s."""
+    return max(1, min(_REPLY_TIMEOUT_S, math.ceil(deadline.remaining())))
+
+
+# --- Reply validation: the agent's replies are untrusted input ----------------------------------
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def reply_value(execute: str, reply: object) -> Any:
+    """The "return" member of a raw agent reply (a JSON text); GuestAgentMisbehaving otherwise."""
+    if not isinstance(reply, str):
+        raise GuestAgentMisbehaving(f"{execute}: expected a JSON text, got {_kind(reply)}")
+    if len(reply) > _REPLY_CHARS_MAX:
+        raise GuestAgentMisbehaving(f"{execute}: the reply is larger than {_REPLY_CHARS_MAX} characters")
+    try:
+        document = json.loads(reply)
+    except (ValueError, RecursionError) as exc:
+        raise GuestAgentMisbehaving(f"{execute}: the reply is not JSON") from exc
+    if not isinstance(document, dict) or "return" not in document:
+        raise GuestAgentMisbehaving(f'{execute}: the reply is not an object with "return"')
+    return document["return"]
+
+
+def _exec_pid(value: object) -> int:
+    if not isinstance(value, dict) or not _is_int(value.get("pid")) or value["pid"] < 0:
+        raise GuestAgentMisbehaving(f'guest-exec: expected {{"pid": <integer>}}, got {_kind(value)}')
+    return int(value["pid"])
+
+
+def exec_status(value: object, stream_max: int) -> _ExecStatus:
+    """A guest-exec-status reply, checked: `exited` a boolean; once exited, `exitcode` (0..255) or
+    `signal` (1..127); `out-data`/`err-data` base64 of at most `stream_max` bytes each."""
+    what = "guest-exec-status"
+    if not isinstance(value, dict):
+        raise GuestAgentMisbehaving(f"{what}: expected an object, got {_kind(value)}")
+    exited = value.get("exited")
+    if not isinstance(exited, bool):
+        raise GuestAgentMisbehaving(f'{what}: "exited" is {_kind(exited)}, not a boolean')
+    stdout, out_cut = _stream(value, "out", stream_max)
+    stderr, err_cut = _stream(value, "err", stream_max)
+    if not exited:
+        return _ExecStatus(False, stdout=stdout, stderr=stderr)
+    code, signal = value.get("exitcode"), value.get("signal")
+    if code is not None:
+        if not _is_int(code) or not 0 <= code <= 255:
+            raise GuestAgentMisbehaving(f'{what}: "exitcode" is not an integer within 0..255')
+        exit_code = int(code)
+    elif signal is not None:
+        if not _is_int(signal) or not 0 < signal < 128:
+            raise GuestAgentMisbehaving(f'{what}: "signal" is not an integer within 1..127')
+        exit_code = 128 + int(signal)  # killed by a signal: report it the way a shell would
+    else:
+        raise GuestAgentMisbehaving(f'{what}: an exited command has neither "exitcode" nor "signal"')
+    return _ExecStatus(True, exit_code, stdout, stderr, out_cut or err_cut)
+
+
+def _stream(status: dict[str, Any], name: str, stream_max: int) -> tuple[bytes, bool]:
+    """(bytes, qemu-ga cut it) of `out`/`err` in a guest-exec-status reply."""
+    data, cut = status.get(f"{name}-data", ""), status.get(f"{name}-truncated", False)
+    if not isinstance(data, str) or not isinstance(cut, bool):
+        raise GuestAgentMisbehaving(f'guest-exec-status: "{name}-data" or "{name}-truncated" has the wrong type')
+    # Checked before decoding too (base64 of n bytes is 4 * ceil(n / 3) characters).
+    too_long = GuestAgentMisbehaving(f'guest-exec-status: "{name}-data" holds more than {stream_max} bytes')
+    if len(data) > 4 * math.ceil(stream_max / 3):
+        raise too_long
+    decoded = _b64(data, f"{name}-data")
+    if len(decoded) > stream_max:
+        raise too_long
+    return decoded, cut
+
+
+def file_chunk(value: object, requested: int) -> tuple[bytes, bool]:
+    """(data, eof) of a guest-file-read reply, checked: `count` (0..requested) equals the length
+    of the decoded `buf-b64`, and `eof` is a boolean."""
+    what = "guest-file-read"
+    if not isinstance(value, dict):
+        raise GuestAgentMisbehaving(f"{what}: expected an object, got {_kind(value)}")
+    count, buf, eof = value.get("count"), value.get("buf-b64", ""), value.get("eof", False)
+    if not _is_int(count) or not 0 <= count <= requested:
+        raise GuestAgentMisbehaving(f'{what}: "count" is not an integer within 0..{requested}')
+    if not isinstance(buf, str) or len(buf) > 4 * math.ceil(requested / 3) or not isinstance(eof, bool):
+        raise GuestAgentMisbehaving(f'{what}: "buf-b64" or "eof" has the wrong type or size')
+    data = _b64(buf, "buf-b64")
+    if len(data) != count:
+        raise GuestAgentMisbehaving(f'{what}: "count" is {count} but "buf-b64" holds {len(data)} bytes')
+    return data, eof
+
+
+def _b64(text: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise GuestAgentMisbehaving(f'"{field}" is not base64') from exc

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, cast
 
+import libvirt_qemu
 import pytest
+import yaml
 
 from labs.catalog import (
     Assertion,
@@ -20,9 +24,13 @@ from labs.catalog import (
     JsonEquals,
     LocalizedText,
     Step,
+    load_catalog,
 )
+from labs.catalog.patterns import PatternError, compile_output_regex
 from labs.host.verify import StepCommandFailed, json_lookup, run_check, run_setup, run_solution
-from labs.hypervisor import VM, DomainMissing
+from labs.hypervisor import VM, CommandTimeout, DomainMissing
+from labs.hypervisor.guest_agent import GuestAgent, GuestAgentMisbehaving, exec_status, file_chunk, reply_value
+from tests import lab_stack
 
 MSG = LocalizedText(en="it failed", zh="失败了")
 
@@ -70,6 +78,191 @@ def test_json_lookup_follows_keys_and_indexes() -> None:
         json_lookup(doc, "snapshots.5.name")
     with pytest.raises(LookupError):
         json_lookup(doc, "missing")
+
+
+# --- Patterns: RE2, linear in the learner's output ---------------------------------------------
+
+# Catastrophic for a backtracking engine: Python's `re` takes ~5 s on 26 "a"s and doubles with each
+# one more; RE2 answers in time linear in the text.
+CATASTROPHIC = r"^(a+)+$"
+
+
+def test_a_pathological_pattern_over_a_mebibyte_of_output_answers_in_milliseconds() -> None:
+    text = "a" * (1024 * 1024) + "b\n"
+    started = time.monotonic()
+    assert compile_output_regex(CATASTROPHIC).search(text) is None
+    assert time.monotonic() - started < 0.5
+
+
+def test_patterns_keep_pythons_multiline_meaning_and_end_of_text() -> None:
+    assert compile_output_regex(r"^4$").search("x\n4\ny")  # MULTILINE, as documented
+    assert compile_output_regex(r"\Aok\s*\Z").search("ok\n")  # Python's \Z is RE2's \z
+    assert not compile_output_regex(r"\Aok\Z").search("ok\nmore")
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"x(?=y)", r"(?<!x)y", r"(?P<n>a)(?P=n)"])
+def test_patterns_that_need_backtracking_are_refused(pattern: str) -> None:
+    with pytest.raises(PatternError, match="RE2"):
+        compile_output_regex(pattern)
+
+
+def test_a_lab_with_a_backtracking_pattern_is_reported_with_file_and_field(tmp_path: Path) -> None:
+    slug = lab_stack.write_test_lab(tmp_path)
+    step_file = tmp_path / "labs" / slug / "steps" / "01-hello" / "step.yaml"
+    step = yaml.safe_load(step_file.read_text())
+    step["check"][0]["guest"]["stdout_regex"] = r"(\w+) \1"
+    step_file.write_text(yaml.safe_dump(step, allow_unicode=True))
+    catalog = load_catalog(tmp_path / "labs", docs_root=tmp_path / "docs")
+    assert slug not in catalog.labs, "an invalid lab is not offered"
+    [problem] = catalog.errors
+    assert problem.file.endswith("01-hello/step.yaml")
+    assert problem.field == "check[0].guest.stdout_regex"
+    assert "not a valid regex: invalid escape sequence: \\1" in problem.message
+
+
+# --- The guest agent's replies are untrusted input ------------------------------------------------
+
+
+def agent_reply(value: Any) -> str:
+    return json.dumps({"return": value})
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (None, "not a JSON text"),
+        ("not json", "not JSON"),
+        ("[]", "not an object"),
+        ('{"error": {}}', "not an object with"),
+        ("[" * 100_000, "not JSON"),  # nesting deep enough to exhaust the parser's recursion
+    ],
+)
+def test_a_reply_that_is_not_an_object_with_return_is_refused(reply: Any, why: str) -> None:
+    with pytest.raises(GuestAgentMisbehaving, match="guest-ping"):
+        reply_value("guest-ping", reply)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        [],
+        {},
+        {"exited": "yes"},
+        {"exited": 1},
+        {"exited": True},  # neither exitcode nor signal
+        {"exited": True, "exitcode": "0"},
+        {"exited": True, "exitcode": True},
+        {"exited": True, "exitcode": 300},
+        {"exited": True, "signal": 0},
+        {"exited": True, "exitcode": 0, "out-data": 5},
+        {"exited": True, "exitcode": 0, "out-data": "***not base64***"},
+        {"exited": True, "exitcode": 0, "out-data": b64(b"x" * 101)},  # over the 100-byte cap
+        {"exited": True, "exitcode": 0, "err-data": b64(b"x" * 200)},
+        {"exited": True, "exitcode": 0, "out-truncated": "no"},
+    ],
+)
+def test_malformed_exec_status_replies_are_refused(status: Any) -> None:
+    with pytest.raises(GuestAgentMisbehaving):
+        exec_status(status, 100)
+
+
+def test_a_well_formed_exec_status_is_read() -> None:
+    done = exec_status({"exited": True, "exitcode": 3, "out-data": b64(b"out"), "err-data": b64(b"err")}, 100)
+    assert (done.exited, done.exit_code, done.stdout, done.stderr, done.truncated) == (True, 3, b"out", b"err", False)
+    assert exec_status({"exited": True, "signal": 9}, 100).exit_code == 137
+    assert exec_status({"exited": True, "exitcode": 0, "out-truncated": True}, 100).truncated
+    assert not exec_status({"exited": False}, 100).exited
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        "chunk",
+        {"count": 4, "buf-b64": "", "eof": False},  # claims bytes it does not send: once looped forever
+        {"count": -1, "buf-b64": "", "eof": True},
+        {"count": 10_000_000, "buf-b64": "", "eof": False},
+        {"count": 1, "buf-b64": b64(b"x"), "eof": "no"},
+        {"count": 1, "buf-b64": 7, "eof": False},
+    ],
+)
+def test_malformed_file_read_replies_are_refused(chunk: Any) -> None:
+    with pytest.raises(GuestAgentMisbehaving):
+        file_chunk(chunk, 48 * 1024)
+
+
+class FakeDomain:
+    def isActive(self) -> bool:  # libvirt's name
+        return True
+
+
+@pytest.fixture
+def fake_agent(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[dict[str, Any]], str]]:
+    """A GuestAgent whose replies come from `answers[command](arguments)` instead of a VM."""
+    answers: dict[str, Callable[[dict[str, Any]], str]] = {
+        "guest-exec": lambda _args: agent_reply({"pid": 42}),
+        "guest-file-open": lambda _args: agent_reply(7),
+        "guest-file-close": lambda _args: agent_reply({}),
+    }
+
+    def command(_domain: object, request: str, _timeout: int, _flags: int) -> str:
+        parsed = json.loads(request)
+        return answers[parsed["execute"]](parsed.get("arguments", {}))
+
+    monkeypatch.setattr(libvirt_qemu, "qemuAgentCommand", command)
+    return answers
+
+
+def a_vm_with(agent: GuestAgent) -> VM:
+    """What run_check uses of a VM, around a fake agent."""
+
+    class FakeVM:
+        def __init__(self) -> None:
+            self.agent = agent
+
+        def exec(self, command: str, timeout_s: float = 30.0) -> Any:
+            return agent.exec(command, timeout_s=timeout_s)
+
+    return cast(VM, FakeVM())
+
+
+def test_a_misbehaving_agent_fails_the_check_at_once_instead_of_the_session(
+    fake_agent: dict[str, Callable[[dict[str, Any]], str]],
+) -> None:
+    fake_agent["guest-exec-status"] = lambda _args: agent_reply({"exited": "soon"})
+    fake_agent["guest-file-read"] = lambda _args: agent_reply({"count": 4096, "buf-b64": "", "eof": False})
+    vm = a_vm_with(GuestAgent(FakeDomain()))
+    started = time.monotonic()
+    result = run_check(
+        vm, make_step(guest("true"), FileSha256Assertion(message=MSG, path="/etc/hostname", sha256="0" * 64))
+    )
+    assert time.monotonic() - started < 2
+    assert [r.ok for r in result.results] == [False, False]
+    assert result.results[0].detail.startswith('the guest agent misbehaved: guest-exec-status: "exited" is str')
+    assert result.results[1].detail.startswith('the guest agent misbehaved: guest-file-read: "count" is 4096')
+
+
+def test_an_agent_that_never_finishes_is_bounded_by_the_timeout(
+    fake_agent: dict[str, Callable[[dict[str, Any]], str]],
+) -> None:
+    fake_agent["guest-exec-status"] = lambda _args: agent_reply({"exited": False})
+    agent = GuestAgent(FakeDomain())
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout):
+        agent.exec("sleep 1000", timeout_s=1, max_output=1024)
+    assert time.monotonic() - started < 8  # the timeout, and the (short) kill attempt after it
+
+
+def test_a_file_read_that_trickles_forever_is_bounded(fake_agent: dict[str, Callable[[dict[str, Any]], str]]) -> None:
+    fake_agent["guest-file-read"] = lambda _args: agent_reply({"count": 1, "buf-b64": b64(b"x"), "eof": False})
+    agent = GuestAgent(FakeDomain())
+    started = time.monotonic()
+    with pytest.raises(GuestAgentMisbehaving, match=r"did not end within 0\.5s"):
+        agent.read_file("/dev/zero", timeout_s=0.5)
+    assert time.monotonic() - started < 2
 
 
 @pytest.mark.vm
@@ -190,6 +383,41 @@ class TestAgainstARealVM:
     def test_solution_timeout_raises(self, vm: VM) -> None:
         with pytest.raises(StepCommandFailed, match="timed out after 1"):
             run_solution(vm, make_step(guest("true"), solution=("sleep 30",)), timeout_s=1)
+
+    def test_huge_output_is_cut_in_the_guest_and_fails_the_assertion_quickly(self, vm: VM) -> None:
+        started = time.monotonic()
+        result = run_check(
+            vm,
+            make_step(
+                guest("yes", stdout_regex="^y$"),  # never ends by itself: stopped at the cap
+                guest("yes | head -c 20000000 >&2"),
+                guest("head -c 1048576 /dev/zero | tr '\\0' y", stdout_regex="^y"),  # exactly the cap: fine
+            ),
+        )
+        elapsed = time.monotonic() - started
+        assert [r.ok for r in result.results] == [False, False, True]
+        assert result.results[0].detail == "the command printed more than 1048576 bytes (it was stopped there)"
+        assert result.results[1].detail == result.results[0].detail
+        assert elapsed < 15, f"{elapsed:.1f} s"
+        # The agent's channel survived: libvirt drops it on a reply over 10 MiB, which an uncapped
+        # `yes` would have sent.
+        assert vm.exec("echo still-here", timeout_s=10).text == "still-here\n"
+        print(f"\nthree capped check commands (two floods of output) in {elapsed:.2f} s")
+
+    def test_a_pathological_pattern_over_learner_output_does_not_hang(self, vm: VM) -> None:
+        # The learner controls this output (their own program could print it); Python's `re`
+        # would backtrack for over a minute on it.
+        step = make_step(guest("printf 'a%.0s' $(seq 30); echo b", stdout_regex=CATASTROPHIC))
+        started = time.monotonic()
+        result = run_check(vm, step)
+        elapsed = time.monotonic() - started
+        assert not result.passed
+        assert "does not match" in result.results[0].detail
+        assert elapsed < 10, f"{elapsed:.1f} s"
+        output = vm.exec("printf 'a%.0s' $(seq 30); echo b", timeout_s=10).text
+        matched = time.monotonic()
+        assert compile_output_regex(CATASTROPHIC).search(output) is None
+        print(f"\ncheck {elapsed:.2f} s, RE2 match {1000 * (time.monotonic() - matched):.2f} ms")
 
     def test_a_vanished_vm_raises_instead_of_failing_the_learner(self, vm: VM) -> None:
         # Runs last in this class: it destroys the module's VM (the fixture's destroy is idempotent).
