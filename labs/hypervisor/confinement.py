@@ -103,8 +103,9 @@ def allocate_id(used: Iterable[int]) -> int:
 
 @contextlib.contextmanager
 def id_lock(directory: Path) -> Iterator[None]:
-    """Serialise id allocation among the processes (task workers) that define VMs on this host."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Serialise id allocation among the processes (task workers) that define VMs on this host.
+
+    `directory` is the disks root, which every such process shares (and which already exists)."""
     fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
