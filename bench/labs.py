@@ -36,19 +36,26 @@ ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
 
 @contextmanager
 def agent(env: dict[str, str], concurrency: int, pool: str, stop_timeout: float = 30) -> Iterator[None]:
-    """The host agent (worker on host.<name> + web, with relay and adverts)."""
-    proc = subprocess.Popen(
-        [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{env['VIRTLAB_HOST_NAME']}@%h",
-         "-Q", f"host.{env['VIRTLAB_HOST_NAME']},web", "-c", str(concurrency), "--without-heartbeat",
-         "--without-mingle", "--without-gossip", "-l", "WARNING"],
+    """The host agent (worker on host.<name> + web, with relay and adverts) and the host's check
+    worker (host.<name>.checks), as `make run` starts them."""
+    host = env["VIRTLAB_HOST_NAME"]
+    procs = [worker(env, name, queues, concurrency, pool)
+             for name, queues in ((host, f"host.{host},web"), (f"{host}-checks", f"host.{host}.checks"))]  # fmt: skip
+    try:
+        lab_stack.wait_for_advert(env["REDIS_URL"], host)
+        yield
+    finally:
+        for proc in procs:
+            processes.stop_process(proc, stop_timeout)
+
+
+def worker(env: dict[str, str], name: str, queues: str, concurrency: int, pool: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{name}@%h", "-Q", queues,
+         "-c", str(concurrency), "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"],
         cwd=lab_stack.ROOT, env={**os.environ, **env, "LABS_POOL_SIZES": pool},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    try:
-        lab_stack.wait_for_advert(env["REDIS_URL"], env["VIRTLAB_HOST_NAME"])
-        yield
-    finally:
-        processes.stop_process(proc, stop_timeout)
 
 
 def pool_ready(db: Path) -> int:
@@ -148,7 +155,9 @@ def main() -> None:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp_name, lab_stack.private_redis() as redis_url:
         tmp = Path(tmp_name)
-        env = lab_stack.lab_env(tmp, redis_url, LABS_MAX_RUNNING_PER_USER="50", LABS_START_RATE="1000")
+        env = lab_stack.lab_env(
+            tmp, redis_url, LABS_MAX_RUNNING_PER_USER="50", LABS_START_RATE="1000", LABS_CHECK_RATE="1000"
+        )
         slug = lab_stack.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
         lab_stack.manage(env, "migrate", "--noinput")
         lab_stack.manage(env, "collectstatic", "--noinput")

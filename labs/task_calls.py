@@ -1,7 +1,8 @@
 """Typed task calls: how the web side and the host side ask each other for work.
 
 Each Celery task is declared here once, by a stub with the task's typed signature; callers use
-`task_calls.provision_session.on(host, session_id)` (host tasks, on the queue `host.<name>`) or
+`task_calls.provision_session.on(host, session_id)` (host tasks, on one of the host's queues:
+`host.<name>` for VM lifecycle work, `host.<name>.checks` for step checks) or
 `task_calls.place_queued_sessions.send()` (web tasks, on the queue `web`). mypy checks every
 call's arguments against the stub, the message goes out only when the caller's transaction
 commits, and the implementation registers under the same name (`labs/host/tasks.py`,
@@ -25,8 +26,14 @@ WEB_QUEUE = "web"
 
 
 def host_queue(host_name: str) -> str:
-    """The queue a hypervisor host's agent consumes."""
+    """The queue a hypervisor host's agent consumes: VM lifecycle work (start, revert, teardown, pool)."""
     return f"host.{host_name}"
+
+
+def host_checks_queue(host_name: str) -> str:
+    """The queue of a host's check worker (a separate process with its own concurrency): step checks
+    run over learner-controlled output, so a flood of them must not delay another learner's start."""
+    return f"host.{host_name}.checks"
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,17 @@ class TaskCall(Generic[P]):
 
 @dataclass(frozen=True)
 class HostTaskCall(TaskCall[P]):
-    """A task that runs on one hypervisor host's agent (it needs that host's libvirt)."""
+    """A task that runs on one hypervisor host (it needs that host's libvirt), on one of its queues."""
+
+    queue_of: Callable[[str], str] = host_queue
+
+    def queue(self, host: str) -> str:
+        """The queue of `host` this task goes to."""
+        return self.queue_of(host)
 
     def on(self, host: str, *args: P.args, **kwargs: P.kwargs) -> None:
-        """Run the task on `host`'s agent once the current transaction commits."""
-        self._send_on_commit(host_queue(host), args, kwargs)
+        """Run the task on `host` once the current transaction commits."""
+        self._send_on_commit(self.queue(host), args, kwargs)
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,13 @@ class WebTaskCall(TaskCall[P]):
 
 
 def host_task(stub: Callable[P, Any]) -> HostTaskCall[P]:
+    """A task for the host agent's queue `host.<name>`."""
     return HostTaskCall(f"labs.host.tasks.{stub.__name__}", stub)
+
+
+def host_check_task(stub: Callable[P, Any]) -> HostTaskCall[P]:
+    """A task for the host's check worker, queue `host.<name>.checks`."""
+    return HostTaskCall(f"labs.host.tasks.{stub.__name__}", stub, host_checks_queue)
 
 
 def web_task(stub: Callable[P, Any]) -> WebTaskCall[P]:
@@ -79,9 +98,10 @@ def provision_session(session_id: str) -> None:
     """requested → provisioning → ready: boot or take a warm VM, set up step 1, checkpoint it."""
 
 
-@host_task
-def check_session_step(session_id: str, step: int) -> None:
-    """Run step `step`'s check on the VM and record the verdict; on a pass, set up the next step."""
+@host_check_task
+def check_session_step(session_id: str, step: int, claim: str = "") -> None:
+    """Run step `step`'s check on the VM and record the verdict; on a pass, set up the next step.
+    `claim` is the session's in-flight check marker (labs.services.limits), released at the verdict."""
 
 
 @host_task

@@ -218,6 +218,13 @@ HEALTHZ_CACHE_S = env_int("HEALTHZ_CACHE_S", 5)  # each web process probes at mo
 LABS_MAX_RUNNING_PER_USER = env_int("LABS_MAX_RUNNING_PER_USER", 1)
 LABS_START_RATE = env_int("LABS_START_RATE", 6)  # starts per learner per window
 LABS_START_RATE_WINDOW_S = env_int("LABS_START_RATE_WINDOW_S", 600)
+# Checks run on the host over output the learner controls: one in flight per session (the marker
+# expires after LABS_CHECK_INFLIGHT_TTL_S should its worker die), a rate per learner, and a cap on
+# what a check command may print (each of stdout and stderr; at most 1536 KiB, libvirt's limit).
+LABS_CHECK_RATE = env_int("LABS_CHECK_RATE", 20)  # checks per learner per window
+LABS_CHECK_RATE_WINDOW_S = env_int("LABS_CHECK_RATE_WINDOW_S", 60)
+LABS_CHECK_INFLIGHT_TTL_S = env_int("LABS_CHECK_INFLIGHT_TTL_S", 180)
+LABS_CHECK_OUTPUT_MAX_BYTES = env_int("LABS_CHECK_OUTPUT_MAX_BYTES", 1024 * 1024)
 LABS_TTL_S = env_int("LABS_TTL_S", 45 * 60)
 LABS_EXTEND_S = env_int("LABS_EXTEND_S", 15 * 60)
 LABS_MAX_LIFETIME_S = env_int("LABS_MAX_LIFETIME_S", 2 * 3600)

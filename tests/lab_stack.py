@@ -175,9 +175,16 @@ def create_users(env: dict[str, str], password: str, *usernames: str, staff: tup
     manage(env, "shell", "-c", code)
 
 
-def host_agent(env: dict[str, str]) -> Any:
-    """The host agent of the stack's host: a worker on host.<name> and web, with its relay."""
-    return celery_worker(env, queues=f"host.{env['VIRTLAB_HOST_NAME']},web", name=env["VIRTLAB_HOST_NAME"])
+@contextmanager
+def host_agent(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """The stack's host as `make run` runs it: the host agent (a worker on host.<name> and web, with
+    its relay and adverts) and the host's check worker (host.<name>.checks). Yields the agent."""
+    host = env["VIRTLAB_HOST_NAME"]
+    with (
+        celery_worker(env, queues=f"host.{host}.checks", name=f"{host}-checks"),
+        celery_worker(env, queues=f"host.{host},web", name=host) as agent,
+    ):
+        yield agent
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Host tasks: the Celery tasks a hypervisor host's agent runs on its queue `host.<name>`.
+"""Host tasks: the Celery tasks a hypervisor host runs, on its queue `host.<name>` (the host agent:
+VM lifecycle) or `host.<name>.checks` (step checks, in a separate worker process on the same host).
 
 Declared in labs.task_calls (names and signatures callers use). Each takes ids, loads rows and
 calls labs.host.vmwork. Retry policy is declared here: libvirt away (HostUnreachable) is retried
@@ -18,6 +19,7 @@ from django.conf import settings
 from labs import task_calls
 from labs.host import host_agent, reconcile, vmwork
 from labs.hypervisor import HostUnreachable
+from labs.services import limits
 from labs.states import SessionState
 
 log = logging.getLogger(__name__)
@@ -48,14 +50,25 @@ def provision_session(session_id: str) -> None:
     vmwork.provision(session_id)
 
 
+class CheckTask(SessionTask):
+    """A step check: however it ends (verdict, error, retries exhausted), the session's in-flight
+    marker is released; a retry keeps it (the check is still pending)."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        # (session_id, step, claim), positionally as task_calls sends them, or by name.
+        session_id = args[0] if args else kwargs.get("session_id", "")
+        claim = args[2] if len(args or ()) > 2 else kwargs.get("claim", "")
+        limits.release_check(str(session_id), str(claim))
+
+
 # A check that arrives before its step's checkpoint retries every 0.25 s for up to 30 s.
 @shared_task(
-    name=task_calls.check_session_step.name, base=SessionTask, what="check the step",
+    name=task_calls.check_session_step.name, base=CheckTask, what="check the step",
     autoretry_for=(vmwork.CheckpointPending, HostUnreachable), max_retries=120,
     retry_kwargs={"countdown": 0.25}, retry_backoff=False,
 )  # fmt: skip
-def check_session_step(session_id: str, step: int) -> None:
-    vmwork.check(session_id, step)
+def check_session_step(session_id: str, step: int, claim: str = "") -> None:
+    vmwork.check(session_id, step, claim)
 
 
 @shared_task(name=task_calls.revert_session.name, base=SessionTask, what="restore the checkpoint", **RETRY_LIBVIRT)
@@ -81,7 +94,11 @@ def reconcile_host() -> None:
 
 @worker_ready.connect
 def _start_host_agent(sender: Any = None, **_kwargs: Any) -> None:
-    """A worker consuming this host's queue is its host agent: start the advert and console relay."""
+    """A worker consuming this host's queue is its host agent: start the advert and console relay.
+
+    Only that one: the host's check worker (queue `host.<name>.checks` alone) must not start a
+    second relay fighting the first for the consoles, nor advertise or recover the host again.
+    """
     # The sender is the worker's Consumer; -Q decides which queues it consumes.
     queues = set(sender.app.amqp.queues.consume_from or {}) if sender is not None else set()
     if task_calls.host_queue(settings.VIRTLAB_HOST_NAME) in queues:

@@ -127,11 +127,13 @@ def _prepare_first_step(vm: VM, lab: Lab) -> None:
     vm.snapshot(checkpoint(1))
 
 
-def check(session_id: str, step_number: int) -> None:
+def check(session_id: str, step_number: int, claim: str = "") -> None:
     """Run the step's check; store the verdict; on a pass, set up and checkpoint the next step.
 
     A check pressed right after the VM became ready may arrive before step 1's checkpoint exists:
     CheckpointPending makes the task retry, so a pass (which sets up step 2) cannot overtake it.
+    `claim` is the session's in-flight check marker: released just before the verdict is shown,
+    so the learner's next click is not refused (the task releases it too, however it ends).
     """
     session = LabSession.objects.get(pk=session_id)
     if session.state != S.READY or session.current_step != step_number:
@@ -142,34 +144,37 @@ def check(session_id: str, step_number: int) -> None:
     push_progress(session_id, "checking", str(step_number))
     with hypervisor() as hv:
         try:
-            _check(hv, session, lab, step_number)
+            _check(hv, session, lab, step_number, claim)
         except (HypervisorError, verify.StepCommandFailed) as exc:
             log.exception("session %s: check failed", session_id)
             end_here(session_id, S.FAILED, error=f"The VM stopped answering: {exc}")
 
 
-def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int) -> None:
+def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int, claim: str) -> None:
     session_id = session.id
     step = lab.step(step_number)
     vm = hv.vm(session.vm_id)
     vm.wait_ready(30)  # cheap when the agent is up; waits out a reconnect after a revert
-    result = verify.run_check(vm, step)
+    result = verify.run_check(vm, step, max_output=limits.check_output_max_bytes())
     StepResult.objects.create(
         session=session, step=step_number, passed=result.passed, duration_s=result.duration_s,
         message="" if result.passed else "; ".join(r.message.en for r in result.results if not r.ok),
-        details=[{"ok": r.ok, "en": r.message.en, "zh": r.message.zh, "detail": r.detail}
-                 for r in result.results],
+        details=[{"ok": r.ok, "en": r.message.en, "zh": r.message.zh, "detail": r.detail,
+                  "trusts_guest": r.trusts_guest} for r in result.results],
     )  # fmt: skip
     if not result.passed:
+        limits.release_check(session_id, claim)
         push_session(session_id)
         return
     if step_number == len(lab.steps):
+        limits.release_check(session_id, claim)
         end_here(session_id, S.COMPLETED)
         return
     following = step_number + 1
     verify.run_setup(vm, lab.step(following))
     _checkpoint(vm, following)
     checkpoints = sorted({*session.checkpoints, following})
+    limits.release_check(session_id, claim)
     update_fields(
         session_id, expected=[S.READY], current_step=following, checkpoints=checkpoints,
         last_activity=timezone.now(),

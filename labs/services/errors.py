@@ -33,6 +33,12 @@ class RateLimited(LabError):
     status = 429
 
 
+class CheckInProgress(LabError):
+    """A check of this session is still running: its verdict arrives on the page; one at a time."""
+
+    status = 429
+
+
 class QueueFull(LabError):
     """Every host is busy and the queue holds as many starts as it may: try again later."""
 

@@ -4,6 +4,7 @@ environment overrides it)."""
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,6 +24,16 @@ def max_running_per_user() -> int:
 def start_rate() -> tuple[int, int]:
     """(starts, window seconds) allowed per learner."""
     return settings.LABS_START_RATE, settings.LABS_START_RATE_WINDOW_S
+
+
+def check_rate() -> tuple[int, int]:
+    """(checks, window seconds) allowed per learner."""
+    return settings.LABS_CHECK_RATE, settings.LABS_CHECK_RATE_WINDOW_S
+
+
+def check_output_max_bytes() -> int:
+    """Bytes of each of stdout and stderr a check's guest command may print; more fails the assertion."""
+    return settings.LABS_CHECK_OUTPUT_MAX_BYTES
 
 
 def ttl() -> timedelta:
@@ -110,8 +121,15 @@ def pool_targets() -> list[PoolTarget]:
 
 def hit_start_rate(user_id: int) -> bool:
     """Count a start; True when the learner is over the limit (fixed window in the Redis cache)."""
-    limit, window = start_rate()
-    key = f"labs:starts:{user_id}"
+    return _hit_rate(f"labs:starts:{user_id}", *start_rate())
+
+
+def hit_check_rate(user_id: int) -> bool:
+    """Count a check; True when the learner is over the limit (fixed window in the Redis cache)."""
+    return _hit_rate(f"labs:checks:{user_id}", *check_rate())
+
+
+def _hit_rate(key: str, limit: int, window: int) -> bool:
     cache.add(key, 0, timeout=window)
     try:
         count = cache.incr(key)
@@ -119,3 +137,29 @@ def hit_start_rate(user_id: int) -> bool:
         cache.set(key, 1, timeout=window)
         count = 1
     return count > limit
+
+
+# One check in flight per session: a marker in the Redis cache, set by the web side when it sends
+# the check and removed by the host when the verdict is recorded (or the task ends any other way).
+# Its expiry is the backstop for a worker that died mid-check.
+
+
+def _check_key(session_id: str) -> str:
+    return f"labs:check-running:{session_id}"
+
+
+def claim_check(session_id: str) -> str | None:
+    """Mark a check of the session as running; its claim token, or None if one runs already."""
+    token = secrets.token_hex(8)
+    return token if cache.add(_check_key(session_id), token, timeout=settings.LABS_CHECK_INFLIGHT_TTL_S) else None
+
+
+def release_check(session_id: str, token: str) -> None:
+    """End the check that holds `token` (idempotent; a later check's claim is left alone)."""
+    key = _check_key(session_id)
+    if token and cache.get(key) == token:
+        cache.delete(key)
+
+
+def check_running(session_id: str) -> bool:
+    return cache.get(_check_key(session_id)) is not None

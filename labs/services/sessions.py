@@ -11,7 +11,14 @@ from labs import host_registry, redis_names, task_calls
 from labs.models import LabSession
 from labs.services import limits, placement
 from labs.services.catalog import get_lab
-from labs.services.errors import AlreadyRunning, LabNotFound, QueueFull, RateLimited, WrongState
+from labs.services.errors import (
+    AlreadyRunning,
+    CheckInProgress,
+    LabNotFound,
+    QueueFull,
+    RateLimited,
+    WrongState,
+)
 from labs.services.session_events import push_session
 from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, RUNNING, SessionState
@@ -62,12 +69,33 @@ def _require(session: LabSession, *states: str) -> None:
 
 
 def check_step(session: LabSession, step: int) -> None:
-    """Verify `step` on the VM (asynchronously: the verdict arrives as a session event)."""
+    """Verify `step` on the VM (asynchronously: the verdict arrives as a session event).
+
+    A check costs the host work over output the learner controls, so one runs per session at a
+    time (a second is refused while the first runs, not queued behind it) and each learner may
+    start LABS_CHECK_RATE per window.
+    """
     _require(session, S.READY)
     if step != session.current_step:
         raise WrongState(_("Only the current step (%(step)d) can be checked.") % {"step": session.current_step})
+    claim = limits.claim_check(session.id)
+    if claim is None:
+        raise CheckInProgress(
+            _("A check of this lab is still running. Its result will appear here; check again after it.")
+        )
+    if limits.hit_check_rate(int(session.user_id)):
+        limits.release_check(session.id, claim)
+        count, window = limits.check_rate()
+        raise RateLimited(
+            _("Too many checks: at most %(count)d every %(seconds)d seconds. Wait a moment, then check again.")
+            % {"count": count, "seconds": window}
+        )
     touch(session)
-    task_calls.check_session_step.on(session.host, session.id, step)
+    try:
+        task_calls.check_session_step.on(session.host, session.id, step, claim)
+    except Exception:
+        limits.release_check(session.id, claim)  # nothing was sent: the next click must not wait for the marker
+        raise
 
 
 def goto_step(session: LabSession, step: int) -> None:

@@ -36,7 +36,7 @@ ACTIONS: dict[str, tuple[dict[str, int] | None, int]] = {
 }
 # What the owner's action sends: the host task on the session's host, then placement on the web queue.
 SENT: dict[str, list[tuple[str, str]]] = {
-    "check": [("labs.host.tasks.check_session_step", "host.apitest")],
+    "check": [("labs.host.tasks.check_session_step", "host.apitest.checks")],
     "goto": [("labs.host.tasks.revert_session", "host.apitest")],
     "reset": [("labs.host.tasks.revert_session", "host.apitest")],
     "extend": [],

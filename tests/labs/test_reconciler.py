@@ -16,8 +16,12 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabStack]:
-    # No agent here: each test starts (and kills) its own.
-    with lab_stack.lab_stack(tmp_path_factory.mktemp("reconcile"), agent=False, LABS_REAP_GRACE_S="3") as running:
+    # No agent here: each test starts (and kills) its own. The host's check worker is a process of
+    # its own, as under `make run`, and lives on while the agent is killed.
+    with (
+        lab_stack.lab_stack(tmp_path_factory.mktemp("reconcile"), agent=False, LABS_REAP_GRACE_S="3") as running,
+        lab_stack.celery_worker(running.env, queues=f"host.{running.host}.checks", name=f"{running.host}-checks"),
+    ):
         yield running
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from django.db import transaction
 from pytest_django import Settings
 
 from labs import services, task_calls
+from labs.host import host_agent
 from labs.host import tasks as host_tasks
 from labs.models import LabSession
 from labs.states import SessionState
@@ -71,11 +73,54 @@ def test_workers_import_the_host_tasks_and_web_processes_do_not_need_to() -> Non
     assert all(call.name.startswith("labs.tasks.") for call in task_calls.WEB_TASKS)
 
 
+# Each host task's queue on host "h1": VM lifecycle work on the host agent's queue, checks on the
+# check worker's, so that a flood of checks cannot delay a start or a teardown.
+HOST_QUEUES = {
+    task_calls.provision_session: "host.h1",
+    task_calls.check_session_step: "host.h1.checks",
+    task_calls.revert_session: "host.h1",
+    task_calls.destroy_session_vm: "host.h1",
+    task_calls.fill_pool: "host.h1",
+    task_calls.reconcile_host: "host.h1",
+}
+
+
+def test_every_host_task_has_its_queue() -> None:
+    assert set(HOST_QUEUES) == set(task_calls.HOST_TASKS)
+    assert {call: call.queue("h1") for call in task_calls.HOST_TASKS} == HOST_QUEUES
+
+
 def test_host_call_goes_to_the_host_queue_on_commit(private_broker: str, sent_tasks: list[SentTask]) -> None:
     with transaction.atomic():
-        task_calls.check_session_step.on("h1", "s-abc", 3)
+        task_calls.revert_session.on("h1", "s-abc", 3)
         assert sent_tasks == [], "nothing leaves before the transaction commits"
-    assert sent_tasks == [SentTask("labs.host.tasks.check_session_step", "host.h1", ("s-abc", 3), {})]
+    assert sent_tasks == [SentTask("labs.host.tasks.revert_session", "host.h1", ("s-abc", 3), {})]
+
+
+def test_check_goes_to_the_hosts_check_queue(private_broker: str, sent_tasks: list[SentTask]) -> None:
+    task_calls.check_session_step.on("h1", "s-abc", 3, "claim-token")
+    assert sent_tasks == [
+        SentTask("labs.host.tasks.check_session_step", "host.h1.checks", ("s-abc", 3, "claim-token"), {})
+    ]
+
+
+class FakeConsumer:
+    """What Celery's worker_ready passes: the consumer, whose app knows the queues given by -Q."""
+
+    def __init__(self, *queues: str):
+        self.app = SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from=dict.fromkeys(queues))))
+
+
+def test_only_the_host_agent_starts_the_relay_and_adverts_not_the_check_worker(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.VIRTLAB_HOST_NAME = "h1"
+    started: list[str] = []
+    monkeypatch.setattr(host_agent, "start", lambda: started.append("agent"))
+    host_tasks._start_host_agent(sender=FakeConsumer("host.h1.checks"))
+    assert started == [], "a second console relay would fight the agent's for every console"
+    host_tasks._start_host_agent(sender=FakeConsumer("host.h1", "web"))
+    assert started == ["agent"]
 
 
 def test_web_call_goes_to_the_web_queue(private_broker: str, sent_tasks: list[SentTask]) -> None:
