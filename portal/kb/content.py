@@ -17,6 +17,9 @@ LANGS = ("en", "zh")
 FRONT_RE = re.compile(r"\A---\n(.*?)\n---\n?(.*)\Z", re.S)
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 HASH_RE = re.compile(r"^[0-9a-f]{12}$")
+# The pictures a page may show, content/docs/img/<name>: one pattern for the renderer's links and the
+# URL that serves them (no separators, no dots but the extension's).
+IMAGE_NAME = r"[\w-]+\.(?:svg|png)"
 
 
 class ContentError(Exception):

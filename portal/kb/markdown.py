@@ -20,12 +20,13 @@ from markdown.extensions import Extension
 from markdown.extensions.toc import slugify_unicode
 from markdown.treeprocessors import Treeprocessor
 
+from .content import IMAGE_NAME
 from .fences import CodeBlock, FenceCollector
 from .sanitize import sanitize_html
 
 LANGS = ("en", "zh")
 LINK_RE = re.compile(r"^(doc|lab):([a-z0-9][a-z0-9-]*)(?:#([\w-]+))?$")
-IMG_RE = re.compile(r"^img/([\w.-]+)$")
+IMG_RE = re.compile(rf"^img/({IMAGE_NAME})$")  # anything else under img/ stays a (dead) relative link
 SECTION_HEADINGS = {"h2", "h3"}
 PRE_RE = re.compile(r"(<pre[\s>].*?</pre>)", re.S)
 # A line break between two CJK characters (or CJK punctuation) is not a space in Chinese.

@@ -99,9 +99,11 @@ def glossary(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def image(request: HttpRequest, name: str) -> FileResponse:
-    # `name` is constrained by the URL pattern to [\w-]+.(svg|png): no path separators.
-    path = docs_dir() / "img" / name
-    if not path.is_file():
+    # `name` is constrained by the URL pattern to [\w-]+.(svg|png): no path separators. A symlink
+    # may still lead out of docs/img: only what really lies there is served.
+    folder = (docs_dir() / "img").resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or not path.is_file():
         raise Http404(_("No such image."))
     response = FileResponse(path.open("rb"))
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
