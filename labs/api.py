@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.translation import get_language
 from ninja import NinjaAPI, Schema, Status
 from ninja.security import django_auth
+from pydantic import StrictInt
 
 from labs import services
 from labs.schemas import AlreadyRunningOut, DetailOut, SessionOut
@@ -35,13 +36,32 @@ class StartIn(Schema):
 
 
 class StepIn(Schema):
-    step: int
+    step: StrictInt  # a JSON integer: not true (which pydantic would otherwise take for 1), "1" or 1.0
+
+
+class ValidationIssueOut(Schema):
+    """One field of a request that does not match the schema, as django-ninja reports it."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorOut(Schema):
+    """422: the request's body (or path) does not match the schema; one issue per field."""
+
+    detail: list[ValidationIssueOut]
 
 
 # The refusals a session endpoint may answer with (401 comes from `django_auth`): 404 for a session
 # the caller may not see (as for one that does not exist), 403 for one they observe but may not drive.
 SEE_ERRORS: dict[int, type[Schema]] = {401: DetailOut, 404: DetailOut}
 DRIVE_ERRORS: dict[int, type[Schema]] = {**SEE_ERRORS, 403: DetailOut}
+# What django-ninja answers before an endpoint runs: 400 for a body that is not JSON, 422 for one
+# that does not match its schema. (A POST without the CSRF token is a 403, as DRIVE_ERRORS has.)
+BODY_ERRORS: dict[int, type[Schema]] = {400: DetailOut, 422: ValidationErrorOut}
+# Starting: not logged in (401), no CSRF token (403), no such lab (404), a bad body.
+START_ERRORS: dict[int, type[Schema]] = {401: DetailOut, 403: DetailOut, 404: DetailOut, **BODY_ERRORS}
 # An action the host carries out later (its outcome arrives as a session event), or 409 when the
 # session is not in a state that allows it.
 QUEUED_ACTION: dict[int, type[Schema]] = {202: DetailOut, 409: DetailOut, **DRIVE_ERRORS}
@@ -71,7 +91,7 @@ def list_labs(request: HttpRequest) -> list[dict[str, Any]]:
 @api.post(
     "/sessions",
     tags=["sessions"],
-    response={201: SessionOut, 401: DetailOut, 404: DetailOut, 409: AlreadyRunningOut, 429: DetailOut},
+    response={201: SessionOut, 409: AlreadyRunningOut, 429: DetailOut, 503: DetailOut, **START_ERRORS},
 )
 def start(request: AuthenticatedRequest, body: StartIn) -> Status[SessionOut]:
     return Status(201, session_out(services.start_lab(request.user, body.lab)))
@@ -84,13 +104,13 @@ def get_session(request: AuthenticatedRequest, session_id: str) -> SessionOut:
     return session_out(session)
 
 
-@api.post("/sessions/{session_id}/check", tags=["sessions"], response=QUEUED_ACTION)
+@api.post("/sessions/{session_id}/check", tags=["sessions"], response={**QUEUED_ACTION, **BODY_ERRORS})
 def check(request: AuthenticatedRequest, session_id: str, body: StepIn) -> Status[DetailOut]:
     services.check_step(access.driven_session_for_user(request.user, session_id), body.step)
     return Status(202, DetailOut(detail="checking"))
 
 
-@api.post("/sessions/{session_id}/goto", tags=["sessions"], response=QUEUED_ACTION)
+@api.post("/sessions/{session_id}/goto", tags=["sessions"], response={**QUEUED_ACTION, **BODY_ERRORS})
 def goto(request: AuthenticatedRequest, session_id: str, body: StepIn) -> Status[DetailOut]:
     services.goto_step(access.driven_session_for_user(request.user, session_id), body.step)
     return Status(202, DetailOut(detail="restoring"))
