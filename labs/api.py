@@ -104,7 +104,8 @@ def get_session(request: AuthenticatedRequest, session_id: str) -> SessionOut:
     return session_out(session)
 
 
-@api.post("/sessions/{session_id}/check", tags=["sessions"], response={**QUEUED_ACTION, **BODY_ERRORS})
+# 429: a check of this session is still running, or the learner is over their check rate.
+@api.post("/sessions/{session_id}/check", tags=["sessions"], response={**QUEUED_ACTION, **BODY_ERRORS, 429: DetailOut})
 def check(request: AuthenticatedRequest, session_id: str, body: StepIn) -> Status[DetailOut]:
     services.check_step(access.driven_session_for_user(request.user, session_id), body.step)
     return Status(202, DetailOut(detail="checking"))
