@@ -2,29 +2,100 @@
 
 Both check who may see the session before joining its group: the owner drives it, staff may
 observe (read-only); everyone else is refused with 4403 without learning whether it exists.
+(portal/asgi.py has refused a foreign Origin before any of this runs.)
+
+One learner must not hurt another, so every socket is bounded, and each limit it hits is told to
+the page (a JSON `{"type": "notice" | "error", "code", "message"}` frame, or a close code with a
+reason) and logged:
+- what comes in: frame size, and a byte rate (a token bucket per socket); a malformed frame gets an
+  error, never a traceback;
+- how many: at most LABS_WS_PER_USER terminal and as many events sockets per user, counted in Redis
+  so that every web process sees them (close 4429 past it);
+- the keystrokes waiting in Redis for the host's console relay: a bounded list; the rest dropped;
+- what waits to go out: frames to a client are queued in the consumer (console output coalesced
+  into one frame) and sent by one writer task, so a client that does not read stalls that task,
+  never the consumer's own loop that drains the channel layer (channels_redis's per-channel
+  queues are unbounded). Past LABS_WS_MAX_PENDING_BYTES the consumer leaves the terminal group,
+  says "resync" and closes 4408: the page reconnects and gets the scrollback;
+- logging out closes the user's sockets (4401), through the channel-layer group `user.<id>`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import binascii
+import collections
+import contextlib
 import json
-from typing import Any
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_out
+from django.dispatch import receiver
+from redis.exceptions import RedisError
 
 from labs.models import LabSession
-from labs.redis_names import buffer_key, events_group, input_key, offset_key, size_key, terminal_group
+from labs.redis_names import (
+    buffer_key,
+    events_group,
+    input_key,
+    offset_key,
+    size_key,
+    sockets_key,
+    terminal_group,
+    user_group,
+)
 from labs.services import access
 from labs.services.session_events import session_payload
-from labs.states import ENDED
+from labs.states import ENDED, SessionState
 
+log = logging.getLogger(__name__)
+
+CLOSE_SIGNED_OUT = 4401  # the user logged out: the page stops reconnecting
 CLOSE_FORBIDDEN = 4403
+CLOSE_RESYNC = 4408  # the client fell behind the console's output: reconnect for the scrollback
 CLOSE_VM_GONE = 4410  # the VM no longer exists: the page stops reconnecting
-MAX_INPUT_BYTES = 64 * 1024  # a large paste, but not an unbounded one
+CLOSE_TOO_MANY = 4429  # over the user's number of open sockets
+CLOSE_UNAVAILABLE = 1011  # Redis is away
 MAX_COLS, MAX_ROWS = 1000, 500
+INPUT_TTL_S = 60  # keystrokes nobody pops (no relay) go with their list
+# A socket's claim on its user's count lapses unless refreshed: a web process that dies leaves none.
+SLOT_TTL_S, SLOT_REFRESH_S = 90, 30
+NOTICE_EVERY_S = 1.0  # one message (and log line) per code per second: a flood is not answered by a flood
+# Keys go to the guest from here: while queued or restoring a checkpoint there is no VM to take them.
+# Requested and provisioning are accepted: the relay holds them until step 1's checkpoint is taken.
+TAKES_INPUT = frozenset({SessionState.REQUESTED, SessionState.PROVISIONING, SessionState.READY})
+REDIS_POOL_SIZE = 32  # connections per web process shared by all its sockets' Redis commands
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, aioredis.Redis]] = weakref.WeakKeyDictionary()
+
+
+def shared_redis() -> aioredis.Redis:
+    """The process's one Redis client for websockets (one per event loop: asyncio connections are
+    bound to theirs): each command borrows a pooled connection, a socket holds none of its own."""
+    loop = asyncio.get_running_loop()
+    current = _clients.get(loop)
+    if current is None or current[0] != settings.REDIS_URL:
+        pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=REDIS_POOL_SIZE, timeout=5)
+        current = _clients[loop] = (settings.REDIS_URL, aioredis.Redis(connection_pool=pool))
+    return current[1]
+
+
+async def close_shared_redis() -> None:
+    """Close this loop's client (tests end their loops; a server's loop lives as long as the process)."""
+    current = _clients.pop(asyncio.get_running_loop(), None)
+    if current is not None:
+        await current[1].aclose(close_connection_pool=True)
 
 
 @database_sync_to_async
@@ -36,97 +107,382 @@ def _load(user: Any, session_id: str) -> tuple[LabSession, bool] | None:
         return None
 
 
-class SessionEventsConsumer(AsyncWebsocketConsumer):
-    """Pushes every transition, progress stage and step result of one session."""
+class TokenBucket:
+    """`rate` bytes per second sustained, up to `burst` at once."""
 
-    async def connect(self) -> None:
-        self.session_id: str = self.scope["url_route"]["kwargs"]["session_id"]
-        loaded = await _load(self.scope.get("user"), self.session_id)
-        if loaded is None:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+
+    def take(self, n: int) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if n > self.tokens:
+            return False
+        self.tokens -= n
+        return True
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str
+
+
+class Outbox:
+    """Frames waiting for one client, in order; console bytes coalesce into the frame before them."""
+
+    def __init__(self) -> None:
+        self.items: collections.deque[str | bytearray | Close] = collections.deque()
+        self.size = 0  # bytes waiting (what the pending limit bounds)
+        self.ready = asyncio.Event()
+
+    def put(self, item: str | bytes | Close) -> None:
+        if isinstance(item, bytes) and self.items and isinstance(self.items[-1], bytearray):
+            self.items[-1] += item
+        else:
+            self.items.append(bytearray(item) if isinstance(item, bytes) else item)
+        self.size += 0 if isinstance(item, Close) else len(item)
+        self.ready.set()
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.size = 0
+
+    async def get(self) -> str | bytes | Close:
+        while not self.items:
+            self.ready.clear()
+            await self.ready.wait()
+        item = self.items.popleft()
+        if isinstance(item, Close):
+            return item
+        self.size -= len(item)
+        return bytes(item) if isinstance(item, bytearray) else item
+
+
+def frame_size(text_data: str | None, bytes_data: bytes | None) -> int:
+    if bytes_data is not None:
+        return len(bytes_data)
+    text = text_data or ""
+    return len(text) if text.isascii() else len(text.encode(errors="surrogatepass"))
+
+
+class BadFrame(Exception):
+    """A frame the socket cannot use: answered with an error message, then ignored."""
+
+
+def parse_control(text: str) -> dict[str, Any]:
+    """A text frame's JSON object with a string "type"; BadFrame saying what is wrong otherwise."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the parser's depth
+        raise BadFrame('Not JSON: a text frame is a JSON object such as {"type": "resize", …}.') from None
+    if not isinstance(message, dict):
+        raise BadFrame(f"A text frame must be a JSON object, not {type(message).__name__}.")
+    if not isinstance(message.get("type"), str):
+        raise BadFrame('A text frame needs a string "type".')
+    return message
+
+
+class LimitedConsumer(AsyncWebsocketConsumer):
+    """What both sockets share: admission (access, then the per-user count), the byte-rate and
+    frame-size limits on what comes in, the bounded outbox and its writer, and closing on logout."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session_id = ""
+        self.user_id: int | None = None
+        self.joined: list[str] = []
+        self.claimed = False
+        self.closing = False
+        self.outbox = Outbox()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.told: dict[str, float] = {}
+        self.bucket = TokenBucket(settings.LABS_WS_INPUT_RATE_BPS, settings.LABS_WS_INPUT_BURST_BYTES)
+
+    async def admit(self) -> tuple[LabSession, bool] | None:
+        """The session and whether this user drives it, with the socket accepted and counted;
+        None when it was refused (4403 before accepting, or 4429 with a message after)."""
+        self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        user = self.scope.get("user")
+        loaded = await _load(user, self.session_id)
+        if loaded is None or user is None:
+            log.info("websocket %s of session %s refused: no access", self.kind, self.session_id)
             await self.close(code=CLOSE_FORBIDDEN)
-            return
-        await self.channel_layer.group_add(events_group(self.session_id), self.channel_name)
+            return None
+        self.user_id = int(user.pk)
         await self.accept()
-        # The state as of now, so a page that loaded a moment ago misses nothing.
-        payload = await database_sync_to_async(session_payload)(loaded[0])
-        await self.send(text_data=json.dumps({"type": "session", "session": payload}))
+        self.tasks.append(asyncio.create_task(self._write_loop()))
+        try:
+            open_now = await self._claim_slot()
+        except RedisError:  # Redis away: nothing a socket does would work; the page retries
+            self.tell("error", "unavailable", "The lab service is unavailable; retrying.", logging.WARNING)
+            self.close_after(CLOSE_UNAVAILABLE, "service unavailable")
+            return None
+        if open_now is not None:
+            limit = settings.LABS_WS_PER_USER
+            message = f"Too many open {self.kind} connections ({open_now} open, {limit} at most): close other lab tabs."
+            self.tell("error", "too_many_sockets", message, level=logging.WARNING, limit=limit)
+            self.close_after(CLOSE_TOO_MANY, f"too many {self.kind} sockets")
+            return None
+        self.tasks.append(asyncio.create_task(self._keep_slot()))
+        await self.join(user_group(self.user_id))
+        return loaded
+
+    async def join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.joined.append(group)
+
+    async def leave(self, group: str) -> None:
+        if group in self.joined:
+            self.joined.remove(group)
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(events_group(self.session_id), self.channel_name)
+        self.closing = True
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for group in list(self.joined):
+            await self.leave(group)
+        if self.claimed and self.user_id is not None:
+            with contextlib.suppress(RedisError):
+                await shared_redis().zrem(sockets_key(self.user_id, self.kind), self.channel_name)
 
-    async def session_event(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps({"type": "session", "session": event["session"]}))
+    # --- Counting sockets per user ------------------------------------------------------------
 
-    async def session_progress(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps({"type": "progress", "stage": event["stage"], "detail": event["detail"]}))
+    async def _claim_slot(self) -> int | None:
+        """Count this socket; None if within the limit, else how many are open (it is not counted).
+
+        Each claim is one MULTI: claims are applied one after another, so two sockets opening at
+        once cannot both take the last place."""
+        assert self.user_id is not None
+        key, now = sockets_key(self.user_id, self.kind), time.time()
+        async with shared_redis().pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now)  # claims of sockets whose process died
+            pipe.zadd(key, {self.channel_name: now + SLOT_TTL_S})
+            pipe.zcard(key)
+            pipe.expire(key, SLOT_TTL_S)
+            _, _, count, _ = await pipe.execute()
+        if count <= settings.LABS_WS_PER_USER:
+            self.claimed = True
+            return None
+        await shared_redis().zrem(key, self.channel_name)
+        return int(count) - 1
+
+    async def _keep_slot(self) -> None:
+        """Refresh the claim while the socket lives, even when its writer is stuck on a client
+        that does not read: such a socket still holds memory, so it still counts."""
+        assert self.user_id is not None
+        key = sockets_key(self.user_id, self.kind)
+        while True:
+            await asyncio.sleep(SLOT_REFRESH_S)
+            try:
+                async with shared_redis().pipeline(transaction=True) as pipe:
+                    pipe.zadd(key, {self.channel_name: time.time() + SLOT_TTL_S})
+                    pipe.expire(key, SLOT_TTL_S)
+                    await pipe.execute()
+            except RedisError:
+                log.warning("user %s: could not refresh a %s socket's claim", self.user_id, self.kind, exc_info=True)
+
+    # --- Going out: one writer per socket -----------------------------------------------------
+
+    def push(self, item: str | bytes) -> None:
+        """Queue a frame for the client; past the pending limit, the client is told to resync."""
+        if self.closing:
+            return
+        self.outbox.put(item)
+        if self.outbox.size > settings.LABS_WS_MAX_PENDING_BYTES:
+            self.fell_behind()
+
+    def push_json(self, message: dict[str, Any]) -> None:
+        self.push(json.dumps(message))
+
+    def fell_behind(self) -> None:
+        log.warning("%s socket of session %s: %d bytes unsent to a slow client (limit %d): resync",
+                    self.kind, self.session_id, self.outbox.size, settings.LABS_WS_MAX_PENDING_BYTES)  # fmt: skip
+        self.outbox.clear()
+        self.outbox.put(json.dumps({"type": "resync"}))
+        self.close_after(CLOSE_RESYNC, "fell behind: reconnect for the scrollback")
+
+    def close_after(self, code: int, reason: str) -> None:
+        """Close once what is queued before is sent; nothing more is queued or read."""
+        if not self.closing:
+            self.closing = True
+            self.outbox.put(Close(code, reason))
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self.outbox.get()
+                if isinstance(item, Close):
+                    await self.close(code=item.code, reason=item.reason)
+                    return
+                if isinstance(item, str):
+                    await self.send(text_data=item)
+                else:
+                    await self.send(bytes_data=item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the client went away mid-send; its disconnect follows
+            log.debug("%s socket of session %s: send failed", self.kind, self.session_id, exc_info=True)
+
+    def tell(self, kind: str, code: str, message: str, level: int = logging.INFO, **extra: Any) -> None:
+        """A notice or error the page shows, and its log line: at most one per code per second."""
+        now = time.monotonic()
+        if now - self.told.get(code, -NOTICE_EVERY_S) < NOTICE_EVERY_S:
+            return
+        self.told[code] = now
+        log.log(level, "%s socket of session %s, user %s: %s %s: %s",
+                self.kind, self.session_id, self.user_id, kind, code, message)  # fmt: skip
+        self.push_json({"type": kind, "code": code, "message": message, **extra})
+
+    # --- Coming in ----------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        size, limit = frame_size(text_data, bytes_data), settings.LABS_WS_MAX_FRAME_BYTES
+        if size > limit:
+            message = f"A frame of {size} bytes was dropped: at most {limit} at once."
+            self.tell("error", "frame_size", message, level=logging.WARNING, limit=limit)
+            return
+        if not self.bucket.take(size):
+            rate, burst = settings.LABS_WS_INPUT_RATE_BPS, settings.LABS_WS_INPUT_BURST_BYTES
+            message = f"Sending too fast: {size} bytes dropped (at most {rate} bytes/s, bursts of {burst})."
+            self.tell("notice", "input_rate", message, level=logging.WARNING, limit=rate)
+            return
+        try:
+            await self.handle(text_data, bytes_data)
+        except BadFrame as exc:
+            self.tell("error", "bad_frame", str(exc))
+
+    async def handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        raise NotImplementedError
+
+    async def user_logout(self, event: dict[str, Any]) -> None:
+        log.info("%s socket of session %s: user %s logged out, closing", self.kind, self.session_id, self.user_id)
+        self.push_json({"type": "error", "code": "signed_out", "message": "You signed out: sign in again."})
+        self.close_after(CLOSE_SIGNED_OUT, "signed out")
 
 
-class TerminalConsumer(AsyncWebsocketConsumer):
-    """Binary frames carry console bytes both ways; text frames carry JSON control messages."""
+class SessionEventsConsumer(LimitedConsumer):
+    """Pushes every transition, progress stage and step result of one session."""
+
+    kind = "events"
 
     async def connect(self) -> None:
-        self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
-        self.joined = False
-        loaded = await _load(self.scope.get("user"), self.session_id)
+        loaded = await self.admit()
         if loaded is None:
-            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        await self.join(events_group(self.session_id))
+        # The state as of now, so a page that loaded a moment ago misses nothing.
+        payload = await database_sync_to_async(session_payload)(loaded[0])
+        self.push_json({"type": "session", "session": payload})
+
+    async def handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        if bytes_data is not None:
+            raise BadFrame("This socket only sends: it takes no binary frames.")
+        message = parse_control(text_data or "")
+        raise BadFrame(f"Unknown message type {message['type'][:40]!r}: this socket only sends.")
+
+    async def session_event(self, event: dict[str, Any]) -> None:
+        self.push_json({"type": "session", "session": event["session"]})
+
+    async def session_progress(self, event: dict[str, Any]) -> None:
+        self.push_json({"type": "progress", "stage": event["stage"], "detail": event["detail"]})
+
+
+class TerminalConsumer(LimitedConsumer):
+    """Binary frames carry console bytes both ways; text frames carry JSON control messages."""
+
+    kind = "terminal"
+
+    async def connect(self) -> None:
+        self.sent_upto = 0
+        loaded = await self.admit()
+        if loaded is None:
             return
         session, self.may_drive = loaded
-        await self.accept()
+        self.state = session.state
         if session.state in ENDED:
-            await self._gone(str(session.get_state_display()))
+            self._gone(str(session.get_state_display()))
             return
-        self.redis = aioredis.Redis.from_url(settings.REDIS_URL)
         # Join first, then read the scrollback: live bytes already in it are dropped by offset.
-        await self.channel_layer.group_add(terminal_group(self.session_id), self.channel_name)
-        self.joined = True
-        async with self.redis.pipeline(transaction=True) as pipe:
+        await self.join(terminal_group(self.session_id))
+        await self.join(events_group(self.session_id))  # the state: input only while a VM takes it
+        async with shared_redis().pipeline(transaction=True) as pipe:
             pipe.get(buffer_key(self.session_id))
             pipe.get(offset_key(self.session_id))
             scrollback, end = await pipe.execute()
         self.sent_upto = int(end or 0)
-        await self.send(text_data=json.dumps({"type": "hello", "observer": not self.may_drive}))
+        self.push_json({"type": "hello", "observer": not self.may_drive})
         if scrollback:
-            await self.send(bytes_data=scrollback)
+            self.push(scrollback)
 
-    async def disconnect(self, code: int) -> None:
-        if self.joined:
-            await self.channel_layer.group_discard(terminal_group(self.session_id), self.channel_name)
-            await self.redis.aclose()
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.may_drive:
-            return  # observers watch; they never type into a learner's VM
+    async def handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if bytes_data is not None:
             await self._forward(bytes_data)
             return
-        try:
-            message = json.loads(text_data or "")
-        except json.JSONDecodeError:
-            return
-        if message.get("type") == "input" and isinstance(message.get("data"), str):
-            # xterm hands over text (IME compositions, pastes): UTF-8 is what the guest's tty reads.
-            await self._forward(message["data"].encode())
-        elif message.get("type") == "input_b64" and isinstance(message.get("data"), str):
-            await self._forward(base64.b64decode(message["data"], validate=False))
-        elif message.get("type") == "resize":
-            cols, rows = message.get("cols"), message.get("rows")
-            if type(cols) is int and type(rows) is int and 2 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS:
-                await self._request_resize(cols, rows)
+        message = parse_control(text_data or "")
+        kind, data = message["type"], message.get("data")
+        if kind == "resize":
+            await self._resize(message.get("cols"), message.get("rows"))
+        elif kind == "input":
+            if not isinstance(data, str):
+                raise BadFrame('"input" needs a string "data".')
+            try:  # xterm hands over text (IME compositions, pastes): UTF-8 is what the guest's tty reads
+                await self._forward(data.encode())
+            except UnicodeEncodeError:
+                raise BadFrame('"input" data is not valid Unicode text (a lone surrogate).') from None
+        elif kind == "input_b64":
+            if not isinstance(data, str):
+                raise BadFrame('"input_b64" needs a string "data".')
+            try:
+                raw = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadFrame('"input_b64" data is not valid base64.') from None
+            await self._forward(raw)
+        else:
+            raise BadFrame(f"Unknown message type {kind[:40]!r}: use input, input_b64 or resize.")
 
     async def _forward(self, data: bytes) -> None:
-        if not data or len(data) > MAX_INPUT_BYTES:
+        if not self.may_drive:
+            self.tell("notice", "read_only", "You are observing this session: what you type is not sent.")
             return
-        key = input_key(self.session_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(key, data)
-            pipe.expire(key, 60)
-            await pipe.execute()
+        if not data:
+            return
+        if self.state not in TAKES_INPUT:
+            label = SessionState(self.state).label
+            self.tell("notice", "not_ready", f"The VM is not taking input ({label}): {len(data)} bytes dropped.")
+            return
+        key, limit = input_key(self.session_id), settings.LABS_TERMINAL_INPUT_QUEUE
+        try:
+            async with shared_redis().pipeline(transaction=True) as pipe:
+                pipe.rpush(key, data)
+                pipe.ltrim(key, 0, limit - 1)  # over the limit, the newest (this frame) goes
+                pipe.expire(key, INPUT_TTL_S)
+                length, _, _ = await pipe.execute()
+        except RedisError:  # Redis away: the relay could not have read it either
+            self.tell("error", "input_failed", "Input could not be delivered; try again.", logging.WARNING)
+            return
+        if length > limit:
+            message = f"The VM is not reading input ({limit} messages wait): {len(data)} bytes dropped."
+            self.tell("notice", "input_queue", message, level=logging.WARNING, limit=limit)
 
-    async def _request_resize(self, cols: int, rows: int) -> None:
+    async def _resize(self, cols: Any, rows: Any) -> None:
         """Queue the window size for the guest's tty: the host's console relay applies the latest."""
+        if not (type(cols) is int and type(rows) is int and 2 <= cols <= MAX_COLS and 1 <= rows <= MAX_ROWS):
+            raise BadFrame(f'"resize" needs whole numbers: cols 2-{MAX_COLS}, rows 1-{MAX_ROWS}.')
+        if not self.may_drive:
+            return  # an observer's window does not size the learner's tty
         key = size_key(self.session_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with shared_redis().pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.rpush(key, f"{cols} {rows}")
             pipe.expire(key, 24 * 3600)
@@ -136,14 +492,35 @@ class TerminalConsumer(AsyncWebsocketConsumer):
         data: bytes = event["data"]
         offset: int = event["offset"]
         skip = self.sent_upto - offset  # bytes of this chunk the scrollback already delivered
-        if skip >= len(data):
-            return
-        await self.send(bytes_data=data[max(skip, 0) :])
-        self.sent_upto = max(self.sent_upto, offset + len(data))
+        if skip < len(data) and not self.closing:
+            self.sent_upto = max(self.sent_upto, offset + len(data))
+            self.push(data[max(skip, 0) :])
+        if self.closing:
+            # Fell behind, gone or signed out: no more output for this client (what it missed
+            # comes back with the scrollback when it reconnects).
+            await self.leave(terminal_group(self.session_id))
+
+    async def session_event(self, event: dict[str, Any]) -> None:
+        self.state = event["session"]["state"]
+
+    async def session_progress(self, event: dict[str, Any]) -> None:
+        pass  # the events socket shows progress
 
     async def term_gone(self, event: dict[str, Any]) -> None:
-        await self._gone(event.get("reason", ""))
+        self._gone(event.get("reason", ""))
 
-    async def _gone(self, reason: str) -> None:
-        await self.send(text_data=json.dumps({"type": "gone", "reason": reason}))
-        await self.close(code=CLOSE_VM_GONE)
+    def _gone(self, reason: str) -> None:
+        self.push_json({"type": "gone", "reason": reason})
+        self.close_after(CLOSE_VM_GONE, "the VM is gone")
+
+
+@receiver(user_logged_out, dispatch_uid="labs.consumers.close_sockets_on_logout")
+def close_sockets_on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """Every websocket the user holds open (any tab, any web process) closes when they log out."""
+    layer = get_channel_layer()
+    if user is None or layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(user_group(user.pk), {"type": "user.logout"})
+    except Exception:  # the logout itself must not fail because Redis is away
+        log.warning("logout of user %s: could not tell their websockets", user.pk, exc_info=True)

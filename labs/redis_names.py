@@ -27,6 +27,17 @@ def terminal_group(session_id: str) -> str:
     return f"lab.{session_id}.term"
 
 
+def user_group(user_id: int) -> str:
+    """Channel-layer group every websocket of one user joins: told to close when the user logs out."""
+    return f"user.{user_id}"
+
+
+def sockets_key(user_id: int, kind: str) -> str:
+    """The user's open websockets of one kind ("terminal", "events"): a sorted set of channel names
+    scored by when each claim lapses unless refreshed (a crashed web process leaves none for long)."""
+    return f"virtlab:ws:{user_id}:{kind}"
+
+
 def buffer_key(session_id: str) -> str:
     """The console's scrollback (bounded by the host's console relay)."""
     return f"virtlab:term:{session_id}:buf"

@@ -249,6 +249,19 @@ LABS_REAP_GRACE_S = env_int("LABS_REAP_GRACE_S", 120)  # spare unknown VMs young
 # A session provisioning longer than this was interrupted (its worker died).
 LABS_PROVISION_TIMEOUT_S = env_int("LABS_PROVISION_TIMEOUT_S", 300)
 LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
+# Websockets (labs/consumers.py): what one socket may send and hold. LABS_WS_MAX_FRAME_BYTES is
+# also uvicorn's --ws-max-size (Procfile, docker-compose.yml), so a bigger frame never reaches Django.
+LABS_WS_MAX_FRAME_BYTES = env_int("LABS_WS_MAX_FRAME_BYTES", 64 * 1024)  # one paste of up to 64 KiB
+# A token bucket per socket: a fast typist sends < 100 B/s; a paste is a burst up to the bucket.
+LABS_WS_INPUT_RATE_BPS = env_int("LABS_WS_INPUT_RATE_BPS", 4 * 1024)
+LABS_WS_INPUT_BURST_BYTES = env_int("LABS_WS_INPUT_BURST_BYTES", 64 * 1024)
+# Output waiting for a slow or non-reading client; past it the client resyncs from the scrollback
+# (64 KiB, trimmed at 128 KiB by the relay: keep this above that).
+LABS_WS_MAX_PENDING_BYTES = env_int("LABS_WS_MAX_PENDING_BYTES", 256 * 1024)
+LABS_WS_PER_USER = env_int("LABS_WS_PER_USER", 8)  # open terminal sockets per user, and events sockets
+# Keystroke frames waiting in Redis for the host's console relay (it holds them while step 1's
+# checkpoint is taken); more are dropped with a notice: at most this x LABS_WS_MAX_FRAME_BYTES.
+LABS_TERMINAL_INPUT_QUEUE = env_int("LABS_TERMINAL_INPUT_QUEUE", 128)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -192,10 +192,15 @@ def asgi_server(env: dict[str, str]) -> Iterator[str]:
     """uvicorn serving portal.asgi (HTTP and websockets); yields its base URL."""
     import urllib.request
 
+    from django.conf import settings
+
     port = free_port()
+    # The Procfile's websocket flags: a frame over the consumers' limit is refused by uvicorn itself,
+    # and no compression (a few hundred compressed bytes inflate to a 64 KiB frame each, all queued).
+    max_frame = env.get("LABS_WS_MAX_FRAME_BYTES", str(settings.LABS_WS_MAX_FRAME_BYTES))
     proc = subprocess.Popen(
         [str(VENV_BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
+         "--ws-max-size", max_frame, "--ws-per-message-deflate", "false", "--no-access-log", "--log-level", "warning"],
         cwd=ROOT, env={**os.environ, **env},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from pytest_django import Settings
 
+from labs.consumers import close_shared_redis
 from labs.host.console_relay import append_output
 from labs.models import LabSession
 from labs.redis_names import input_key, size_key, terminal_group
@@ -33,9 +34,9 @@ ORIGIN = b"http://testserver"
 class Socket:
     """The ASGI application driven as a websocket, in-process (channels.testing needs daphne)."""
 
-    def __init__(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, path: str, headers: list[tuple[bytes, bytes]], **scope: Any) -> None:
         self.app = ApplicationCommunicator(application, {"type": "websocket", "path": path, "query_string": b"",
-                                                         "headers": headers, "subprotocols": []})  # fmt: skip
+                                                         "headers": headers, "subprotocols": [], **scope})  # fmt: skip
         OPEN.append(self)
 
     async def connect(self) -> tuple[bool, int]:
@@ -62,7 +63,18 @@ class Socket:
         await self.app.send_input({"type": "websocket.receive", "bytes": data})
 
     async def send_json(self, data: dict[str, Any]) -> None:
-        await self.app.send_input({"type": "websocket.receive", "text": json.dumps(data)})
+        await self.send_text(json.dumps(data))
+
+    async def send_text(self, text: str) -> None:
+        await self.app.send_input({"type": "websocket.receive", "text": text})
+
+    async def output(self, timeout: float = 5) -> dict[str, Any]:
+        """The next thing the app sent, whatever it is (a frame, or the close)."""
+        return dict(await self.app.receive_output(timeout))
+
+    async def silent(self, timeout: float = 0.3) -> bool:
+        """Whether the app sends nothing within `timeout` (and keeps running)."""
+        return bool(await self.app.receive_nothing(timeout))
 
     async def leave(self) -> None:
         """What a server does when the client goes (or after the app closed): disconnect, then wait."""
@@ -88,6 +100,7 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
         finally:
             while OPEN:
                 await OPEN.pop().leave()
+            await close_shared_redis()  # the consumers' pool belongs to this loop, which ends here
 
     async_to_sync(bounded)()
 
