@@ -1,4 +1,5 @@
-"""Who may see and who may drive a lab session, on every surface: the API, the lab page, both websockets.
+"""Who may see and who may drive a lab session, on every surface: the API, the lab page, both websockets;
+and, in one table (MATRIX), what each of them gets from every page, API route and websocket.
 
 Alice owns the session and drives it; Bob, another learner, is told it does not exist (404, or
 close 4403); Charlie, staff, observes it read-only (reads it, watches it, is refused its actions).
@@ -9,23 +10,39 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
-from django.utils import timezone
+from pytest_django import Settings
 
-from labs.models import LabSession, StepResult
+from labs.models import LabSession, PoolVM, StepResult
 from labs.redis_names import input_key
 from labs.services.session_events import session_payload
 from labs.states import SessionState
+from tests import access_matrix
+from tests.access_matrix import (
+    WHO,
+    People,
+    Who,
+    api_operations,
+    build_content,
+    client_for,
+    url_route_of,
+    url_routes,
+    websocket_route_of,
+    websocket_routes,
+    write_doc,
+)
 from tests.labs.conftest import SentTask
-from tests.labs.test_api import lab_world  # noqa: F401  (fixture: private Redis, advertised host, test lab)
 from tests.labs.test_consumers import Socket, headers_for, redis_client, run
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+# The lab world (private Redis, test lab, advertised host), staff, and alice's ready session.
+shared_redis, lab_world = access_matrix.shared_redis, access_matrix.lab_world
+charlie, people, session = access_matrix.charlie, access_matrix.people, access_matrix.session
+fast_passwords = access_matrix.fast_passwords  # autouse
 # Each action on a session, its body, and what the owner gets back.
 ACTIONS: dict[str, tuple[dict[str, int] | None, int]] = {
     "check": ({"step": 1}, 202),
@@ -45,29 +62,6 @@ SENT: dict[str, list[tuple[str, str]]] = {
 WEBSOCKETS = ["events", "terminal"]
 # A transactional DB: the consumers read it from their own thread.
 websocket_db = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def charlie(db: None) -> User:
-    """Staff: may observe any learner's session, never drive it."""
-    return User.objects.create_user("charlie", "charlie@example.com", "x", is_staff=True)
-
-
-@pytest.fixture
-def session(alice: User, lab_world: str) -> LabSession:  # noqa: F811  (the fixture imported above)
-    """Alice's lab, ready at step 1 with its checkpoint taken, on the advertised host."""
-    now = timezone.now()
-    return LabSession.objects.create(
-        user=alice, lab_slug=lab_world, state=SessionState.READY, host="apitest", vm_id="v", checkpoints=[1],
-        ready_at=now, expires_at=now + timedelta(minutes=5),
-    )  # fmt: skip
-
-
-def client_for(user: User | None) -> Client:
-    client = Client()
-    if user is not None:
-        client.force_login(user)
-    return client
 
 
 def act(client: Client, session_id: str, action: str) -> Any:
@@ -150,7 +144,7 @@ def test_anonymous_must_log_in(session: LabSession, endpoint: str) -> None:
     assert unchanged(session)
 
 
-def test_openapi_documents_session_out_for_every_session_response(client: Client, lab_world: str) -> None:  # noqa: F811
+def test_openapi_documents_session_out_for_every_session_response(client: Client, lab_world: str) -> None:
     paths = client.get("/api/openapi.json").json()["paths"]
 
     def schema(path: str, method: str, status: int) -> str:
@@ -272,3 +266,173 @@ def test_websocket_payload_is_the_api_body(session: LabSession, alice: User, cha
     run(scenario)
     assert pushed == {"type": "session", "session": body}
     assert body["results"]["1"]["details"][0]["zh"] == "没有文件"
+
+
+# --- Every route, every caller: the matrix ------------------------------------------------------------
+#
+# One row per route the project serves and method: the request made, then the status the owner of a
+# session (alice), another learner (bob), staff (charlie) and an anonymous visitor get. A row names
+# its route by a path that reaches it; test_every_route_is_in_the_matrix resolves every path and
+# fails on a route (from the URL resolver, the OpenAPI document or the websocket router) that no
+# row reaches. {session} is alice's ready session, {lab} the test lab, {doc} a built doc page,
+# {user} alice's user id, {group} and {pool} a group and a pool VM. 302 sends a visitor to a log-in
+# page (a logged-in user away from a page for visitors; after a log-out, home); 400 an invalid
+# link; 403 staff without the model permission; 503 a degraded /healthz (no worker answers here).
+# A websocket row's status is 101 when the socket is accepted, else its close code.
+Row = tuple[str, str, int, int, int, int]
+MATRIX: list[Row] = [
+    # method  path                                          owner other staff anon
+    ("GET",  "/",                                           200, 200, 200, 200),
+    ("GET",  "/healthz",                                    503, 503, 503, 503),
+    ("GET",  "/healthz/live",                               200, 200, 200, 200),
+    ("GET",  "/classes/",                                   200, 200, 200, 200),
+    ("GET",  "/accounts/signup/",                           302, 302, 302, 200),
+    ("GET",  "/accounts/profile/",                          200, 200, 200, 302),
+    ("POST", "/accounts/verify/resend/",                    302, 302, 302, 302),
+    ("GET",  "/accounts/verify/not-a-token/",               400, 400, 400, 400),
+    ("GET",  "/accounts/login/",                            200, 200, 200, 200),
+    ("POST", "/accounts/logout/",                           302, 302, 302, 302),
+    ("GET",  "/accounts/password_change/",                  200, 200, 200, 302),
+    ("GET",  "/accounts/password_change/done/",             200, 200, 200, 302),
+    ("GET",  "/accounts/password_reset/",                   200, 200, 200, 200),
+    ("GET",  "/accounts/password_reset/done/",              200, 200, 200, 200),
+    ("GET",  "/accounts/reset/MQ/set-password/",            200, 200, 200, 200),
+    ("GET",  "/accounts/reset/done/",                       200, 200, 200, 200),
+    ("POST", "/i18n/setlang/",                              302, 302, 302, 302),
+    ("GET",  "/docs/",                                      200, 200, 200, 200),
+    ("GET",  "/docs/search/?q=test",                        200, 200, 200, 200),
+    ("GET",  "/docs/glossary/",                             200, 200, 200, 200),
+    ("GET",  "/docs/img/diagram.svg",                       200, 200, 200, 200),
+    ("GET",  "/docs/en/{doc}/",                             200, 200, 200, 200),
+    ("GET",  "/docs/{doc}/",                                302, 302, 302, 302),
+    ("GET",  "/labs/",                                      200, 200, 200, 200),
+    ("GET",  "/labs/{lab}/",                                200, 200, 200, 200),
+    ("GET",  "/api/",                                       404, 404, 404, 404),
+    ("GET",  "/api/openapi.json",                           200, 200, 200, 200),
+    ("GET",  "/api/docs",                                   200, 200, 200, 200),
+    ("GET",  "/api/labs",                                   200, 200, 200, 200),
+    ("POST", "/api/sessions",                               409, 201, 201, 401),
+    ("GET",  "/api/sessions/{session}",                     200, 404, 200, 401),
+    ("POST", "/api/sessions/{session}/check",               202, 404, 403, 401),
+    ("POST", "/api/sessions/{session}/goto",                202, 404, 403, 401),
+    ("POST", "/api/sessions/{session}/reset",               202, 404, 403, 401),
+    ("POST", "/api/sessions/{session}/extend",              200, 404, 403, 401),
+    ("POST", "/api/sessions/{session}/stop",                200, 404, 403, 401),
+    ("GET",  "/admin/",                                     302, 302, 200, 302),
+    ("GET",  "/admin/login/",                               200, 200, 302, 200),
+    ("POST", "/admin/logout/",                              302, 302, 302, 302),
+    ("GET",  "/admin/password_change/",                     302, 302, 200, 302),
+    ("GET",  "/admin/password_change/done/",                302, 302, 200, 302),
+    ("GET",  "/admin/autocomplete/",                        302, 302, 403, 302),
+    ("GET",  "/admin/jsi18n/",                              302, 302, 200, 302),
+    ("GET",  "/admin/r/1/1/",                               302, 302, 404, 302),
+    ("GET",  "/admin/labs/",                                302, 302, 404, 302),
+    ("GET",  "/admin/no-such-page/",                        302, 302, 404, 302),
+    ("GET",  "/admin/auth/group/",                          302, 302, 403, 302),
+    ("GET",  "/admin/auth/group/add/",                      302, 302, 403, 302),
+    ("GET",  "/admin/auth/group/{group}/",                        302, 302, 302, 302),
+    ("GET",  "/admin/auth/group/{group}/change/",                 302, 302, 403, 302),
+    ("GET",  "/admin/auth/group/{group}/delete/",                 302, 302, 403, 302),
+    ("GET",  "/admin/auth/group/{group}/history/",                302, 302, 403, 302),
+    ("GET",  "/admin/auth/user/",                           302, 302, 403, 302),
+    ("GET",  "/admin/auth/user/add/",                       302, 302, 403, 302),
+    ("GET",  "/admin/auth/user/{user}/password/",           302, 302, 403, 302),
+    ("GET",  "/admin/auth/user/{user}/",                    302, 302, 302, 302),
+    ("GET",  "/admin/auth/user/{user}/change/",             302, 302, 403, 302),
+    ("GET",  "/admin/auth/user/{user}/delete/",             302, 302, 403, 302),
+    ("GET",  "/admin/auth/user/{user}/history/",            302, 302, 403, 302),
+    ("GET",  "/admin/labs/labsession/",                     302, 302, 403, 302),
+    ("GET",  "/admin/labs/labsession/add/",                 302, 302, 403, 302),
+    ("GET",  "/admin/labs/labsession/{session}/",           302, 302, 302, 302),
+    ("GET",  "/admin/labs/labsession/{session}/change/",    302, 302, 403, 302),
+    ("GET",  "/admin/labs/labsession/{session}/delete/",    302, 302, 403, 302),
+    ("GET",  "/admin/labs/labsession/{session}/history/",   302, 302, 403, 302),
+    ("GET",  "/admin/labs/poolvm/",                         302, 302, 403, 302),
+    ("GET",  "/admin/labs/poolvm/add/",                     302, 302, 403, 302),
+    ("GET",  "/admin/labs/poolvm/{pool}/",                       302, 302, 302, 302),
+    ("GET",  "/admin/labs/poolvm/{pool}/change/",                302, 302, 403, 302),
+    ("GET",  "/admin/labs/poolvm/{pool}/delete/",                302, 302, 403, 302),
+    ("GET",  "/admin/labs/poolvm/{pool}/history/",               302, 302, 403, 302),
+    ("WS",   "/ws/sessions/{session}/events/",              101, 4403, 101, 4403),
+    ("WS",   "/ws/sessions/{session}/terminal/",            101, 4403, 101, 4403),
+]  # fmt: skip
+# The bodies the API's POST routes need to get past validation (the matrix is about who, not what).
+BODIES: dict[str, dict[str, Any]] = {
+    "api/sessions": {"lab": "{lab}"},
+    "api/sessions/<session_id>/check": {"step": 1},
+    "api/sessions/<session_id>/goto": {"step": 1},
+}
+HTTP_ROWS = [row for row in MATRIX if row[0] != "WS"]
+WS_ROWS = [row for row in MATRIX if row[0] == "WS"]
+ACCEPTED = 101
+
+
+def cell_id(row: Row) -> str:
+    return f"{row[0]} {row[1]}"
+
+
+@pytest.fixture
+def world(session: LabSession, people: People, lab_world: str, settings: Settings) -> dict[str, str]:
+    """The values the matrix's paths name: alice's session, the lab, a built doc page with its picture."""
+    write_doc(settings.CONTENT_DIR, "matrix-page", "Some text.\n")
+    (settings.CONTENT_DIR / "docs" / "img").mkdir(exist_ok=True)
+    (settings.CONTENT_DIR / "docs" / "img" / "diagram.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    build_content(settings.CONTENT_DIR)
+    group = Group.objects.create(name="matrix")
+    pool = PoolVM.objects.create(host=session.host, profile="tiny")
+    return {"session": session.id, "lab": lab_world, "doc": "matrix-page", "user": str(people.alice.pk),
+            "group": str(group.pk), "pool": pool.pk}  # fmt: skip
+
+
+# Values of the same shape as the world's, to see which route each path reaches without a world.
+SAMPLE = {
+    "session": "s-0123456789", "lab": "relay-check", "doc": "matrix-page", "user": "1", "group": "1", "pool": "pool-1",
+}  # fmt: skip
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", value)
+    return template
+
+
+def test_every_route_is_in_the_matrix() -> None:
+    served = {url_route_of(fill(path, SAMPLE)) for _method, path, *_ in HTTP_ROWS}
+    assert url_routes() - served == set(), "a route no row of MATRIX reaches: add one saying who may use it"
+    operations = {(url_route_of(fill(path, SAMPLE)), method) for method, path, *_ in HTTP_ROWS}
+    assert api_operations() - operations == set(), "an API operation (route and method) without a row"
+
+
+def test_every_websocket_is_in_the_matrix() -> None:
+    served = {websocket_route_of(fill(path, SAMPLE)) for _ws, path, *_ in WS_ROWS}
+    assert websocket_routes() - served == set(), "a websocket no row of MATRIX reaches"
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize("row", HTTP_ROWS, ids=cell_id)
+def test_page_and_api_matrix(row: Row, who: Who, people: People, world: dict[str, str]) -> None:
+    method, path, *expected = row
+    client = client_for(people.user(who))
+    url = fill(path, world)
+    if method == "GET":
+        resp = client.get(url)
+    else:
+        body = {k: fill(v, world) if isinstance(v, str) else v for k, v in BODIES.get(url_route_of(url), {}).items()}
+        resp = client.post(url, json.dumps(body) if body else None, content_type="application/json")
+    assert resp.status_code == expected[WHO.index(who)], f"{who} {method} {url}: {resp.status_code}"
+
+
+@websocket_db
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize("row", WS_ROWS, ids=cell_id)
+def test_websocket_matrix(row: Row, who: Who, people: People, world: dict[str, str]) -> None:
+    _ws, path, *expected = row
+    headers = headers_for(people.user(who))
+    outcome: list[int] = []
+
+    async def scenario() -> None:
+        accepted, code = await Socket(fill(path, world), headers).connect()
+        outcome.append(ACCEPTED if accepted else code)
+
+    run(scenario)
+    assert outcome == [expected[WHO.index(who)]]
