@@ -27,6 +27,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 from django.test import Client, override_settings
+from playwright.sync_api import Browser, expect
 from pytest_django import Settings
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -713,3 +714,37 @@ def test_twenty_clients_that_never_read_leave_web_memory_flat(live: tuple[lab_st
     # Bounded: 20 x (256 KiB pending + the transport's buffer), ~9 MiB measured; held instead, the
     # output piled up in channels_redis's queues at the rate it came (+60 MiB here, growing).
     assert growth < 24, f"web RSS grew {growth:.1f} MiB"
+
+
+# --- The page shows them (last in this module: Playwright's loop stays in this thread until its end) ---
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_page_shows_the_limits_and_stops_at_logout(live: tuple[lab_stack.LabStack, str], browser: Browser) -> None:
+    stack, _sid = live
+    page = browser.new_page()
+    page.goto(stack.base + "/accounts/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", lab_stack.STACK_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{stack.base}/labs/{stack.slug}/")
+    status = page.locator("[data-terminal-status]")
+    expect(status).to_have_text("connected", timeout=20_000)
+
+    page.locator(".xterm").click()
+    page.keyboard.insert_text("x" * (64 * KiB + 100))  # one paste: one frame, over uvicorn's --ws-max-size
+    expect(status).to_have_text("Too much at once: paste it in smaller parts.")
+    expect(status).to_have_text("connected", timeout=20_000)  # reconnected, the notice gone after 6 s
+
+    page.keyboard.insert_text("y" * 60 * KiB)  # the burst
+    page.keyboard.insert_text("z" * 20 * KiB)  # over the rate
+    expect(status).to_have_text("Typing too fast: some input was dropped.")
+
+    page.evaluate(
+        """() => fetch("/accounts/logout/", {method: "POST", credentials: "same-origin",
+            headers: {"X-CSRFToken": document.cookie.match(/csrftoken=([^;]+)/)[1]}})"""
+    )
+    expect(status).to_have_text("Signed out: sign in again to use this lab.", timeout=10_000)
+    expect(page.locator("[data-error]")).to_have_text("Signed out: sign in again to use this lab.")
+    page.close()

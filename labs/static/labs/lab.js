@@ -11,6 +11,7 @@
   var wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
   var ENDED = ["completed", "expired", "failed", "destroyed"];
   var events = null, eventsAttempts = 0, terminal = null, countdownTimer = null, checking = {};
+  var terminalStatus = "", noticeTimer = null;
 
   function $(sel) { return root.querySelector(sel); }
   function $all(sel) { return Array.prototype.slice.call(root.querySelectorAll(sel)); }
@@ -114,11 +115,29 @@
     if (want && !terminal) {
       terminal = window.VirtlabTerminal.open($("[data-terminal]"), wsBase + "/ws/sessions/" + session.id + "/terminal/", {
         goneText: strings.gone,
-        status: function (key) { $("[data-terminal-status]").textContent = strings[key] || key; },
+        status: function (key) {
+          terminalStatus = strings[key] || key;
+          if (!noticeTimer) $("[data-terminal-status]").textContent = terminalStatus;
+        },
+        notice: showNotice,
         gone: function () { terminal = null; }
       });
       terminal.focus();
     }
+  }
+
+  // A limit the server applied to the terminal (typing too fast, input dropped…), shown for a while
+  // in the terminal's status line; the server's own words when the page has none for its code.
+  function showNotice(code, message) {
+    var el = $("[data-terminal-status]");
+    el.textContent = strings["ws_" + code] || message || code;
+    el.classList.add("is-notice");
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(function () {
+      noticeTimer = null;
+      el.classList.remove("is-notice");
+      el.textContent = terminalStatus;
+    }, 6000);
   }
 
   function syncEvents() {
@@ -129,11 +148,15 @@
       var msg = JSON.parse(ev.data);
       if (msg.type === "session") update(msg.session);
       else if (msg.type === "progress") onProgress(msg);
+      else if (msg.type === "error" || msg.type === "notice") showError(strings["ws_" + msg.code] || msg.message);
     };
     events.onclose = function (ev) {
       events = null;
-      if (ev.code === 4403 || !isLive(session)) return;
-      setTimeout(syncEvents, Math.min(15000, 500 * Math.pow(2, eventsAttempts++)));
+      if (ev.code === 4403 || ev.code === 4401 || !isLive(session)) return; // forbidden, signed out
+      var delay = Math.min(15000, 500 * Math.pow(2, eventsAttempts++));
+      if (ev.code === 4408) delay = 0; // fell behind: the state comes again on connect
+      if (ev.code === 4429) delay = Math.max(delay, 5000); // too many tabs: until one closes
+      setTimeout(syncEvents, delay);
     };
   }
 

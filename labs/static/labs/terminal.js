@@ -1,10 +1,12 @@
 /* The lab terminal: xterm.js on a websocket to the VM's serial console.
    Binary frames carry UTF-8 bytes both ways; text frames are JSON control messages.
-   Reconnects with backoff; the server resends its scrollback, so the screen is rebuilt. */
+   Reconnects with backoff; the server resends its scrollback, so the screen is rebuilt.
+   The server's limits arrive as {type: "notice" | "error", code, message} (shown by hooks.notice),
+   "resync" (this page fell behind the output: reconnect now for the scrollback) or a close code. */
 (function () {
   "use strict";
 
-  var GONE = 4410, FORBIDDEN = 4403;
+  var GONE = 4410, FORBIDDEN = 4403, SIGNED_OUT = 4401, RESYNC = 4408, TOO_MANY = 4429, TOO_BIG = 1009;
 
   function cssVar(name, fallback) {
     var v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -24,9 +26,10 @@
     term.open(el);
     fit.fit();
     var encoder = new TextEncoder();
-    var ws = null, attempts = 0, closedForGood = false, timer = null;
+    var ws = null, attempts = 0, closedForGood = false, timer = null, lastResync = 0;
 
     function status(text) { if (hooks.status) hooks.status(text); }
+    function notice(code, message) { if (hooks.notice) hooks.notice(code, message); }
 
     function sendBytes(bytes) {
       if (ws && ws.readyState === WebSocket.OPEN) ws.send(bytes);
@@ -49,13 +52,27 @@
           closedForGood = true;
           term.write("\r\n\x1b[1;31m" + (hooks.goneText || "VM gone") + "\x1b[0m " + (msg.reason || "") + "\r\n");
           if (hooks.gone) hooks.gone(msg.reason);
+        } else if (msg.type === "notice" || msg.type === "error") {
+          notice(msg.code, msg.message);
         }
       };
       ws.onclose = function (ev) {
-        if (ev.code === GONE || ev.code === FORBIDDEN) closedForGood = true;
-        if (closedForGood) { status(ev.code === FORBIDDEN ? "forbidden" : "gone"); return; }
-        status("reconnecting");
+        if (ev.code === GONE || ev.code === FORBIDDEN || ev.code === SIGNED_OUT) closedForGood = true;
+        if (closedForGood) {
+          status({ 4403: "forbidden", 4401: "ws_signed_out" }[ev.code] || "gone");
+          return;
+        }
         var delay = Math.min(15000, 500 * Math.pow(2, attempts++));
+        if (ev.code === RESYNC && Date.now() - lastResync > 5000) {
+          delay = 0; // behind the output: the scrollback brings the screen back at once (but not in a loop)
+          lastResync = Date.now();
+          attempts = 0;
+        } else if (ev.code === TOO_MANY) {
+          delay = Math.max(delay, 5000); // until another tab closes
+        } else if (ev.code === TOO_BIG) {
+          notice("frame_size", ""); // the server refused a paste over its frame size
+        }
+        status(ev.code === RESYNC ? "resync" : ev.code === TOO_MANY ? "ws_too_many_sockets" : "reconnecting");
         timer = setTimeout(connect, delay + Math.random() * 250);
       };
     }
