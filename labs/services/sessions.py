@@ -48,14 +48,16 @@ def start_lab(user: User, slug: str) -> LabSession:
                 % {"count": count, "minutes": window // 60}
             )
         with placement.placement_lock(), transaction.atomic():
-            waiting = LabSession.objects.filter(state=S.QUEUED).count()
-            if waiting >= limits.max_queued():
-                raise QueueFull(
-                    _("Every lab host is busy and %(count)d learners are waiting already. Try again in a few minutes.")
-                    % {"count": waiting}
-                )
             session = LabSession.objects.create(user=user, lab_slug=lab.slug, profile=lab.profile, state=S.QUEUED)
-            placement.place(session)
+            if not placement.place(session):
+                waiting = LabSession.objects.filter(state=S.QUEUED).exclude(pk=session.pk).count()
+                if waiting >= limits.max_queued():  # raising rolls the new row back
+                    raise QueueFull(
+                        _(
+                            "Every lab host is busy and %(count)d learners are waiting already. Try again in a few minutes."
+                        )
+                        % {"count": waiting}
+                    )
     session.refresh_from_db()
     if session.state == S.QUEUED:
         push_session(session.id)

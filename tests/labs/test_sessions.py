@@ -228,3 +228,11 @@ def test_a_host_short_of_disk_takes_only_what_its_disk_budget_allows(
     assert states == [S.REQUESTED, S.REQUESTED, S.QUEUED]
     stack.advertise_host("h2", disk_free_mib=2047)  # below its reserve: takes nothing
     assert placement.place_queued() == 0
+
+
+def test_a_full_queue_does_not_refuse_a_start_a_host_has_room_for(
+    alice: User, lab_world: str, settings: Settings
+) -> None:
+    settings.LABS_MAX_QUEUED = 0
+    stack.advertise_host("h1")
+    assert services.start_lab(alice, lab_world).state == S.REQUESTED
