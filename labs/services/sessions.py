@@ -6,6 +6,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from labs import host_registry, redis_names, task_calls
 from labs.models import LabSession
@@ -24,6 +25,9 @@ from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, RUNNING, SessionState
 
 S = SessionState
+QUEUE_FULL = gettext_noop(
+    "Every lab host is busy and %(count)d learners are waiting already. Try again in a few minutes."
+)
 
 
 def start_lab(user: User, slug: str) -> LabSession:
@@ -52,12 +56,7 @@ def start_lab(user: User, slug: str) -> LabSession:
             if not placement.place(session):
                 waiting = LabSession.objects.filter(state=S.QUEUED).exclude(pk=session.pk).count()
                 if waiting >= limits.max_queued():  # raising rolls the new row back
-                    raise QueueFull(
-                        _(
-                            "Every lab host is busy and %(count)d learners are waiting already. Try again in a few minutes."
-                        )
-                        % {"count": waiting}
-                    )
+                    raise QueueFull(_(QUEUE_FULL) % {"count": waiting})
     session.refresh_from_db()
     if session.state == S.QUEUED:
         push_session(session.id)
