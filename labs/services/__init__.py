@@ -1,6 +1,14 @@
 """Lab session operations: plain functions called by views, the API, tasks and consumers."""
 
-from labs.services.errors import AlreadyRunning, LabError, LabNotFound, QueueFull, RateLimited, WrongState
+from labs.services.errors import (
+    AlreadyRunning,
+    EmailUnverified,
+    LabError,
+    LabNotFound,
+    QueueFull,
+    RateLimited,
+    WrongState,
+)
 from labs.services.sessions import (
     check_step,
     end_session,
@@ -14,6 +22,7 @@ from labs.services.sessions import (
 
 __all__ = [
     "AlreadyRunning",
+    "EmailUnverified",
     "LabError",
     "LabNotFound",
     "QueueFull",

@@ -39,6 +39,12 @@ class CheckInProgress(LabError):
     status = 429
 
 
+class EmailUnverified(LabError):
+    """The learner has not yet confirmed their e-mail address (ACCOUNT_EMAIL_VERIFICATION)."""
+
+    status = 403
+
+
 class QueueFull(LabError):
     """Every host is busy and the queue holds as many starts as it may: try again later."""
 

@@ -15,6 +15,7 @@ from labs.services.catalog import get_lab
 from labs.services.errors import (
     AlreadyRunning,
     CheckInProgress,
+    EmailUnverified,
     LabNotFound,
     QueueFull,
     RateLimited,
@@ -23,6 +24,7 @@ from labs.services.errors import (
 from labs.services.session_events import push_session
 from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, RUNNING, SessionState
+from portal.accounts import verification
 
 S = SessionState
 QUEUE_FULL = gettext_noop(
@@ -35,6 +37,8 @@ def start_lab(user: User, slug: str) -> LabSession:
     lab = get_lab(slug)
     if lab is None:
         raise LabNotFound(_("There is no lab called “%(slug)s”.") % {"slug": slug})
+    if not verification.is_verified(user):
+        raise EmailUnverified(str(verification.UNVERIFIED_MESSAGE))
     # One learner's double click must not slip past the running-lab limit.
     with host_registry.redis_client().lock(redis_names.start_lock(int(user.pk)), timeout=30, blocking_timeout=10):
         running = LabSession.objects.filter(user=user, state__in=RUNNING).order_by("-created_at")

@@ -25,6 +25,7 @@ from labs.redis_names import events_group
 from labs.services import expiry, placement
 from labs.services.transitions import transition
 from labs.states import SessionState
+from portal.models import EmailAddress
 from tests import lab_stack as stack
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -235,4 +236,19 @@ def test_a_full_queue_does_not_refuse_a_start_a_host_has_room_for(
 ) -> None:
     settings.LABS_MAX_QUEUED = 0
     stack.advertise_host("h1")
+    assert services.start_lab(alice, lab_world).state == S.REQUESTED
+
+
+def test_an_unverified_address_cannot_start_a_lab_until_verified(
+    alice: User, lab_world: str, settings: Settings
+) -> None:
+    settings.ACCOUNT_EMAIL_VERIFICATION = True
+    stack.advertise_host("h1")
+    address = EmailAddress.objects.create(user=alice, email=alice.email)
+    with pytest.raises(services.EmailUnverified, match="Verify your e-mail address") as refused:
+        services.start_lab(alice, lab_world)
+    assert refused.value.status == 403
+    assert not LabSession.objects.filter(user=alice).exists()
+    address.verified_at = timezone.now()
+    address.save()
     assert services.start_lab(alice, lab_world).state == S.REQUESTED
