@@ -232,9 +232,13 @@ class RelayManager:
         while not self.stopping.is_set():
             try:
                 with Hypervisor.connect(self.libvirt_uri) as hv:
-                    while not self.stopping.is_set():
+                    # The relays use this connection: after libvirtd restarts it stays closed, and
+                    # only a new one re-attaches the consoles.
+                    while not self.stopping.is_set() and hv.conn.isAlive():
                         self._sync(hv, publisher)
                         self._sleep()
+                if not self.stopping.is_set():
+                    log.warning("console relay: libvirt connection lost; reconnecting")
             except Exception:  # libvirtd restarting, DB blip: keep the relay alive
                 log.exception("console relay: restarting")
             self._stop_all()
