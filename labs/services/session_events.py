@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -11,6 +12,8 @@ from labs.models import LabSession, StepResult
 from labs.redis_names import events_group, terminal_group
 from labs.schemas import AssertionOut, SessionOut, StepResultOut
 from labs.states import SessionState
+
+log = logging.getLogger(__name__)
 
 
 def session_out(session: LabSession) -> SessionOut:
@@ -48,9 +51,18 @@ def session_payload(session: LabSession) -> dict[str, Any]:
 
 
 def send(group: str, message: dict[str, Any]) -> None:
+    """Push to a group, best effort: the change is in the DB already and a page reloads it when it
+    reconnects, so a push that fails must not fail the action (or the on-commit sends after it)."""
     layer = get_channel_layer()
-    if layer is not None:
-        async_to_sync(layer.group_send)(group, message)
+    if layer is None:
+        return
+    for attempt in (1, 2):  # a pooled connection to a Redis that restarted fails once, then reconnects
+        try:
+            async_to_sync(layer.group_send)(group, message)
+            return
+        except Exception:
+            if attempt == 2:
+                log.warning("push to %s failed", group, exc_info=True)
 
 
 def push_session(session_id: str, **extra: Any) -> None:
