@@ -6,9 +6,14 @@ labs/services/placement.py).
 
 from __future__ import annotations
 
+import json
 import logging
-from datetime import datetime, timedelta
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from celery import current_app
 from django.utils import timezone
 
 from labs import task_calls
@@ -22,6 +27,9 @@ S = SessionState
 log = logging.getLogger(__name__)
 # A VM may be defined a moment after its session turns `provisioning`: don't call it vanished yet.
 VANISHED_GRACE = timedelta(seconds=60)
+# When this worker process started (workers import this module before they consume): work on
+# this host older than that was interrupted by a previous run, never taken by this one.
+PROCESS_STARTED = datetime.fromtimestamp(time.time(), tz=UTC)
 
 
 def fail_interrupted(host: str, cutoff: datetime) -> list[str]:
@@ -32,6 +40,43 @@ def fail_interrupted(host: str, cutoff: datetime) -> list[str]:
     ).values_list("id", flat=True)
     message = "The lab's host restarted while it was being prepared. Please start it again."
     return [sid for sid in stuck if end_here(sid, S.FAILED, error=message)]
+
+
+def redeliver_interrupted(host: str, queues: Iterable[str]) -> list[str]:
+    """Put back on this host's queues the tasks a killed run of this worker had taken and not
+    finished: acknowledged late, they would otherwise wait for the broker's visibility timeout
+    (an hour). Only this host's workers consume its queues, so a message taken from one before
+    this process started belongs to a dead run. Tasks are idempotent: a redelivered start of a
+    session that recovery failed does nothing; an interrupted check runs again and reports."""
+    own = task_calls.host_queue(host)
+    mine = {q for q in queues if q == own or q.startswith(own + ".")}
+    redelivered: list[str] = []
+    try:
+        with current_app.connection_for_write() as conn:
+            channel = conn.default_channel
+            if mine and hasattr(channel, "unacked_key"):  # other brokers redeliver by themselves
+                redelivered = _restore_unacked(channel, mine, PROCESS_STARTED.timestamp())
+    except Exception:  # the broker is away: the visibility timeout still redelivers, later
+        log.exception("%s: redelivering interrupted tasks failed", host)
+    if redelivered:
+        log.warning("%s: redelivered tasks interrupted by a previous run: %s", host, redelivered)
+    return redelivered
+
+
+def _restore_unacked(channel: Any, queues: set[str], before: float) -> list[str]:
+    """kombu's Redis transport keeps each unacknowledged message in a hash (with its queue) and
+    when it was taken in a sorted set; restore_by_tag puts one back on its queue."""
+    client, restored = channel.client, []
+    for tag, raw in client.hgetall(channel.unacked_key).items():
+        try:
+            message, _exchange, routing_key = json.loads(raw)
+        except ValueError:
+            continue
+        taken_at = client.zscore(channel.unacked_index_key, tag)
+        if routing_key in queues and taken_at is not None and taken_at < before:
+            channel.qos.restore_by_tag(tag, client)
+            restored.append(str(message.get("headers", {}).get("task", tag)))
+    return restored
 
 
 def reconcile_host(host: str) -> dict[str, list[str]]:

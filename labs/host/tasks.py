@@ -103,6 +103,8 @@ def _start_host_agent(sender: Any = None, **_kwargs: Any) -> None:
     queues = set(sender.app.amqp.queues.consume_from or {}) if sender is not None else set()
     if task_calls.host_queue(settings.VIRTLAB_HOST_NAME) in queues:
         host_agent.start()
+    # Every worker of the host (after the agent's recovery) takes back what its killed run left.
+    reconcile.redeliver_interrupted(settings.VIRTLAB_HOST_NAME, queues)
 
 
 @worker_shutdown.connect
