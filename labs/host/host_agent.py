@@ -22,7 +22,6 @@ import threading
 
 from django.conf import settings
 from django.db import close_old_connections
-from django.utils import timezone
 
 from labs import host_registry
 from labs.host import reconcile
@@ -146,13 +145,16 @@ def _advertise_on_one_connection(recheck: bool) -> None:
 
 
 def _recover() -> None:
-    """Fail what a previous run of this agent left half-done, then reconcile libvirt with the DB."""
-    started = timezone.now()
+    """Fail what a previous run of this agent left half-done, finish the checkpoints it was taking,
+    then reconcile libvirt with the DB."""
+    host = settings.VIRTLAB_HOST_NAME
     close_old_connections()
     try:
-        failed = reconcile.fail_interrupted(settings.VIRTLAB_HOST_NAME, started)
-        report = reconcile.reconcile_host(settings.VIRTLAB_HOST_NAME)
-        log.info("host agent start: interrupted %s, reconcile %s", failed, report)
+        # Work older than this process is a previous run's (this one may have started a task already).
+        failed = reconcile.fail_interrupted(host, reconcile.PROCESS_STARTED)
+        checkpointed = reconcile.finish_checkpoints(host, reconcile.PROCESS_STARTED)
+        report = reconcile.reconcile_host(host)
+        log.info("host agent start: interrupted %s, checkpointed %s, reconcile %s", failed, checkpointed, report)
     except Exception:
         log.exception("host agent start: recovery failed (the periodic reconciler will retry)")
 

@@ -17,16 +17,21 @@ from celery import current_app
 from django.utils import timezone
 
 from labs import task_calls
-from labs.host.vmwork import end_here, hypervisor
+from labs.host.console_relay import release_input
+from labs.host.vmwork import checkpoint, end_here, hypervisor
+from labs.hypervisor import HypervisorError
 from labs.models import LabSession, PoolVM, id_prefixes
 from labs.services import limits
-from labs.services.transitions import transition
+from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, VM_LIVE, SessionState
 
 S = SessionState
 log = logging.getLogger(__name__)
 # A VM may be defined a moment after its session turns `provisioning`: don't call it vanished yet.
 VANISHED_GRACE = timedelta(seconds=60)
+# A session still `requested` after this lost its provision message (Redis lost it, or a web
+# process died between commit and send): it is sent again (a duplicate does nothing).
+RESEND_AFTER = timedelta(seconds=60)
 # When this worker process started (workers import this module before they consume): work on
 # this host older than that was interrupted by a previous run, never taken by this one.
 PROCESS_STARTED = datetime.fromtimestamp(time.time(), tz=UTC)
@@ -40,6 +45,44 @@ def fail_interrupted(host: str, cutoff: datetime) -> list[str]:
     ).values_list("id", flat=True)
     message = "The lab's host restarted while it was being prepared. Please start it again."
     return [sid for sid in stuck if end_here(sid, S.FAILED, error=message)]
+
+
+def finish_checkpoints(host: str, cutoff: datetime) -> list[str]:
+    """Ready sessions whose first checkpoint was being taken when their worker died (the session
+    was ready, the checkpoint not recorded): take it (or record the one taken) and let the learner
+    type again; the relay held their keystrokes back, so the VM is still as step 1 began."""
+    ready = LabSession.objects.filter(host=host, state=S.READY, updated_at__lt=cutoff)
+    pending = [s for s in ready if s.current_step not in s.checkpoints]
+    finished = []
+    if pending:
+        with hypervisor() as hv:
+            for session in pending:
+                name = checkpoint(session.current_step)
+                try:
+                    vm = hv.vm(session.vm_id)
+                    if name not in vm.list_snapshots():
+                        vm.snapshot(name)
+                except HypervisorError:  # the VM is gone: reconcile_host fails the session
+                    log.exception("session %s: cannot take checkpoint %s", session.id, name)
+                    continue
+                taken = sorted({*session.checkpoints, session.current_step})
+                if update_fields(session.id, expected=[S.READY], checkpoints=taken):
+                    release_input(session.id)
+                    finished.append(session.id)
+    return finished
+
+
+def resend_requested(host: str, cutoff: datetime) -> list[str]:
+    """Send the provision task again for sessions placed on this host before `cutoff` and never
+    started (their message was lost): this agent is alive, so it takes them now."""
+    resent = []
+    for session_id in LabSession.objects.filter(host=host, state=S.REQUESTED, updated_at__lt=cutoff).values_list(
+        "id", flat=True
+    ):
+        if update_fields(session_id, expected=[S.REQUESTED]):  # at most once per RESEND_AFTER
+            task_calls.provision_session.on(host, session_id)
+            resent.append(session_id)
+    return resent
 
 
 def redeliver_interrupted(host: str, queues: Iterable[str]) -> list[str]:
@@ -83,6 +126,8 @@ def reconcile_host(host: str) -> dict[str, list[str]]:
     """Compare this host's libvirt domains with the DB and repair both sides."""
     report: dict[str, list[str]] = {"failed": [], "reaped": [], "destroyed": []}
     report["failed"] += fail_interrupted(host, timezone.now() - limits.provision_timeout())
+    report["resent"] = resend_requested(host, timezone.now() - RESEND_AFTER)
+    report["checkpointed"] = finish_checkpoints(host, timezone.now() - VANISHED_GRACE)
     with hypervisor() as hv:
         tagged = hv.list_tagged()
         active = {d.session_id for d in tagged if d.active}
