@@ -71,3 +71,9 @@ def session_keys(session_id: str) -> list[str]:
 def wake_key(host: str) -> str:
     """Pushed to make a host's console relay look at its sessions now rather than at its next poll."""
     return f"virtlab:relay:{host}:wake"
+
+
+def host_missing_key(host: str) -> str:
+    """Since when (epoch seconds) a host with live sessions has had no advert: past LABS_HOST_LOST_S
+    it is lost and its sessions end (labs/services/lost_hosts.py)."""
+    return f"virtlab:host-missing:{host}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from labs import host_registry, task_calls
-from labs.services import expiry, placement
+from labs.services import expiry, lost_hosts, placement
 
 
 @shared_task(name=task_calls.place_queued_sessions.name, ignore_result=True)
@@ -19,8 +19,10 @@ def place_queued_sessions() -> None:
 
 @shared_task(name=task_calls.reconcile_all.name, ignore_result=True)
 def reconcile_all() -> None:
-    """Beat, every ~30 s: expire sessions, start queued ones, then let each host repair itself."""
+    """Beat, every ~30 s: expire sessions and those of lost hosts, start queued ones, then let each
+    host repair itself."""
     expiry.expire_sessions()
+    lost_hosts.end_sessions_on_lost_hosts()
     placement.place_queued()
     for advert in host_registry.list_hosts():
         task_calls.reconcile_host.on(advert.name)

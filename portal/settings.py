@@ -248,6 +248,8 @@ LABS_POOL_SIZES = env("LABS_POOL_SIZES", "tiny=1")
 LABS_REAP_GRACE_S = env_int("LABS_REAP_GRACE_S", 120)  # spare unknown VMs younger than this
 # A session provisioning longer than this was interrupted (its worker died).
 LABS_PROVISION_TIMEOUT_S = env_int("LABS_PROVISION_TIMEOUT_S", 300)
+# A host whose advert has been gone this long (after its 30 s expiry) is lost: its sessions fail.
+LABS_HOST_LOST_S = env_int("LABS_HOST_LOST_S", 60)
 LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
 # Websockets (labs/consumers.py): what one socket may send and hold. LABS_WS_MAX_FRAME_BYTES is
 # also uvicorn's --ws-max-size (Procfile, docker-compose.yml), so a bigger frame never reaches Django.
