@@ -134,7 +134,9 @@ REFUSALS = [
     pytest.param("learner", "/api/sessions/{session_id}/goto", {"step": 2}, [409], {}, id="goto-no-checkpoint"),
     pytest.param("learner", "/api/sessions", {"lab": "relay-check"}, [409], {}, id="start-already-running"),
     pytest.param("learner", "/api/sessions", {"lab": "no-such-lab"}, [404], {}, id="start-unknown-lab"),
-    pytest.param("staff", "/api/sessions", {"lab": "relay-check"}, [503], {"LABS_MAX_QUEUED": 0}, id="queue-full"),
+    # Every host full (its disk reserve leaves no room) and no start may wait.
+    pytest.param("staff", "/api/sessions", {"lab": "relay-check"}, [503],
+                 {"LABS_MAX_QUEUED": 0, "LABS_DISK_RESERVE_MIB": 10**9}, id="queue-full"),
     pytest.param("staff", "/api/sessions", {"lab": "relay-check"}, [429], {"LABS_START_RATE": 0}, id="start-rate"),
     pytest.param("staff", "/api/sessions/{session_id}/stop", None, [403], {}, id="staff-observes"),
 ]  # fmt: skip
