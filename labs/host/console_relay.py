@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -37,21 +38,34 @@ CONSOLE_TTY = "/dev/ttyS0"  # the guest's serial console (console=ttyS0), where 
 RELAYED_STATES = (SessionState.PROVISIONING, SessionState.READY, SessionState.RESETTING)
 
 
+@contextlib.contextmanager
+def _unless_redis_away(what: str) -> Iterator[None]:
+    """A VM task must not fail over a terminal nicety while Redis restarts (keystrokes cannot
+    arrive then either); the host's reconciler releases a hold whose release was lost."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        log.warning("%s skipped: Redis unavailable (%s)", what, exc)
+
+
 def hold_input(session_id: str, seconds: int = 300) -> None:
     """Keep keystrokes queued in Redis (not typed into the VM) until release_input(): while a
     checkpoint of the step's starting state is still to be taken. Expires in case a worker dies."""
-    host_registry.redis_client().set(hold_key(session_id), 1, ex=seconds)
+    with _unless_redis_away(f"holding the input of {session_id}"):
+        host_registry.redis_client().set(hold_key(session_id), 1, ex=seconds)
 
 
 def release_input(session_id: str) -> None:
-    host_registry.redis_client().delete(hold_key(session_id))
+    with _unless_redis_away(f"releasing the input of {session_id}"):
+        host_registry.redis_client().delete(hold_key(session_id))
 
 
 def wake(host: str) -> None:
     """Make `host`'s relay manager look at the sessions now rather than at its next poll."""
-    client = host_registry.redis_client()
-    client.rpush(wake_key(host), 1)
-    client.expire(wake_key(host), 60)
+    with _unless_redis_away(f"waking the console relay of {host}"):
+        client = host_registry.redis_client()
+        client.rpush(wake_key(host), 1)
+        client.expire(wake_key(host), 60)
 
 
 def append_output(client: redis.Redis, session_id: str, data: bytes) -> int:

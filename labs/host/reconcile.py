@@ -50,7 +50,8 @@ def fail_interrupted(host: str, cutoff: datetime) -> list[str]:
 def finish_checkpoints(host: str, cutoff: datetime) -> list[str]:
     """Ready sessions whose first checkpoint was being taken when their worker died (the session
     was ready, the checkpoint not recorded): take it (or record the one taken) and let the learner
-    type again; the relay held their keystrokes back, so the VM is still as step 1 began."""
+    type again; the relay held their keystrokes back, so the VM is still as step 1 began. Also
+    releases the input of ready sessions whose checkpoint exists (a release lost to Redis)."""
     ready = LabSession.objects.filter(host=host, state=S.READY, updated_at__lt=cutoff)
     pending = [s for s in ready if s.current_step not in s.checkpoints]
     finished = []
@@ -69,6 +70,10 @@ def finish_checkpoints(host: str, cutoff: datetime) -> list[str]:
                 if update_fields(session.id, expected=[S.READY], checkpoints=taken):
                     release_input(session.id)
                     finished.append(session.id)
+    # A hold whose release was lost (Redis away at that moment) must not outlive its checkpoint.
+    for session in ready:
+        if session.current_step in session.checkpoints:
+            release_input(session.id)
     return finished
 
 
