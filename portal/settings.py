@@ -249,6 +249,8 @@ LABS_REAP_GRACE_S = env_int("LABS_REAP_GRACE_S", 120)  # spare unknown VMs young
 # A session provisioning longer than this was interrupted (its worker died).
 LABS_PROVISION_TIMEOUT_S = env_int("LABS_PROVISION_TIMEOUT_S", 300)
 # A host whose advert has been gone this long (after its 30 s expiry) is lost: its sessions fail.
+# Keep it above 20 s: a Redis that restarts empty drops every advert, and agents refresh theirs
+# every 10 s (20 s if the first try hits the restart).
 LABS_HOST_LOST_S = env_int("LABS_HOST_LOST_S", 60)
 LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
 # Websockets (labs/consumers.py): what one socket may send and hold. LABS_WS_MAX_FRAME_BYTES is
