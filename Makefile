@@ -33,3 +33,4 @@ bench:
 	$(PY) bench/vm.py --quick
 	$(PY) bench/docs.py --quick
 	$(PY) bench/labs.py --quick
+	$(PY) bench/faults.py --quick

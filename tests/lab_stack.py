@@ -4,6 +4,7 @@ host agent and web workers, the ASGI server) and the clients that drive them."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -63,6 +64,41 @@ def private_redis() -> Iterator[str]:
         yield url
     finally:
         stop_process(proc, 10)
+
+
+class RedisServer:
+    """A private redis-server on a port of its own that a test can crash or restart on that port.
+    `persistent` keeps its data in an append-only file across restarts, as the docker-compose
+    Redis does; without it a restart loses everything (as `make run`'s Redis would)."""
+
+    def __init__(self, workdir: Path, persistent: bool = True):
+        self.workdir, self.persistent, self.port = workdir, persistent, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir),
+             "--appendonly", "yes" if self.persistent else "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: redis.Redis.from_url(self.url).ping(), 10, "redis")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM: a clean shutdown (the append-only file is flushed); SIGKILL: a crash."""
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+            self.proc = None
+
+    def restart(self, sig: signal.Signals = signal.SIGTERM, down_s: float = 0.0) -> None:
+        self.stop(sig)
+        time.sleep(down_s)
+        self.start()
 
 
 @contextmanager

@@ -1,0 +1,43 @@
+"""Fixtures of the fault suite: one stack for the whole package (its start costs ~15 s), with the
+host `alpha` in a box of its own (tests/faults/hosts.py) sized for 2 VMs; the two-host test adds
+`beta`, sized for 4.
+
+The suite needs root (mount namespaces, a private libvirtd), libvirt and the guest image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import lab_stack
+from tests.faults.drill import Drill, stop_all
+from tests.faults.stack import FaultStack, fault_stack
+from tests.hypervisor.conftest import guest_image, libvirt_ready
+
+__all__ = ["guest_image", "libvirt_ready"]
+
+# 2 cores x LABS_TCG_VMS_PER_CPU: alpha holds 2 VMs, beta 4.
+ALPHA, BETA = "alpha", "beta"
+CAPACITY = {ALPHA: "1", BETA: "2"}
+
+
+@pytest.fixture(scope="package")
+def faults(tmp_path_factory: pytest.TempPathFactory, libvirt_ready: None, guest_image: Path) -> Iterator[FaultStack]:
+    if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "nsenter", "libvirtd", "virtlogd")):
+        lab_stack.unavailable("the fault suite runs hosts in mount namespaces with their own libvirtd: root")
+    with fault_stack(tmp_path_factory.mktemp("faults")) as stack:
+        stack.add_host(ALPHA, LABS_TCG_VMS_PER_CPU=CAPACITY[ALPHA])
+        yield stack
+
+
+@pytest.fixture
+def drill(faults: FaultStack) -> Iterator[Drill]:
+    """The stack for one test; the sessions it leaves running are stopped after it."""
+    yield Drill(faults)
+    stop_all(Drill(faults))
+    faults.settle(60)
