@@ -12,40 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests import lab_stack
-
-
-def next_event(ws: Any, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-    """The first JSON message on `ws` that satisfies `predicate`."""
-    deadline = time.monotonic() + timeout
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        try:
-            raw = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-        if isinstance(raw, bytes):
-            continue
-        message = json.loads(raw)
-        seen.append(str(message.get("session", {}).get("state") or message.get("stage")))
-        if predicate(message):
-            return dict(message)
-    raise AssertionError(f"no matching event within {timeout}s; saw {seen}")
-
-
-def read_until(ws: Any, pattern: re.Pattern[bytes], timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    buffer = b""
-    while not pattern.search(buffer):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"{pattern.pattern!r} not seen; terminal showed {buffer[-400:]!r}")
-        try:
-            frame = ws.recv(timeout=remaining)
-        except TimeoutError:
-            continue
-        if isinstance(frame, bytes):
-            buffer += frame
-    return buffer
+from tests.lab_stack import read_until
 
 
 def open_ws(client: lab_stack.LabClient, path: str) -> Any:

@@ -20,13 +20,13 @@ from labs.states import ENDED, SessionState
 from tests import lab_stack
 from tests.faults.drill import BOOT_S, RECOVERY_S, Drill, Outcome, stop_all
 from tests.faults.learner import (
-    next_event,
     open_events,
     open_ws,
     session_state,
     terminal_recovered,
     type_marker,
 )
+from tests.lab_stack import next_event
 
 S = SessionState
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests import lab_stack
+from tests.lab_stack import next_event, read_until
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 PROMPT = re.compile(rb"root@virtlab:[^\r\n]*# ")
@@ -22,42 +23,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabSta
         yield running
 
 
-def next_event(ws: Any, predicate: Any, timeout: float) -> dict[str, Any]:
-    """The first JSON message on `ws` that satisfies `predicate`."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        try:
-            raw = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
-        except TimeoutError:
-            break
-        if isinstance(raw, bytes):
-            continue  # terminal output; we want a control message
-        message = json.loads(raw)
-        seen.append(message.get("session", {}).get("state") or message.get("stage"))
-        if predicate(message):
-            return message
-    raise AssertionError(f"no matching event within {timeout}s; saw {seen}")
-
-
 def session_state(state: str) -> Any:
     return lambda m: m.get("type") == "session" and m["session"]["state"] == state
-
-
-def read_until(ws: Any, pattern: re.Pattern[bytes], timeout: float) -> bytes:
-    deadline = time.monotonic() + timeout
-    buffer = b""
-    while not pattern.search(buffer):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"{pattern.pattern!r} not seen; terminal showed {buffer[-400:]!r}")
-        try:
-            frame = ws.recv(timeout=remaining)
-        except TimeoutError:
-            continue
-        if isinstance(frame, bytes):
-            buffer += frame
-    return buffer
 
 
 def wait_for_tty_size(term: Any, size: bytes, timeout: float = 30) -> None:
