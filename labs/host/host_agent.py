@@ -150,7 +150,8 @@ def _recover() -> None:
     host = settings.VIRTLAB_HOST_NAME
     close_old_connections()
     try:
-        # Work older than this process is a previous run's (this one may have started a task already).
+        # Work older than this process is a previous run's. (Celery dispatches no task before
+        # worker_ready returns, so this is also "older than this recovery".)
         failed = reconcile.fail_interrupted(host, reconcile.PROCESS_STARTED)
         checkpointed = reconcile.finish_checkpoints(host, reconcile.PROCESS_STARTED)
         report = reconcile.reconcile_host(host)
