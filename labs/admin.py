@@ -20,5 +20,5 @@ class LabSessionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(PoolVM)
 class PoolVMAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ("id", "host", "profile", "state", "session", "created_at")
+    list_display = ("id", "host", "profile", "lab_slug", "reservation", "state", "session", "created_at")
     list_filter = ("host", "profile", "state")

@@ -113,6 +113,28 @@ class StepResult(models.Model):
         return f"{self.session_id} step {self.step}: {'pass' if self.passed else 'fail'}"
 
 
+class Reservation(models.Model):
+    """Prepared VMs held on one host for one group of learners (an instructor's class): the host
+    agent keeps `size` VMs of `lab_slug` ready for it (fill_reservation) until it is released.
+
+    `key` is opaque here (the classes app uses "class-<id>"); a start that names the key takes
+    one of these VMs, and no other start ever does.
+    """
+
+    key = models.CharField(max_length=64)
+    host = models.CharField(max_length=64)
+    lab_slug = models.SlugField(max_length=80)
+    profile = models.CharField(max_length=32)
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "host", "lab_slug"], name="one_reservation_per_host")]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.size} x {self.lab_slug}@{self.host}"
+
+
 class PoolVM(models.Model):
     """A pre-booted VM waiting for a learner; handed out by assigning it to a session."""
 
@@ -129,6 +151,9 @@ class PoolVM(models.Model):
     lab_slug = models.CharField(max_length=64, blank=True, default="")
     state = models.CharField(max_length=16, choices=State.choices, default=State.BOOTING)
     session = models.OneToOneField(LabSession, null=True, blank=True, on_delete=models.SET_NULL, related_name="pool_vm")
+    # Held for one group of learners (always prepared for its lab); None: the open warm pool.
+    # Deleting a reservation row is release_reservation's last step, after its VMs are destroyed.
+    reservation = models.ForeignKey(Reservation, null=True, blank=True, on_delete=models.CASCADE, related_name="vms")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -120,6 +120,16 @@ def fill_pool() -> None:
 
 
 @host_task
+def fill_reservation(reservation_id: int) -> None:
+    """Prepare VMs of the reservation's lab on this host until it holds `size` not yet handed out."""
+
+
+@host_task
+def release_reservation(reservation_id: int) -> None:
+    """Destroy the reservation's VMs not handed out and delete it (handed-out ones end with their sessions)."""
+
+
+@host_task
 def reconcile_host() -> None:
     """Make this host's libvirt and the DB agree (orphans reaped, vanished VMs failed)."""
 
@@ -143,6 +153,8 @@ HOST_TASKS: tuple[HostTaskCall[Any], ...] = (
     revert_session,
     destroy_session_vm,
     fill_pool,
+    fill_reservation,
+    release_reservation,
     reconcile_host,
 )
 WEB_TASKS: tuple[WebTaskCall[Any], ...] = (place_queued_sessions, reconcile_all)

@@ -87,6 +87,16 @@ def fill_pool() -> None:
     vmwork.fill_pool(settings.VIRTLAB_HOST_NAME)
 
 
+@shared_task(name=task_calls.fill_reservation.name, ignore_result=True, **RETRY_LIBVIRT)
+def fill_reservation(reservation_id: int) -> None:
+    vmwork.fill_reservation(reservation_id)
+
+
+@shared_task(name=task_calls.release_reservation.name, ignore_result=True, **RETRY_LIBVIRT)
+def release_reservation(reservation_id: int) -> None:
+    vmwork.release_reservation(reservation_id)
+
+
 @shared_task(name=task_calls.reconcile_host.name, ignore_result=True, **RETRY_LIBVIRT)
 def reconcile_host() -> None:
     reconcile.reconcile_host(settings.VIRTLAB_HOST_NAME)

@@ -19,7 +19,7 @@ from labs import host_registry, task_calls
 from labs.catalog import Lab
 from labs.host import console_relay, verify
 from labs.hypervisor import VM, DomainMissing, Hypervisor, HypervisorError
-from labs.models import LabSession, PoolVM, StepResult
+from labs.models import LabSession, PoolVM, Reservation, StepResult
 from labs.redis_names import session_keys
 from labs.services import limits
 from labs.services.catalog import require_lab
@@ -228,29 +228,72 @@ def destroy(session_id: str) -> None:
 def fill_pool(host: str) -> None:
     """Boot warm VMs until this host holds the configured number of each kind (LABS_POOL_SIZES)."""
     for target in limits.pool_targets():
-        kind = PoolVM.objects.filter(host=host, profile=target.profile, lab_slug=target.lab_slug)
+        kind = PoolVM.objects.filter(host=host, profile=target.profile, lab_slug=target.lab_slug, reservation=None)
         while kind.exclude(state=PoolVM.State.ASSIGNED).count() < target.size:
-            if not _has_room(host):
+            if not _has_room(host) or not _prepare_pool_vm(host, target.profile, target.lab_slug):
                 return
-            pool_vm = PoolVM.objects.create(host=host, profile=target.profile, lab_slug=target.lab_slug)
-            started = time.monotonic()
-            try:
-                with hypervisor() as hv:
-                    vm = hv.create_vm(pool_vm.id, target.profile, settings.GUEST_IMAGE_DIR)
-                    vm.wait_ready(BOOT_TIMEOUT_S)
-                    if target.lab_slug:
-                        _prepare_first_step(vm, require_lab(target.lab_slug))
-            except (HypervisorError, verify.StepCommandFailed, TimeoutError):
-                log.exception("warm pool: preparing %s failed", pool_vm.id)
-                pool_vm.delete()  # the reaper removes whatever half-made VM is left
-                return
-            PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
-            console_relay.wake(host)  # the relay manager holds a ready VM's console from now on
-            log.info("warm pool: %s ready in %.1fs", pool_vm, time.monotonic() - started)
     task_calls.place_queued_sessions.send()
 
 
+def fill_reservation(reservation_id: int) -> None:
+    """Prepare VMs for a reservation (a class's seats) until it holds `size` not yet handed out.
+
+    The class's admission control budgeted these VMs, so they may take every slot; they still
+    wait for a free boot (a boot is CPU-bound: starting more at once slows them all).
+    """
+    reservation = Reservation.objects.filter(pk=reservation_id).first()
+    while reservation is not None:
+        held = reservation.vms.exclude(state=PoolVM.State.ASSIGNED).count()
+        if held >= reservation.size:
+            return
+        advert = _advert(reservation.host)
+        if advert is None or free_slots(advert) < 1 or free_boots(advert) < 1:
+            return  # the reconciler's next round tries again
+        if not _prepare_pool_vm(reservation.host, reservation.profile, reservation.lab_slug, reservation):
+            return
+        reservation = Reservation.objects.filter(pk=reservation_id).first()  # released meanwhile?
+
+
+def release_reservation(reservation_id: int) -> None:
+    """Destroy the reservation's VMs that no learner took, then delete it."""
+    reservation = Reservation.objects.filter(pk=reservation_id).first()
+    if reservation is None:
+        return
+    with hypervisor() as hv:
+        for pool_vm in reservation.vms.exclude(state=PoolVM.State.ASSIGNED):
+            with contextlib.suppress(DomainMissing):
+                hv.vm(pool_vm.id).destroy()
+            pool_vm.delete()
+    reservation.vms.update(reservation=None)  # handed-out VMs end with their sessions
+    reservation.delete()
+    task_calls.place_queued_sessions.send()  # its slots are free
+
+
+def _prepare_pool_vm(host: str, profile: str, lab_slug: str, reservation: Reservation | None = None) -> bool:
+    """Boot one warm VM (set up for `lab_slug`'s first step when given); False if that failed."""
+    pool_vm = PoolVM.objects.create(host=host, profile=profile, lab_slug=lab_slug, reservation=reservation)
+    started = time.monotonic()
+    try:
+        with hypervisor() as hv:
+            vm = hv.create_vm(pool_vm.id, profile, settings.GUEST_IMAGE_DIR)
+            vm.wait_ready(BOOT_TIMEOUT_S)
+            if lab_slug:
+                _prepare_first_step(vm, require_lab(lab_slug))
+    except (HypervisorError, verify.StepCommandFailed, TimeoutError):
+        log.exception("warm pool: preparing %s failed", pool_vm.id)
+        pool_vm.delete()  # the reaper removes whatever half-made VM is left
+        return False
+    PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
+    console_relay.wake(host)  # the relay manager holds a ready VM's console from now on
+    log.info("warm pool: %s ready in %.1fs", pool_vm, time.monotonic() - started)
+    return True
+
+
+def _advert(host: str) -> host_registry.HostAdvert | None:
+    return next((a for a in host_registry.list_hosts() if a.name == host), None)
+
+
 def _has_room(host: str) -> bool:
-    advert = next((a for a in host_registry.list_hosts() if a.name == host), None)
+    advert = _advert(host)
     # Keep a slot, and a boot where there are several, for learners: the pool fills spare capacity.
     return advert is not None and free_slots(advert) > 1 and free_boots(advert) > min(1, advert.max_boots - 1)

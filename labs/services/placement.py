@@ -65,14 +65,19 @@ def placement_lock() -> redis.lock.Lock:
     return host_registry.redis_client().lock(PLACEMENT_LOCK, timeout=30, blocking_timeout=10)
 
 
-def claim_pool_vm(session: LabSession) -> PoolVM | None:
+def claim_pool_vm(session: LabSession, reservation_key: str = "") -> PoolVM | None:
     """Hand a ready warm VM to the session: one prepared for its lab first, else any of its profile.
 
-    A conditional update decides between concurrent starts: one winner per VM.
+    With `reservation_key`, only VMs held for that reservation (a class's seats); without it,
+    never one of those. A conditional update decides between concurrent starts: one winner per VM.
     """
     ready = PoolVM.objects.filter(
         profile=session.profile, state=PoolVM.State.READY, lab_slug__in=[session.lab_slug, ""]
     )
+    if reservation_key:
+        ready = ready.filter(reservation__key=reservation_key, lab_slug=session.lab_slug)
+    else:
+        ready = ready.filter(reservation=None)
     # Prepared VMs first ("" sorts before any slug, so descending puts them ahead), oldest first.
     for pool_vm in ready.order_by("-lab_slug", "created_at"):
         won = PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.READY).update(
@@ -83,9 +88,11 @@ def claim_pool_vm(session: LabSession) -> PoolVM | None:
     return None
 
 
-def place(session: LabSession) -> bool:
-    """Give a queued session a VM slot (warm pool first); False if every host is full."""
-    pool_vm = claim_pool_vm(session)
+def place(session: LabSession, reservation_key: str = "") -> bool:
+    """Give a queued session a VM slot (its reservation's, else the warm pool's, else a host's);
+    False if every host is full."""
+    pool_vm = claim_pool_vm(session, reservation_key) if reservation_key else None
+    pool_vm = pool_vm or claim_pool_vm(session)
     if pool_vm is not None:
         host, vm_id = pool_vm.host, pool_vm.id
     else:

@@ -32,8 +32,12 @@ QUEUE_FULL = gettext_noop(
 )
 
 
-def start_lab(user: User, slug: str) -> LabSession:
-    """Create a session for `slug`: placed on a host (or the warm pool), or queued when all are full."""
+def start_lab(user: User, slug: str, reservation_key: str = "") -> LabSession:
+    """Create a session for `slug`: placed on a host (or the warm pool), or queued when all are full.
+
+    `reservation_key` names VMs held for the learner's group (a class seat): one of them is
+    taken first. Only the classes service passes it, after checking the learner holds a seat.
+    """
     lab = get_lab(slug)
     if lab is None:
         raise LabNotFound(_("There is no lab called “%(slug)s”.") % {"slug": slug})
@@ -57,7 +61,7 @@ def start_lab(user: User, slug: str) -> LabSession:
             )
         with placement.placement_lock(), transaction.atomic():
             session = LabSession.objects.create(user=user, lab_slug=lab.slug, profile=lab.profile, state=S.QUEUED)
-            if not placement.place(session):
+            if not placement.place(session, reservation_key):
                 waiting = LabSession.objects.filter(state=S.QUEUED).exclude(pk=session.pk).count()
                 if waiting >= limits.max_queued():  # raising rolls the new row back
                     raise QueueFull(_(QUEUE_FULL) % {"count": waiting})
