@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "portal",
     "portal.kb",
     "labs",
+    "classes",
 ]
 
 MIDDLEWARE = [

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("portal", "labs")
+PACKAGES = ("portal", "labs", "classes")
 # The host side and what only it may load: a web process importing any of these could open libvirt.
 HOST_ONLY = ("labs.host", "labs.hypervisor", "libvirt", "libvirt_qemu")
 # Runs on a hypervisor host, not in the web tier: management commands (`doctor --local` probes the
@@ -123,6 +123,15 @@ def test_web_side_never_imports_the_host_side_or_libvirt() -> None:
         via = reachable(graph, module)
         broken += [path_to(via, module, name) for name in via if is_under(name, HOST_ONLY)]
     assert not broken, "the web side reaches the host side:\n" + "\n".join(sorted(broken)[:20])
+
+
+def test_labs_never_imports_classes() -> None:
+    """Classes build on labs (a seat is a lab session taking a reserved VM), never the reverse:
+    labs knows a class only as an opaque reservation key and the observer rules named in settings."""
+    graph = import_graph()
+    broken = [f"{m} imports {n}" for m, edges in graph.items() if is_under(m, ("labs",)) for n in edges
+              if is_under(n, ("classes",))]  # fmt: skip
+    assert not broken, "\n".join(sorted(broken))
 
 
 def test_checker_catches_a_web_module_that_imports_the_host_side() -> None:
