@@ -64,6 +64,17 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+# QEMU's own cost on top of guest RAM (TCG cache, device state, ROM copies of kernel/initrd),
+# from bench/vm.py: idle RSS of a 128 MiB guest minus its RAM, rounded up. Here, not in the
+# hypervisor package, because the web side budgets with it too (a class's admission control).
+QEMU_OVERHEAD_MIB = 48
+
+
+def vm_cost_mib(profile: Profile) -> int:
+    """Host memory one running VM of `profile` is budgeted to use."""
+    return profile.memory_mib + QEMU_OVERHEAD_MIB
+
+
 def get_profile(name: str) -> Profile:
     """Return the vetted profile called `name`; KeyError names the valid choices."""
     try:
