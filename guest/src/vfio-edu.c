@@ -6,9 +6,9 @@
  * stages quietly (every run is a fresh process, and VFIO state lives in open file descriptors),
  * then performs its own step and explains it:
  *
- *   vfio-edu container        open /dev/vfio/vfio, check the API version and the type1 IOMMU
+ *   vfio-edu container        open /dev/vfio/vfio, check the API version and the type1v2 IOMMU
  *   vfio-edu group [N]        open /dev/vfio/N, check it is viable, attach it to the container
- *   vfio-edu iommu            select the type1 IOMMU model for the container
+ *   vfio-edu iommu            select the type1v2 IOMMU model for the container
  *   vfio-edu device [DEV]     get a device fd for the edu device from its group
  *   vfio-edu regions [DEV]    list the device's regions (BARs, ROM, config space)
  *   vfio-edu irqs [DEV]       list the device's interrupt types (INTx, MSI, MSI-X, ...)
@@ -16,6 +16,12 @@
  *   vfio-edu factorial <n>    let the device compute n!
  *   vfio-edu dma              map a buffer for DMA and do a RAM -> device -> RAM round trip
  *   vfio-edu all              every stage above, in order
+ *
+ * Stages beyond the basic bring-up (not part of "all"):
+ *   vfio-edu irq              route MSI to an eventfd, raise edu's interrupt, read it, acknowledge
+ *   vfio-edu fault            let the device read an IOVA that was never mapped (an IOMMU fault)
+ *   vfio-edu uart DEV TEXT    write TEXT to port 0 of an mtty mediated device, read it back
+ *   vfio-edu hold DEV SECONDS keep DEV's fd open for SECONDS (to watch a removal wait for it)
  *
  * Before running it, hand the device to vfio-pci (the edu device has no kernel driver):
  *   modprobe vfio-pci
@@ -32,6 +38,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <poll.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 #include <stdarg.h>
@@ -40,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -52,6 +60,9 @@
 #define EDU_REG_LIVENESS  0x04 /* reads back the bitwise inverse of what was written */
 #define EDU_REG_FACTORIAL 0x08 /* write n, read n! once the status "computing" bit clears */
 #define EDU_REG_STATUS    0x20 /* bit 0: factorial computing */
+#define EDU_REG_IRQ_STATUS 0x24 /* the raised interrupt bits, until acknowledged */
+#define EDU_REG_IRQ_RAISE 0x60 /* writing bits here sets them in IRQ status and fires the IRQ */
+#define EDU_REG_IRQ_ACK   0x64 /* writing bits here clears them; the IRQ drops when none are left */
 #define EDU_REG_DMA_SRC   0x80
 #define EDU_REG_DMA_DST   0x88
 #define EDU_REG_DMA_COUNT 0x90
@@ -70,12 +81,20 @@
 /* Where the buffer appears in the device's (IOMMU-translated) address space. edu only
  * drives 28 address bits, so the IOVA must stay below 256 MiB. */
 #define DMA_IOVA 0x100000
+/* An IOVA no one maps: the fault stage points the device at it. */
+#define FAULT_IOVA 0x4000000
+/* mtty's port 0 is a 16550-style UART in BAR0 (an 8-byte I/O region): the data register at 0,
+ * the line status register at 5. mtty loops what is transmitted back into its 16-byte FIFO. */
+#define UART_DATA 0
+#define UART_LSR 5
+#define UART_LSR_DATA_READY 0x01
+#define UART_FIFO_BYTES 16
 
 struct vfio {
 	int container;    /* /dev/vfio/vfio: an IOMMU context (address space) */
 	int group;        /* /dev/vfio/<N>: the devices that share an IOMMU isolation domain */
 	int device;       /* one PCI function, gives access to its regions and interrupts */
-	int group_number;
+	int group_number; /* -1 until known: group 0 is a real group */
 	char bdf[256];    /* PCI address, e.g. 0000:00:03.0 */
 	volatile uint8_t *bar0;
 	size_t bar0_size;
@@ -184,11 +203,11 @@ static void stage_container(struct vfio *v)
 	if (api != VFIO_API_VERSION)
 		fail("VFIO API version %d, this program speaks %d", api, VFIO_API_VERSION);
 	say("opened /dev/vfio/vfio: API version %d\n", api);
-	if (ioctl(v->container, VFIO_CHECK_EXTENSION, VFIO_TYPE1_IOMMU) != 1) {
+	if (ioctl(v->container, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) != 1) {
 		errno = 0;
-		fail("the type1 IOMMU backend is not available (modprobe vfio_iommu_type1)");
+		fail("the type1v2 IOMMU backend is not available (modprobe vfio_iommu_type1)");
 	}
-	say("type1 IOMMU backend: supported\n");
+	say("type1v2 IOMMU backend: supported\n");
 }
 
 /* Stage: a group is the unit of isolation; no device in it may be held by a non-VFIO driver. */
@@ -220,9 +239,9 @@ static void stage_iommu(struct vfio *v)
 	struct vfio_iommu_type1_info info = { .argsz = sizeof(info) };
 
 	say("== iommu ==\n");
-	if (ioctl(v->container, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU))
-		fail("VFIO_SET_IOMMU(type1)");
-	say("container uses the type1 IOMMU\n");
+	if (ioctl(v->container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
+		fail("VFIO_SET_IOMMU(type1v2)");
+	say("container uses the type1v2 IOMMU\n");
 	if (ioctl(v->container, VFIO_IOMMU_GET_INFO, &info))
 		fail("VFIO_IOMMU_GET_INFO");
 	if (info.flags & VFIO_IOMMU_INFO_PGSIZES)
@@ -272,8 +291,11 @@ static void stage_regions(struct vfio *v)
 		fail("VFIO_DEVICE_GET_INFO");
 	for (unsigned int i = 0; i < info.num_regions; i++) {
 		struct vfio_region_info r = { .argsz = sizeof(r), .index = i };
-		/* vfio-pci always counts the VGA region but only VGA devices have it. */
-		if (ioctl(v->device, VFIO_DEVICE_GET_REGION_INFO, &r) && errno == EINVAL) {
+		if (ioctl(v->device, VFIO_DEVICE_GET_REGION_INFO, &r)) {
+			/* vfio-pci always counts the VGA region but only VGA devices have it; any
+			 * other failure is a real error. */
+			if (errno != EINVAL || i != VFIO_PCI_VGA_REGION_INDEX)
+				fail("VFIO_DEVICE_GET_REGION_INFO(%u)", i);
 			say("  %-6s (index %u): not present\n", region_name(i), i);
 			continue;
 		}
@@ -412,26 +434,35 @@ static void edu_dma(struct vfio *v, uint64_t src, uint64_t dst, uint32_t count, 
 }
 
 /*
- * Stage: DMA through the IOMMU. We map one page-aligned buffer at DMA_IOVA; the device only
- * ever sees IOVAs, which the (v)IOMMU translates to our buffer's physical pages.
+ * A PCI device may only master the bus (do DMA, and send MSIs, which are memory writes too) once
+ * its driver allows it. Config space is not mmapped: vfio-pci checks each access to it.
  */
-static void stage_dma(struct vfio *v)
+static void enable_bus_master(struct vfio *v)
 {
-	size_t len = 2 * 4096; /* first page: source, second page: destination */
 	struct vfio_region_info cfg = region_info(v, VFIO_PCI_CONFIG_REGION_INDEX);
-	struct vfio_iommu_type1_dma_map map = { .argsz = sizeof(map) };
-	struct vfio_iommu_type1_dma_unmap unmap = { .argsz = sizeof(unmap) };
 	uint16_t command;
-	uint8_t *buf, *src, *dst;
 
-	say("== dma ==\n");
-	/* A PCI device may only master the bus (do DMA) once its driver allows it. */
 	if (pread(v->device, &command, 2, cfg.offset + PCI_COMMAND) != 2)
 		fail("read PCI_COMMAND from config space");
 	command |= PCI_COMMAND_MASTER;
 	if (pwrite(v->device, &command, 2, cfg.offset + PCI_COMMAND) != 2)
 		fail("write PCI_COMMAND");
 	say("bus mastering enabled (PCI_COMMAND = 0x%04x)\n", command);
+}
+
+/*
+ * Stage: DMA through the IOMMU. We map one page-aligned buffer at DMA_IOVA; the device only
+ * ever sees IOVAs, which the (v)IOMMU translates to our buffer's physical pages.
+ */
+static void stage_dma(struct vfio *v)
+{
+	size_t len = 2 * 4096; /* first page: source, second page: destination */
+	struct vfio_iommu_type1_dma_map map = { .argsz = sizeof(map) };
+	struct vfio_iommu_type1_dma_unmap unmap = { .argsz = sizeof(unmap) };
+	uint8_t *buf, *src, *dst;
+
+	say("== dma ==\n");
+	enable_bus_master(v);
 
 	buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (buf == MAP_FAILED)
@@ -474,38 +505,251 @@ static void stage_dma(struct vfio *v)
 	munmap(buf, len);
 }
 
-enum stage { CONTAINER, GROUP, IOMMU, DEVICE, REGIONS, IRQS, BAR0, FACTORIAL, DMA, ALL };
+/* Point MSI vector 0 of the device at an eventfd (or, with efd -1, take it away again). */
+static void set_msi_eventfd(struct vfio *v, int efd)
+{
+	char buf[sizeof(struct vfio_irq_set) + sizeof(int)];
+	struct vfio_irq_set *set = (struct vfio_irq_set *)buf;
+
+	*set = (struct vfio_irq_set){ .argsz = sizeof(buf), .index = VFIO_PCI_MSI_IRQ_INDEX,
+				      .flags = VFIO_IRQ_SET_ACTION_TRIGGER };
+	if (efd >= 0) {
+		set->flags |= VFIO_IRQ_SET_DATA_EVENTFD;
+		set->count = 1;
+		memcpy(set->data, &efd, sizeof(int));
+	} else {
+		set->flags |= VFIO_IRQ_SET_DATA_NONE; /* count 0: disable MSI */
+		set->argsz = sizeof(*set);
+	}
+	if (ioctl(v->device, VFIO_DEVICE_SET_IRQS, set))
+		fail("VFIO_DEVICE_SET_IRQS(MSI, %s)", efd >= 0 ? "eventfd" : "off");
+}
+
+/*
+ * Stage: interrupts. vfio-pci enables MSI on the device and signals our eventfd from its
+ * interrupt handler; the eventfd's counter says how many interrupts arrived since the last read.
+ */
+static void stage_irq(struct vfio *v)
+{
+	uint32_t raise = 0x42, status;
+	uint64_t count;
+	struct pollfd pfd;
+	int efd;
+
+	say("== irq ==\n");
+	enable_bus_master(v);
+	efd = eventfd(0, EFD_NONBLOCK);
+	if (efd < 0)
+		fail("eventfd");
+	set_msi_eventfd(v, efd);
+	say("MSI vector 0 -> eventfd %d (VFIO_DEVICE_SET_IRQS)\n", efd);
+	if (read(efd, &count, sizeof(count)) == sizeof(count)) {
+		errno = 0;
+		fail("the eventfd counted %" PRIu64 " interrupt(s) before any was raised", count);
+	}
+	wr32(v, EDU_REG_IRQ_RAISE, raise);
+	say("wrote 0x%02x to the raise register (0x60)\n", raise);
+	pfd = (struct pollfd){ .fd = efd, .events = POLLIN };
+	if (poll(&pfd, 1, 5000) != 1) {
+		errno = 0;
+		fail("no interrupt within 5 s");
+	}
+	if (read(efd, &count, sizeof(count)) != sizeof(count))
+		fail("read eventfd");
+	status = rd32(v, EDU_REG_IRQ_STATUS);
+	say("eventfd: %" PRIu64 " interrupt(s); IRQ status (0x24) = 0x%02x\n", count, status);
+	if (status != raise) {
+		errno = 0;
+		fail("IRQ status 0x%x, expected 0x%x", status, raise);
+	}
+	wr32(v, EDU_REG_IRQ_ACK, status);
+	status = rd32(v, EDU_REG_IRQ_STATUS);
+	say("acknowledged (0x64); IRQ status now 0x%02x\n", status);
+	if (status) {
+		errno = 0;
+		fail("IRQ status did not clear");
+	}
+	set_msi_eventfd(v, -1);
+	close(efd);
+}
+
+/*
+ * Stage: a DMA fault. The device is told to read from an IOVA nobody mapped; the IOMMU has no
+ * translation for it, so the read never reaches RAM and the IOMMU records a fault (the guest
+ * kernel's DMAR driver logs it). We fill the device buffer first, then look at what the faulting
+ * read left in it.
+ */
+static void stage_fault(struct vfio *v)
+{
+	size_t len = 2 * 4096;
+	struct vfio_iommu_type1_dma_map map = { .argsz = sizeof(map) };
+	struct vfio_iommu_type1_dma_unmap unmap = { .argsz = sizeof(unmap) };
+	uint8_t *buf;
+	size_t same = 0, zero = 0;
+
+	say("== fault ==\n");
+	buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED)
+		fail("mmap DMA buffer");
+	memset(buf, 0xa5, 4096);
+	memset(buf + 4096, 0x11, 4096);
+	map.vaddr = (uintptr_t)buf;
+	map.iova = DMA_IOVA;
+	map.size = len;
+	map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+	if (ioctl(v->container, VFIO_IOMMU_MAP_DMA, &map))
+		fail("VFIO_IOMMU_MAP_DMA");
+	say("mapped IOVA 0x%x-0x%zx only\n", DMA_IOVA, DMA_IOVA + len - 1);
+
+	edu_dma(v, DMA_IOVA, EDU_DMA_BUFFER, DMA_BYTES, 0);
+	say("device buffer filled with 0xa5 from IOVA 0x%x\n", DMA_IOVA);
+	edu_dma(v, FAULT_IOVA, EDU_DMA_BUFFER, DMA_BYTES, 0);
+	say("DMA from unmapped IOVA 0x%x -> device buffer: the engine reports done\n", FAULT_IOVA);
+	edu_dma(v, EDU_DMA_BUFFER, DMA_IOVA + 4096, DMA_BYTES, EDU_DMA_TO_RAM);
+	for (size_t i = 0; i < DMA_BYTES; i++) {
+		same += buf[4096 + i] == 0xa5;
+		zero += buf[4096 + i] == 0;
+	}
+	if (same == DMA_BYTES)
+		say("device buffer still holds 0xa5: the faulting read brought nothing in\n");
+	else if (zero == DMA_BYTES)
+		say("device buffer now holds zeros: the faulting read returned no data\n");
+	else {
+		errno = 0;
+		fail("device buffer holds other data (%zu of %d bytes 0xa5): memory leaked past the IOMMU",
+		     same, DMA_BYTES);
+	}
+	unmap.iova = DMA_IOVA;
+	unmap.size = len;
+	if (ioctl(v->container, VFIO_IOMMU_UNMAP_DMA, &unmap))
+		fail("VFIO_IOMMU_UNMAP_DMA");
+	munmap(buf, len);
+	say("the IOMMU recorded the fault: see dmesg | grep DMAR\n");
+}
+
+/*
+ * Stage: I/O on a mediated device. mtty has no hardware: each pread/pwrite on a region of the
+ * device fd calls into mtty's emulation in the kernel. Its UART loops transmitted bytes back into
+ * its receive FIFO, so what we write to the data register we can read back from it.
+ */
+static void stage_uart(struct vfio *v, const char *text)
+{
+	struct vfio_region_info r = region_info(v, VFIO_PCI_BAR0_REGION_INDEX);
+	size_t n = strlen(text);
+	char got[UART_FIFO_BYTES + 1];
+	size_t len = 0;
+	uint8_t lsr;
+
+	say("== uart ==\n");
+	if (!n || n > UART_FIFO_BYTES) {
+		errno = 0;
+		fail("give 1 to %d bytes of text (the FIFO's size)", UART_FIFO_BYTES);
+	}
+	if (r.size < 8) {
+		errno = 0;
+		fail("BAR0 is 0x%" PRIx64 " bytes; not an mtty port", (uint64_t)r.size);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (pwrite(v->device, text + i, 1, r.offset + UART_DATA) != 1)
+			fail("pwrite data register");
+	say("wrote %zu byte(s) to the data register (BAR0 + %d) with pwrite\n", n, UART_DATA);
+	for (;;) {
+		if (pread(v->device, &lsr, 1, r.offset + UART_LSR) != 1)
+			fail("pread line status register");
+		if (!(lsr & UART_LSR_DATA_READY) || len == UART_FIFO_BYTES)
+			break;
+		if (pread(v->device, got + len, 1, r.offset + UART_DATA) != 1)
+			fail("pread data register");
+		len++;
+	}
+	got[len] = 0;
+	say("read back %zu byte(s) while the line status register (BAR0 + %d) said data ready: \"%s\"\n",
+	    len, UART_LSR, got);
+	if (len != n || memcmp(got, text, n)) {
+		errno = 0;
+		fail("read back something else than was written");
+	}
+}
+
+/* Stage: keep the device fd open, so that a removal of the device has to wait for us. */
+static void stage_hold(struct vfio *v, unsigned int seconds)
+{
+	say("== hold ==\nholding %s open (device fd %d) for %u s\n", v->bdf, v->device, seconds);
+	sleep(seconds);
+	say("closing %s\n", v->bdf);
+	close(v->device);
+}
+
+/* "all" runs CONTAINER..DMA; the stages after it build on those but are run one at a time. */
+enum stage { CONTAINER, GROUP, IOMMU, DEVICE, REGIONS, IRQS, BAR0, FACTORIAL, DMA, IRQ, FAULT,
+	     ALL, UART, HOLD, NSTAGES };
 static const char *stage_names[] = { "container", "group", "iommu", "device", "regions",
-				     "irqs", "bar0", "factorial", "dma", "all" };
+				     "irqs", "bar0", "factorial", "dma", "irq", "fault", "all",
+				     "uart", "hold" };
 
 static void usage(void)
 {
 	fprintf(stderr,
 		"usage: vfio-edu container | group [N] | iommu | device [DEV] | regions [DEV] |\n"
 		"                irqs [DEV] |\n"
-		"                bar0 | factorial <n> | dma | all\n");
+		"                bar0 | factorial <n> | dma | all |\n"
+		"                irq | fault | uart DEV TEXT | hold DEV SECONDS\n");
 	exit(2);
+}
+
+/* A non-negative decimal number, or a usage error. */
+static unsigned int number_arg(const char *arg)
+{
+	char *end;
+	long n;
+
+	errno = 0;
+	n = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || n < 0 || n > INT_MAX)
+		usage();
+	return (unsigned int)n;
+}
+
+/* Does running `target` need stage `s` first? Listing stages, the factorial and the interrupt
+ * are never prerequisites; the fault stage wants the DMA stage's proof that mapped DMA works. */
+static bool prerequisite(int s, int target)
+{
+	if (s == REGIONS || s == IRQS || s == FACTORIAL || s == IRQ)
+		return false;
+	if (target == UART || target == HOLD)
+		return s <= DEVICE;
+	return s != DMA || target == FAULT;
 }
 
 int main(int argc, char **argv)
 {
-	struct vfio v = { .container = -1, .group = -1, .device = -1 };
-	unsigned int factorial_n = 10;
+	struct vfio v = { .container = -1, .group = -1, .device = -1, .group_number = -1 };
+	unsigned int factorial_n = 10, seconds = 0;
+	const char *text = NULL;
 	int target = -1;
 
 	if (argc < 2)
 		usage();
-	for (int i = 0; i <= ALL; i++)
+	for (int i = 0; i < NSTAGES; i++)
 		if (!strcmp(argv[1], stage_names[i]))
 			target = i;
 	if (target < 0)
 		usage();
 
 	if (target == GROUP && argc > 2)
-		v.group_number = atoi(argv[2]);
+		v.group_number = (int)number_arg(argv[2]);
 	/* Any VFIO device with PCI regions works up to the irqs stage, e.g. an mdev by UUID. */
 	if ((target == DEVICE || target == REGIONS || target == IRQS) && argc > 2)
 		snprintf(v.bdf, sizeof(v.bdf), "%s", argv[2]);
+	if (target == UART || target == HOLD) {
+		if (argc != 4)
+			usage();
+		snprintf(v.bdf, sizeof(v.bdf), "%s", argv[2]);
+		if (target == UART)
+			text = argv[3];
+		else
+			seconds = number_arg(argv[3]);
+	}
 	if (target == FACTORIAL) {
 		if (argc < 3)
 			usage();
@@ -513,17 +757,17 @@ int main(int argc, char **argv)
 	}
 	if (!v.bdf[0])
 		find_edu(&v);
-	if (!v.group_number)
+	if (v.group_number < 0)
 		v.group_number = iommu_group_of(v.bdf);
 	if (target == ALL)
 		printf("edu device %s in IOMMU group %d\n", v.bdf, v.group_number);
 
 	/* Replay the stages before the target quietly, then run the target verbosely. */
-	for (int s = CONTAINER; s <= DMA; s++) {
-		if (target != ALL && s > target)
+	for (int s = CONTAINER; s < NSTAGES; s++) {
+		if (target == ALL ? s > DMA : s > target)
 			break;
-		if (target != ALL && s < target && (s == REGIONS || s == IRQS || s == FACTORIAL))
-			continue; /* listing stages and the factorial are not prerequisites */
+		if (target != ALL && s < target && !prerequisite(s, target))
+			continue;
 		verbose = (target == ALL || s == target);
 		switch (s) {
 		case CONTAINER: stage_container(&v); break;
@@ -535,6 +779,10 @@ int main(int argc, char **argv)
 		case BAR0: stage_bar0(&v); break;
 		case FACTORIAL: stage_factorial(&v, factorial_n); break;
 		case DMA: stage_dma(&v); break;
+		case IRQ: stage_irq(&v); break;
+		case FAULT: stage_fault(&v); break;
+		case UART: stage_uart(&v, text); break;
+		case HOLD: stage_hold(&v, seconds); break;
 		}
 	}
 	verbose = true;
