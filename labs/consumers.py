@@ -32,7 +32,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync
@@ -54,9 +54,10 @@ from labs.redis_names import (
     sockets_key,
     terminal_group,
     user_group,
+    watchers_key,
 )
 from labs.services import access
-from labs.services.session_events import session_payload
+from labs.services.session_events import greetings, session_payload
 from labs.states import ENDED, SessionState
 
 log = logging.getLogger(__name__)
@@ -185,9 +186,15 @@ def parse_control(text: str) -> dict[str, Any]:
     return message
 
 
-class LimitedConsumer(AsyncWebsocketConsumer):
-    """What both sockets share: admission (access, then the per-user count), the byte-rate and
-    frame-size limits on what comes in, the bounded outbox and its writer, and closing on logout."""
+Subject = TypeVar("Subject")
+
+
+class LimitedConsumer(AsyncWebsocketConsumer, Generic[Subject]):
+    """What every socket shares: admission (access, then the per-user count), the byte-rate and
+    frame-size limits on what comes in, the bounded outbox and its writer, and closing on logout.
+
+    A subclass says what it serves and who may open it in `load` (a session here; other apps'
+    consumers, such as a class's live grid, load their own subject)."""
 
     kind: ClassVar[str]
 
@@ -203,14 +210,17 @@ class LimitedConsumer(AsyncWebsocketConsumer):
         self.told: dict[str, float] = {}
         self.bucket = TokenBucket(settings.LABS_WS_INPUT_RATE_BPS, settings.LABS_WS_INPUT_BURST_BYTES)
 
-    async def admit(self) -> tuple[LabSession, bool] | None:
-        """The session and whether this user drives it, with the socket accepted and counted;
-        None when it was refused (4403 before accepting, or 4429 with a message after)."""
-        self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
+    async def load(self, user: Any) -> Subject | None:
+        """What the socket serves, if `user` may open it; None refuses it (4403)."""
+        raise NotImplementedError
+
+    async def admit(self) -> Subject | None:
+        """What `load` gave, with the socket accepted and counted; None when it was refused
+        (4403 before accepting, or 4429 with a message after)."""
         user = self.scope.get("user")
-        loaded = await _load(user, self.session_id)
+        loaded = await self.load(user) if user is not None else None
         if loaded is None or user is None:
-            log.info("websocket %s of session %s refused: no access", self.kind, self.session_id)
+            log.info("websocket %s of %s refused: no access", self.kind, self.session_id)
             await self.close(code=CLOSE_FORBIDDEN)
             return None
         self.user_id = int(user.pk)
@@ -371,8 +381,17 @@ class LimitedConsumer(AsyncWebsocketConsumer):
         self.close_after(CLOSE_SIGNED_OUT, "signed out")
 
 
-class SessionEventsConsumer(LimitedConsumer):
-    """Pushes every transition, progress stage and step result of one session."""
+class SessionConsumer(LimitedConsumer[tuple[LabSession, bool]]):
+    """A socket of one session (the URL's session_id), open to whoever may see it."""
+
+    async def load(self, user: Any) -> tuple[LabSession, bool] | None:
+        self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        return await _load(user, self.session_id)
+
+
+class SessionEventsConsumer(SessionConsumer):
+    """Pushes every transition, progress stage and step result of one session; messages for the
+    learner; and whether someone is watching their terminal."""
 
     kind = "events"
 
@@ -384,6 +403,14 @@ class SessionEventsConsumer(LimitedConsumer):
         # The state as of now, so a page that loaded a moment ago misses nothing.
         payload = await database_sync_to_async(session_payload)(loaded[0])
         self.push_json({"type": "session", "session": payload})
+        for frame in await database_sync_to_async(greetings)(loaded[0]):
+            self.push_json(frame)
+        try:
+            watching = await shared_redis().zcount(watchers_key(self.session_id), time.time(), "+inf")
+        except RedisError:
+            watching = 0
+        if watching:
+            self.push_json({"type": "watchers", "count": watching})
 
     async def handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if bytes_data is not None:
@@ -397,14 +424,25 @@ class SessionEventsConsumer(LimitedConsumer):
     async def session_progress(self, event: dict[str, Any]) -> None:
         self.push_json({"type": "progress", "stage": event["stage"], "detail": event["detail"]})
 
+    async def session_message(self, event: dict[str, Any]) -> None:
+        self.push_json({"type": "message", "message": event["message"]})
 
-class TerminalConsumer(LimitedConsumer):
-    """Binary frames carry console bytes both ways; text frames carry JSON control messages."""
+    async def session_watchers(self, event: dict[str, Any]) -> None:
+        self.push_json({"type": "watchers", "count": event["count"]})
+
+
+class TerminalConsumer(SessionConsumer):
+    """Binary frames carry console bytes both ways; text frames carry JSON control messages.
+
+    An observer (staff, or a class's instructor) reads and never writes; while one is connected,
+    the learner's page says their terminal is being watched (a claim in `watchers_key`, refreshed
+    like the per-user socket count, so a dead web process's observers lapse)."""
 
     kind = "terminal"
 
     async def connect(self) -> None:
         self.sent_upto = 0
+        self.watching = False
         loaded = await self.admit()
         if loaded is None:
             return
@@ -424,6 +462,41 @@ class TerminalConsumer(LimitedConsumer):
         self.push_json({"type": "hello", "observer": not self.may_drive})
         if scrollback:
             self.push(scrollback)
+        if not self.may_drive:
+            await self._watch(True)
+            self.tasks.append(asyncio.create_task(self._keep_watching()))
+
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        if self.watching:
+            with contextlib.suppress(RedisError):
+                await self._watch(False)
+
+    async def _watch(self, on: bool) -> None:
+        """Claim (or drop) this observer's place among the session's watchers; tell the learner's page."""
+        key, now = watchers_key(self.session_id), time.time()
+        async with shared_redis().pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now)
+            if on:
+                pipe.zadd(key, {self.channel_name: now + SLOT_TTL_S})
+            else:
+                pipe.zrem(key, self.channel_name)
+            pipe.zcard(key)
+            pipe.expire(key, SLOT_TTL_S)
+            *_, count, _ = await pipe.execute()
+        self.watching = on
+        await self.channel_layer.group_send(
+            events_group(self.session_id), {"type": "session.watchers", "count": int(count)}
+        )
+
+    async def _keep_watching(self) -> None:
+        while True:
+            await asyncio.sleep(SLOT_REFRESH_S)
+            try:
+                await shared_redis().zadd(watchers_key(self.session_id), {self.channel_name: time.time() + SLOT_TTL_S})
+                await shared_redis().expire(watchers_key(self.session_id), SLOT_TTL_S)
+            except RedisError:
+                log.warning("session %s: could not refresh an observer's claim", self.session_id, exc_info=True)
 
     async def handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if bytes_data is not None:
@@ -504,7 +577,13 @@ class TerminalConsumer(LimitedConsumer):
         self.state = event["session"]["state"]
 
     async def session_progress(self, event: dict[str, Any]) -> None:
-        pass  # the events socket shows progress
+        pass  # the events socket shows progress (and messages, and watchers)
+
+    async def session_message(self, event: dict[str, Any]) -> None:
+        pass
+
+    async def session_watchers(self, event: dict[str, Any]) -> None:
+        pass
 
     async def term_gone(self, event: dict[str, Any]) -> None:
         self._gone(event.get("reason", ""))

@@ -10,6 +10,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from labs.hooks import hooks
 from labs.states import RUNNING, SessionState
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -42,12 +43,17 @@ class LabSessionQuerySet(models.QuerySet["LabSession"]):
     # The ownership rule, in one place: the lab page asks these, the API and websockets through
     # labs.services.access.
     def visible_to(self, user: User | AnonymousUser) -> LabSessionQuerySet:
-        """Sessions `user` may see: their own; staff may observe every session (read-only)."""
+        """Sessions `user` may see: their own; staff may observe every session, and the observer
+        rules of other apps (settings.LABS_OBSERVER_RULES, e.g. a class's instructors) add the
+        sessions they name, read-only."""
         if not user.is_authenticated:
             return self.none()
         if user.is_staff:
             return self
-        return self.filter(user=user)
+        seen = models.Q(user=user)
+        for rule in hooks("LABS_OBSERVER_RULES"):
+            seen |= models.Q(pk__in=rule(user).values("pk"))
+        return self.filter(seen)
 
     def driven_by(self, user: User | AnonymousUser) -> LabSessionQuerySet:
         """Sessions `user` may drive (type, check, go back, reset, extend, stop): their own only."""

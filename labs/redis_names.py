@@ -38,6 +38,12 @@ def sockets_key(user_id: int, kind: str) -> str:
     return f"virtlab:ws:{user_id}:{kind}"
 
 
+def watchers_key(session_id: str) -> str:
+    """Read-only observers with the session's terminal open: a sorted set of channel names scored
+    by when each lapses unless refreshed (the learner's page says someone is watching)."""
+    return f"virtlab:term:{session_id}:watchers"
+
+
 def buffer_key(session_id: str) -> str:
     """The console's scrollback (bounded by the host's console relay)."""
     return f"virtlab:term:{session_id}:buf"

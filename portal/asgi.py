@@ -22,6 +22,7 @@ from django.conf import settings  # noqa: E402
 from django.http.request import split_domain_port, validate_host  # noqa: E402
 from django.utils.http import is_same_domain  # noqa: E402
 
+from classes.routing import websocket_urlpatterns as class_routes  # noqa: E402
 from labs.routing import websocket_urlpatterns  # noqa: E402
 
 log = logging.getLogger("portal.websocket")
@@ -97,6 +98,8 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # types-channels' middleware type admits ASGI2 apps too; AuthMiddlewareStack is ASGI3.
-        "websocket": OriginValidator(cast(ASGI3Application, AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))),
+        "websocket": OriginValidator(
+            cast(ASGI3Application, AuthMiddlewareStack(URLRouter(websocket_urlpatterns + class_routes)))
+        ),
     }
 )

@@ -226,6 +226,7 @@ LABS_CHECK_RATE = env_int("LABS_CHECK_RATE", 20)  # checks per learner per windo
 LABS_CHECK_RATE_WINDOW_S = env_int("LABS_CHECK_RATE_WINDOW_S", 60)
 LABS_CHECK_INFLIGHT_TTL_S = env_int("LABS_CHECK_INFLIGHT_TTL_S", 180)
 LABS_CHECK_OUTPUT_MAX_BYTES = env_int("LABS_CHECK_OUTPUT_MAX_BYTES", 1024 * 1024)
+LABS_STEP_RESULTS_KEPT = env_int("LABS_STEP_RESULTS_KEPT", 20)  # stored check results per step of a session
 LABS_TTL_S = env_int("LABS_TTL_S", 45 * 60)
 LABS_EXTEND_S = env_int("LABS_EXTEND_S", 15 * 60)
 LABS_MAX_LIFETIME_S = env_int("LABS_MAX_LIFETIME_S", 2 * 3600)
@@ -267,6 +268,15 @@ LABS_WS_PER_USER = env_int("LABS_WS_PER_USER", 8)  # open terminal sockets per u
 # Keystroke frames waiting in Redis for the host's console relay (it holds them while step 1's
 # checkpoint is taken); more are dropped with a notice: at most this x LABS_WS_MAX_FRAME_BYTES.
 LABS_TERMINAL_INPUT_QUEUE = env_int("LABS_TERMINAL_INPUT_QUEUE", 128)
+# Hooks of the apps built on labs (labs/hooks.py): labs calls them by name and never imports them.
+# A class's instructors observe its seats' sessions; a seat's change goes to the class's live
+# grid; a learner's page replays the class's recent messages when it connects.
+LABS_OBSERVER_RULES = ["classes.access.observed_sessions"]
+LABS_SESSION_LISTENERS = ["classes.live.on_session_event"]
+LABS_SESSION_GREETERS = ["classes.messages.recent_messages"]
+# Instructors' messages to learners (classes/messages.py): length, and how many a minute per sender.
+CLASSES_MESSAGE_MAX_CHARS = env_int("CLASSES_MESSAGE_MAX_CHARS", 1000)
+CLASSES_MESSAGE_RATE = env_int("CLASSES_MESSAGE_RATE", 20)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -8,6 +8,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from labs.hooks import hooks
 from labs.models import LabSession, StepResult
 from labs.redis_names import events_group, terminal_group
 from labs.schemas import AssertionOut, SessionOut, StepResultOut
@@ -66,13 +67,36 @@ def send(group: str, message: dict[str, Any]) -> None:
 
 
 def push_session(session_id: str, **extra: Any) -> None:
-    """Send the session's current row (and optional extras such as a progress stage) to its page."""
+    """Send the session's current row (and optional extras such as a progress stage) to its page,
+    then to the listeners other apps registered (LABS_SESSION_LISTENERS: a class's live grid)."""
     session = LabSession.objects.get(pk=session_id)
-    send(events_group(session_id), {"type": "session.event", "session": session_payload(session), **extra})
+    payload = session_payload(session)
+    send(events_group(session_id), {"type": "session.event", "session": payload, **extra})
+    for listener in hooks("LABS_SESSION_LISTENERS"):
+        try:
+            listener(session, payload)
+        except Exception:  # a listener's failure must not fail the action (as a failed push does not)
+            log.warning("session %s: listener %s failed", session_id, listener, exc_info=True)
 
 
 def push_progress(session_id: str, stage: str, detail: str = "") -> None:
     send(events_group(session_id), {"type": "session.progress", "stage": stage, "detail": detail})
+
+
+def push_message(session_id: str, message: dict[str, Any]) -> None:
+    """A message for the learner (e.g. from their instructor): shown on their page at once."""
+    send(events_group(session_id), {"type": "session.message", "message": message})
+
+
+def greetings(session: LabSession) -> list[dict[str, Any]]:
+    """Frames other apps add when a session's events socket opens (LABS_SESSION_GREETERS)."""
+    frames: list[dict[str, Any]] = []
+    for greeter in hooks("LABS_SESSION_GREETERS"):
+        try:
+            frames.extend(greeter(session))
+        except Exception:
+            log.warning("session %s: greeter %s failed", session.id, greeter, exc_info=True)
+    return frames
 
 
 def push_terminal_gone(session_id: str, reason: str) -> None:

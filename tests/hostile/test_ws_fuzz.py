@@ -16,15 +16,19 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
+from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from classes.live import class_group
+from classes.models import LabClass
 from labs.models import LabSession
 from labs.redis_names import events_group, terminal_group
 from portal.asgi import application
@@ -34,6 +38,7 @@ from tests.labs.test_consumers import headers_for
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumers read the DB from their own thread
 
 ROUTES = sorted(websocket_routes())
+FUZZ_CLASS = 4242  # the class whose grid the fuzzer opens
 FRAME_LIMIT = 64 * 1024  # LABS_WS_MAX_FRAME_BYTES: one paste; uvicorn refuses larger frames
 # A frame is text (a str, as ASGI hands it over: valid UTF-8 already) or binary.
 Frame = tuple[Literal["text"], str] | tuple[Literal["bytes"], bytes]
@@ -179,6 +184,7 @@ def logged_errors() -> Iterator[LoggedErrors]:
 def path_for(route: str, session_id: str) -> str:
     """The route with the session filled in; a route with other parameters needs teaching here."""
     path = re.sub(r"<(?:\w+:)?session_id>", session_id, route)
+    path = re.sub(r"<(?:\w+:)?class_id>", str(FUZZ_CLASS), path)
     assert "<" not in path, f"the fuzzer does not know how to fill {route!r}"
     return "/" + path
 
@@ -192,6 +198,9 @@ PROBES: dict[str, tuple[Any, dict[str, Any]]] = {
     ),
     "ws/sessions/<slug:session_id>/terminal/": (
         terminal_group, {"type": "term.output", "data": MARK, "offset": 10**12}
+    ),
+    "ws/classes/<int:class_id>/live/": (
+        lambda _session_id: class_group(FUZZ_CLASS), {"type": "class.seat", "row": {"user": MARK.decode()}}
     ),
 }  # fmt: skip
 
@@ -258,7 +267,12 @@ def converse(route: str, session: LabSession, headers: list[tuple[bytes, bytes]]
 
 @pytest.fixture
 def observed(session: LabSession, people: People) -> dict[str, list[tuple[bytes, bytes]]]:
-    """The headers of the owner (drives) and of staff (observe): the two who get a socket at all."""
+    """The headers of the owner (drives) and of staff (observe): the two who get a socket at all.
+    For a class's grid: the owner teaches the class (FUZZ_CLASS), staff assists."""
+    now = timezone.now()
+    klass = LabClass.objects.create(pk=FUZZ_CLASS, title="Fuzz", owner=people.alice, labs=[session.lab_slug],
+                                    seats=1, starts_at=now, ends_at=now + timedelta(hours=1))  # fmt: skip
+    klass.co_instructors.add(people.charlie)
     return {"owner": headers_for(people.alice), "staff": headers_for(people.charlie)}
 
 

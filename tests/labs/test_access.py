@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
+from django.utils import timezone
 from pytest_django import Settings
 
+from classes.models import LabClass
 from labs.models import LabSession, PoolVM, StepResult
 from labs.redis_names import input_key
 from labs.services.session_events import session_payload
@@ -35,6 +38,7 @@ from tests.access_matrix import (
     websocket_routes,
     write_doc,
 )
+from tests.conftest import make_user
 from tests.labs.conftest import SentTask
 from tests.labs.test_consumers import Socket, headers_for, redis_client, run
 
@@ -355,6 +359,8 @@ MATRIX: list[Row] = [
     ("GET",  "/admin/labs/poolvm/{pool}/history/",               302, 302, 403, 302),
     ("WS",   "/ws/sessions/{session}/events/",              101, 4403, 101, 4403),
     ("WS",   "/ws/sessions/{session}/terminal/",            101, 4403, 101, 4403),
+    # A class none of them teaches (tests/classes/test_live_access.py: the class's own matrix).
+    ("WS",   "/ws/classes/{class}/live/",                   4403, 4403, 4403, 4403),
 ]  # fmt: skip
 # The bodies the API's POST routes need to get past validation (the matrix is about who, not what).
 BODIES: dict[str, dict[str, Any]] = {
@@ -380,13 +386,17 @@ def world(session: LabSession, people: People, lab_world: str, settings: Setting
     build_content(settings.CONTENT_DIR)
     group = Group.objects.create(name="matrix")
     pool = PoolVM.objects.create(host=session.host, profile="tiny")
+    now = timezone.now()
+    klass = LabClass.objects.create(title="Matrix", owner=make_user("matrix-teacher"), labs=[lab_world], seats=1,
+                                    starts_at=now, ends_at=now + timedelta(hours=1))  # fmt: skip
     return {"session": session.id, "lab": lab_world, "doc": "matrix-page", "user": str(people.alice.pk),
-            "group": str(group.pk), "pool": pool.pk}  # fmt: skip
+            "group": str(group.pk), "pool": pool.pk, "class": str(klass.pk)}  # fmt: skip
 
 
 # Values of the same shape as the world's, to see which route each path reaches without a world.
 SAMPLE = {
     "session": "s-0123456789", "lab": "relay-check", "doc": "matrix-page", "user": "1", "group": "1", "pool": "pool-1",
+    "class": "1",
 }  # fmt: skip
 
 

@@ -1,0 +1,86 @@
+"""The instructor's live grid over a websocket: every seat's row as it changes, and messages.
+
+Open to the class's instructor and co-instructors only (anyone else: close 4403, never learning
+whether the class exists); bounded like every socket (labs.consumers.LimitedConsumer: frame size,
+byte rate, sockets per user, a slow client told to resync, closed on logout).
+
+Frames out: {"type": "grid", ...grid_json} on connect and on "refresh"; {"type": "seat", "row"}
+when a seat changes; {"type": "sent", "message"} for a message sent. Frames in:
+{"type": "refresh"}, {"type": "message", "text", "seat": <seat id> | null}.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from classes import access, live, messages
+from classes.models import LabClass, Seat
+from labs.consumers import BadFrame, LimitedConsumer, parse_control
+from labs.services.errors import LabError
+
+log = logging.getLogger(__name__)
+
+
+@database_sync_to_async
+def _class_for(user: Any, class_id: int) -> LabClass | None:
+    return access.class_taught_by(user, class_id)
+
+
+@database_sync_to_async
+def _send(klass: LabClass, user: Any, text: str, seat_id: int | None) -> dict[str, Any]:
+    seat = None
+    if seat_id is not None:
+        seat = Seat.objects.filter(klass=klass, pk=seat_id).first()
+        if seat is None:
+            raise BadFrame("No such seat in this class.")
+    message = messages.send_message(klass, user, text, seat)
+    return {"id": message.pk, "seat": seat_id, "text": message.text, "at": message.sent_at.isoformat()}
+
+
+class ClassLiveConsumer(LimitedConsumer[LabClass]):
+    kind = "classlive"
+
+    async def load(self, user: Any) -> LabClass | None:
+        class_id = int(self.scope["url_route"]["kwargs"]["class_id"])
+        self.session_id = f"class {class_id}"  # what the shared log lines name
+        return await _class_for(user, class_id)
+
+    async def connect(self) -> None:
+        klass = await self.admit()
+        if klass is None:
+            return
+        self.klass = klass
+        await self.join(live.class_group(klass.pk))
+        await self._send_grid()
+
+    async def _send_grid(self) -> None:
+        grid = await database_sync_to_async(live.grid_json)(self.klass)
+        self.push_json({"type": "grid", **grid})
+
+    async def handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        if bytes_data is not None:
+            raise BadFrame("This socket takes JSON text frames only.")
+        message = parse_control(text_data or "")
+        kind = message["type"]
+        if kind == "refresh":
+            await self._send_grid()
+        elif kind == "message":
+            text, seat = message.get("text"), message.get("seat")
+            if not isinstance(text, str):
+                raise BadFrame('"message" needs a string "text".')
+            if seat is not None and type(seat) is not int:
+                raise BadFrame('"seat" is a seat id (a whole number), or null for the whole class.')
+            try:
+                sent = await _send(self.klass, self.scope["user"], text, seat)
+            except LabError as exc:
+                self.tell("error", "message_refused", exc.message)
+                return
+            self.push_json({"type": "sent", "message": sent})
+        else:
+            raise BadFrame(f"Unknown message type {kind[:40]!r}: use refresh or message.")
+
+    async def class_seat(self, event: dict[str, Any]) -> None:
+        self.push_json({"type": "seat", "row": event["row"]})
