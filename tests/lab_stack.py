@@ -307,7 +307,8 @@ class LabClient:
 
 
 def destroy_vms_with_prefix(prefix: str) -> list[str]:
-    """Remove every VM a test stack created (its ids start with `prefix`), whatever state it is in."""
+    """Remove every VM a test stack created (its ids start with `prefix`), whatever state it is in,
+    and then its clone templates (named with the same prefix; see labs/host/templates.py)."""
     from labs.hypervisor import DomainMissing, Hypervisor
 
     removed = []
@@ -319,6 +320,9 @@ def destroy_vms_with_prefix(prefix: str) -> list[str]:
                 except DomainMissing:
                     continue
                 removed.append(tagged.session_id)
+        for template in hv.templates():
+            if prefix and template.key.startswith(prefix):  # never another deployment's
+                hv.remove_template(template)
     return removed
 
 

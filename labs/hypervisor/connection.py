@@ -15,7 +15,7 @@ import libvirt
 
 from labs.profiles import PROFILES, Profile, get_profile, vm_cost_mib
 
-from . import confinement
+from . import clones, confinement
 from .accel import AccelChoice, probe_accelerator
 from .disks import (
     DEFAULT_DISKS_ROOT,
@@ -129,14 +129,17 @@ class Hypervisor:
             raise DomainMissing(f"{domain_name(session_id)} exists but carries no VirtLab tag")
         return VM(self.conn, domain, session_id, self.disks_root)
 
-    def create_vm(self, session_id: str, profile: Profile | str, image_dir: Path | str) -> VM:
-        """Define and start the session's VM; if it already exists, (re)start and return it."""
+    def create_vm(self, session_id: str, profile: Profile | str, image_dir: Path | str, clonable: bool = False) -> VM:
+        """Define and start the session's VM; if it already exists, (re)start and return it.
+
+        `clonable`: the VM gets a VM generation ID device, which a template's VM needs (see
+        clones.py): its clones tell their guest kernel they are copies."""
         profile = get_profile(profile) if isinstance(profile, str) else profile
         defined_now = False
         try:
             vm = self.vm(session_id)
         except DomainMissing:
-            vm = self._define(session_id, profile, load_image(image_dir))
+            vm = self._define(session_id, profile, load_image(image_dir), clonable)
             defined_now = True
         try:
             vm.start()
@@ -148,7 +151,7 @@ class Hypervisor:
             raise
         return vm
 
-    def _define(self, session_id: str, profile: Profile, image: GuestImage) -> VM:
+    def _define(self, session_id: str, profile: Profile, image: GuestImage, clonable: bool = False) -> VM:
         self._check_memory(profile)
         base = image.directory / "disk.qcow2"
         disks = plan_disks(self.disks_root, session_id, profile, base if base.is_file() else None)
@@ -162,7 +165,8 @@ class Hypervisor:
                 uid = confinement.allocate_id(confinement.used_ids(self.conn))
                 identity = VMIdentity(uid, uid, kernel, initrd)
                 spec = DomainSpec(session_id, profile, image, tuple(disks), accelerator, datetime.now(UTC), identity)
-                domain = self.conn.defineXML(build_domain_xml(spec))
+                xml = build_domain_xml(spec)
+                domain = self.conn.defineXML(clones.with_genid(xml) if clonable else xml)
         except libvirt.libvirtError as exc:
             remove_session_disks(self.disks_root, session_id)
             raise map_libvirt_error(exc) from exc
@@ -170,6 +174,78 @@ class Hypervisor:
             remove_session_disks(self.disks_root, session_id)
             raise
         return VM(self.conn, domain, session_id, self.disks_root)
+
+    def capture_template(self, vm: VM, directory: Path, labels: dict[str, str]) -> clones.Template:
+        """Make running `vm` (created `clonable`) a template at `directory`: save it, freeze its
+        disks there; the VM itself is gone afterwards (see clones.py)."""
+        tag = self._tag_of(self._lookup(vm.session_id))
+        if tag is None:
+            raise DomainMissing(f"{vm.name} carries no VirtLab tag")
+        try:
+            return clones.capture(
+                self.conn, self._lookup(vm.session_id), session_dir(self.disks_root, vm.session_id), directory,
+                tag.profile, tag.image_hash, labels,
+            )  # fmt: skip
+        except libvirt.libvirtError as exc:
+            raise map_libvirt_error(exc) from exc
+
+    def restore_clone(
+        self, template: clones.Template, session_id: str, image_dir: Path | str, ready_timeout_s: float = 60.0
+    ) -> VM:
+        """A new VM for `session_id` restored, running, from `template`, its clock set and RNG
+        reseeded before it is returned; if the session's VM exists already, that one (started)."""
+        with contextlib.suppress(DomainMissing):
+            existing = self.vm(session_id)
+            existing.start()
+            return existing
+        image = load_image(image_dir)
+        if image.image_hash != template.image_hash:
+            raise clones.TemplateInvalid(
+                f"template {template.key} is of image {template.image_hash}, not {image.image_hash}"
+            )
+        profile = get_profile(template.profile)
+        self._check_memory(profile)
+        directory = session_dir(self.disks_root, session_id)
+        try:
+            with clones.template_lock(self.disks_root, template.key, exclusive=False):
+                template = clones.load_template(template.directory)  # not removed meanwhile
+                saved = clones.read_save_image(template.save_image)
+                plans = clones.plan_overlays(template, self.disks_root, session_id)
+                clones.create_overlays(plans)
+                kernel, initrd = confinement.private_boot_files(image, directory)
+                with confinement.id_lock(self.disks_root):
+                    uid = confinement.allocate_id(confinement.used_ids(self.conn))
+                    files = clones.CloneFiles({p.target: p.path for p in plans}, VMIdentity(uid, uid, kernel, initrd))
+                    xml = clones.clone_xml(saved.xml, template, session_id, files)
+                    domain = self.conn.defineXML(xml)
+                clones.restore(self.conn, domain, template, saved, xml, directory / "restore.save")
+        except libvirt.libvirtError as exc:
+            remove_session_disks(self.disks_root, session_id)
+            raise map_libvirt_error(exc) from exc
+        except (HypervisorError, OSError):
+            remove_session_disks(self.disks_root, session_id)
+            raise
+        vm = VM(self.conn, domain, session_id, self.disks_root)
+        try:
+            clones.fresh_guest_state(vm.agent, ready_timeout_s)
+        except HypervisorError:
+            vm.destroy()
+            raise
+        return vm
+
+    def templates(self) -> list[clones.Template]:
+        """The complete templates on this host."""
+        return clones.list_templates(self.disks_root)
+
+    def template_users(self, template: clones.Template) -> list[str]:
+        """Domains whose disks are backed by `template`."""
+        with translated():
+            return clones.users(self.conn, template)
+
+    def remove_template(self, template: clones.Template) -> None:
+        """Delete `template`; clones.TemplateInUse while a clone's disks are backed by it."""
+        with translated():
+            clones.remove(self.conn, self.disks_root, template)
 
     def check_confinement(self) -> confinement.ConfinementState:
         """Prove that VMs on this host run confined (per-VM uid, seccomp, CPU quota): see confinement.py."""
