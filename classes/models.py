@@ -48,6 +48,10 @@ class LabClass(models.Model):
     lead_minutes = models.PositiveIntegerField(default=10)  # seats are prepared this long before starts_at
     joining_open = models.BooleanField(default=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.SCHEDULED)
+    # Seats per host as admission control placed them ({host: n}): each host's Reservation holds
+    # its share less the seats already running there (classes.provisioning.sync_reservations).
+    host_shares = models.JSONField(default=dict, blank=True)
+    provisioned_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 

@@ -19,4 +19,6 @@ app.autodiscover_tasks()
 # The reconciler: expiry, queued starts, and each host's libvirt-vs-DB repair (labs.task_calls).
 app.conf.beat_schedule = {
     "labs-reconcile": {"task": "labs.tasks.reconcile_all", "schedule": 30.0, "options": {"queue": "web"}},
+    # Classes: seats prepared ahead, opened, kept filled, ended at their end plus grace (classes.task_calls).
+    "classes-tick": {"task": "classes.tasks.tick_classes", "schedule": 30.0, "options": {"queue": "web"}},
 }

@@ -61,6 +61,14 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
 
 
+def env_positive_int(name: str, default: int) -> int:
+    """env_int that must be at least 1 (a count or a window: 0 or less would disable or break it)."""
+    value = env_int(name, default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name}={value} must be at least 1")
+    return value
+
+
 DEBUG = env_bool("DEBUG", False)
 # Runtime files (SQLite DB, dev secret key, beat schedule); scripts/setup.sh creates the directory.
 # Importing settings writes nothing: read-only containers and parallel test stacks import it too.
@@ -276,6 +284,16 @@ LABS_SESSION_GREETERS = ["classes.messages.recent_messages"]
 # Instructors' messages to learners (classes/messages.py): length, and how many a minute per sender.
 CLASSES_MESSAGE_MAX_CHARS = env_int("CLASSES_MESSAGE_MAX_CHARS", 1000)
 CLASSES_MESSAGE_RATE = env_int("CLASSES_MESSAGE_RATE", 20)
+
+# Instructor classes (classes/): sizes, and how often a learner (and a network: a class behind one
+# NAT address is one IP) may try invite codes per window.
+CLASSES_MAX_SEATS = env_positive_int("CLASSES_MAX_SEATS", 200)
+CLASSES_MAX_WAITING = env_positive_int("CLASSES_MAX_WAITING", 50)  # learners in line for a seat, per class
+CLASSES_MAX_LABS = env_positive_int("CLASSES_MAX_LABS", 10)
+CLASSES_MAX_HOURS = env_positive_int("CLASSES_MAX_HOURS", 12)
+CLASSES_JOIN_RATE = env_positive_int("CLASSES_JOIN_RATE", 10)  # join attempts per account per window
+CLASSES_JOIN_IP_RATE = env_positive_int("CLASSES_JOIN_IP_RATE", 120)  # per IP per window
+CLASSES_JOIN_RATE_WINDOW_S = env_positive_int("CLASSES_JOIN_RATE_WINDOW_S", 300)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -13,9 +13,11 @@ from classes.models import LabClass
 from portal.roles import INSTRUCTOR, grant_role
 from tests import access_matrix
 from tests.conftest import make_user
+from tests.labs.conftest import sent_tasks
 
 shared_redis, lab_world = access_matrix.shared_redis, access_matrix.lab_world
 fast_passwords = access_matrix.fast_passwords  # autouse
+__all__ = ["sent_tasks"]  # every task message a test publishes
 HOST = access_matrix.HOST
 
 
@@ -49,5 +51,18 @@ def klass(teacher: User, ta: User, lab_world: str) -> LabClass:
         title="Intro", owner=teacher, labs=[lab_world], seats=2, starts_at=now - timedelta(minutes=5),
         ends_at=now + timedelta(hours=1),
     )  # fmt: skip
+    made.co_instructors.add(ta)
+    return made
+
+
+@pytest.fixture
+def klass_open(teacher: User, ta: User, lab_world: str) -> LabClass:
+    """A class under way, created as an instructor does (admitted, invite, reservation on the host)."""
+    from classes import lifecycle
+
+    now = timezone.now()
+    spec = lifecycle.ClassSpec(title="Open", labs=[lab_world], starts_at=now - timedelta(minutes=1),
+                               ends_at=now + timedelta(hours=1), seats=2)  # fmt: skip
+    made = lifecycle.create_class(teacher, spec)
     made.co_instructors.add(ta)
     return made
