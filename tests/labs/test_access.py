@@ -290,6 +290,7 @@ MATRIX: list[Row] = [
     ("GET",  "/healthz",                                    503, 503, 503, 503),
     ("GET",  "/healthz/live",                               200, 200, 200, 200),
     ("GET",  "/classes/",                                   200, 200, 200, 200),
+    ("GET",  "/classes/{class}/live",                       404, 404, 404, 302),
     ("GET",  "/accounts/signup/",                           302, 302, 302, 200),
     ("GET",  "/accounts/profile/",                          200, 200, 200, 302),
     ("POST", "/accounts/verify/resend/",                    302, 302, 302, 302),

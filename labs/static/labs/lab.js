@@ -148,6 +148,8 @@
       var msg = JSON.parse(ev.data);
       if (msg.type === "session") update(msg.session);
       else if (msg.type === "progress") onProgress(msg);
+      else if (msg.type === "message") showMessage(msg.message);
+      else if (msg.type === "watchers") show($("[data-watching]"), msg.count > 0);
       else if (msg.type === "error" || msg.type === "notice") showError(strings["ws_" + msg.code] || msg.message);
     };
     events.onclose = function (ev) {
@@ -158,6 +160,32 @@
       if (ev.code === 4429) delay = Math.max(delay, 5000); // too many tabs: until one closes
       setTimeout(syncEvents, delay);
     };
+  }
+
+  // A message from the learner's instructor (a class): text only, newest first, each dismissable.
+  // The socket replays the recent ones when it connects, so a message is shown once per id.
+  function showMessage(m) {
+    var box = $("[data-messages]"), list = $("[data-message-list]");
+    if (!m || list.querySelector('[data-message-id="' + m.id + '"]')) return;
+    var li = document.createElement("li");
+    li.dataset.messageId = String(m.id);
+    var who = document.createElement("strong");
+    who.textContent = box.dataset.from.replace("%(sender)s", m.sender) + (m.to_class ? " (" + box.dataset.toClass + ")" : "") + ": ";
+    var text = document.createElement("span");
+    text.textContent = m.text;
+    var dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "lab-message-dismiss";
+    dismiss.textContent = "×";
+    dismiss.title = box.dataset.dismiss;
+    dismiss.setAttribute("aria-label", box.dataset.dismiss);
+    dismiss.addEventListener("click", function () { li.remove(); show(box, list.children.length > 0); });
+    li.appendChild(who);
+    li.appendChild(text);
+    li.appendChild(dismiss);
+    list.insertBefore(li, list.firstChild);
+    while (list.children.length > 5) list.removeChild(list.lastChild);
+    show(box, true);
   }
 
   function onProgress(msg) {
