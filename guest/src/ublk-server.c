@@ -3,6 +3,7 @@
  * targets.
  *
  *   ublk-server add --type ram|null|file [--size S] [--file PATH] [--queues N] [--depth D]
+ *                   [--copy buffer|user]
  *   ublk-server list
  *   ublk-server del <id>
  *
@@ -12,9 +13,10 @@
  * I/O it has done. `del N` stops the server of device N, which stops and deletes the device.
  * Needs `modprobe ublk_drv`. Sizes take K, M and G suffixes.
  *
- * Targets: ram (memory allocated on first write), null (reads return zeros, writes are thrown
- * away: the cost of ublk itself), file (pread/pwrite on a regular file or a block device such
- * as /dev/vdb; --size creates or grows a regular file).
+ * Targets: ram (memory allocated on first write and freed again by a discard), null (reads
+ * return zeros, writes are thrown away: the cost of ublk itself), file (pread/pwrite on a regular
+ * file or a block device such as /dev/vdb; --size creates or grows a regular file; a discard
+ * punches a hole). Every target accepts discard and write-zeroes requests.
  *
  * How ublk works (Linux >= 6.0):
  *  - /dev/ublk-control takes control commands (add, set parameters, start, stop, delete, get
@@ -27,9 +29,16 @@
  *    pending command of its tag completes; the server reads the descriptor, does the I/O
  *    against its target and sends COMMIT_AND_FETCH_REQ with the result, which completes the
  *    block request and waits for the next one in the same step.
- *  - Data moves through a per-tag buffer whose address the server gives with each command:
- *    the kernel copies write data into it before completing the fetch, and copies read data
- *    out of it when the server commits.
+ *  - Data moves in one of two ways (--copy). "buffer" (the default, Linux 6.0): the server gives
+ *    a per-tag buffer address with each command; the kernel copies write data into it before
+ *    completing the fetch, and copies read data out of it when the server commits. "user"
+ *    (UBLK_F_USER_COPY, Linux 6.5): the commands carry no address; the server itself copies
+ *    with pread()/pwrite() on /dev/ublkcN at an offset that encodes queue, tag and position.
+ *  - If the server dies, the kernel fails the requests in flight and removes /dev/ublkbN;
+ *    /dev/ublkcN and the id stay until `del` sends DEL_DEV.
+ *
+ * The server locks its memory (mlockall): it must be able to complete a write without the
+ * kernel having to write something out first, possibly to this very device.
  *
  * The server state the kernel does not know (target, per-queue counters) lives in a small
  * shared file, /run/ublk-server/<id>.state, which the server maps and `list` reads.
@@ -72,6 +81,14 @@
 #ifndef UBLK_F_CMD_IOCTL_ENCODE
 #define UBLK_F_CMD_IOCTL_ENCODE (1ULL << 6)
 #endif
+/* User copy (Linux 6.5): the buffer of (queue, tag) is a window of /dev/ublkcN. */
+#ifndef UBLK_F_USER_COPY
+#define UBLK_F_USER_COPY (1ULL << 7)
+#define UBLK_IO_BUF_BITS 25
+#define UBLK_TAG_OFF UBLK_IO_BUF_BITS
+#define UBLK_TAG_BITS 16
+#define UBLK_QID_OFF (UBLK_TAG_OFF + UBLK_TAG_BITS)
+#endif
 
 #define SECTOR_SHIFT 9
 #define IO_BUF_BYTES (64 * 1024) /* largest request; one buffer per tag */
@@ -82,12 +99,14 @@
 
 enum target_type { TARGET_RAM, TARGET_NULL, TARGET_FILE };
 static const char *const target_names[] = { "ram", "null", "file" };
+enum copy_mode { COPY_BUFFER, COPY_USER };
+static const char *const copy_names[] = { "buffer", "user" };
 
 /* Counters of one queue; only its thread writes them, `list` reads them. */
 struct queue_stats {
 	int32_t tid;
 	uint32_t pad;
-	uint64_t reads, writes, flushes, errors, bytes_read, bytes_written;
+	uint64_t reads, writes, flushes, discards, errors, bytes_read, bytes_written;
 };
 
 /* The shared state file: what `list` shows beyond the kernel's GET_DEV_INFO. */
@@ -95,6 +114,7 @@ struct shared_state {
 	char target[8];
 	char file[240];
 	uint64_t size;
+	_Atomic uint64_t allocated; /* ram target: bytes of memory it holds now */
 	uint32_t nr_queues, depth;
 	struct queue_stats queue[MAX_QUEUES];
 };
@@ -103,8 +123,7 @@ struct target {
 	enum target_type type;
 	uint64_t size;
 	const char *path;
-	int fd;       /* file target */
-	uint8_t *ram; /* ram target */
+	int fd; /* the file, or the ram target's memfd */
 };
 
 struct control {
@@ -129,7 +148,8 @@ struct device {
 	struct control ctrl;
 	int id;
 	int cdev_fd; /* /dev/ublkcN */
-	unsigned int nr_queues, depth;
+	unsigned int nr_queues, depth, nr_started;
+	enum copy_mode copy;
 	struct target tgt;
 	struct shared_state *state;
 	struct queue queues[MAX_QUEUES];
@@ -188,7 +208,48 @@ static int ctrl_cmd(struct control *c, int dev_id, uint32_t op, void *buf, uint1
 
 /* ------------------------------------------------------------------ targets */
 
-/* Do the I/O one descriptor asks for; returns the bytes done or -errno. */
+/* Bytes of memory the ram target holds (its memfd's allocated blocks). */
+static uint64_t target_allocated(const struct target *t)
+{
+	struct stat st;
+
+	return t->type == TARGET_RAM && fstat(t->fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+}
+
+/* Zeros over [off, off + len) by writing them: for targets that cannot punch holes. */
+static int write_zeros(int fd, uint64_t off, size_t len)
+{
+	static const uint8_t zeros[64 * 1024];
+
+	while (len) {
+		size_t n = len < sizeof(zeros) ? len : sizeof(zeros);
+		ssize_t done = pwrite(fd, zeros, n, off);
+		if (done <= 0)
+			return done < 0 ? -errno : -EIO;
+		off += done;
+		len -= done;
+	}
+	return 0;
+}
+
+/* DISCARD and WRITE_ZEROES. `unmap`: the range may be deallocated (a discard always may; a
+ * write-zeroes may unless the kernel set UBLK_IO_F_NOUNMAP). Afterwards the range reads as
+ * zeros on every target, so a discard never exposes stale data. */
+static int target_zero(struct target *t, uint64_t off, size_t len, bool unmap, bool discard)
+{
+	int mode = unmap ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE;
+
+	if (t->type == TARGET_NULL)
+		return 0;
+	if (fallocate(t->fd, mode | FALLOC_FL_KEEP_SIZE, off, len) == 0)
+		return 0;
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	/* tmpfs has no ZERO_RANGE, some block devices no hole punching: write the zeros. */
+	return discard && t->type == TARGET_FILE ? 0 : write_zeros(t->fd, off, len);
+}
+
+/* Do the I/O one descriptor asks for against the target; returns the bytes done or -errno. */
 static int target_io(struct target *t, const struct ublksrv_io_desc *iod, void *buf,
 		     struct queue_stats *st)
 {
@@ -196,17 +257,16 @@ static int target_io(struct target *t, const struct ublksrv_io_desc *iod, void *
 	size_t len = (size_t)iod->nr_sectors << SECTOR_SHIFT;
 	unsigned int op = ublksrv_get_op(iod);
 	ssize_t done;
+	int ret;
 
-	/* Only reads and writes address sectors: a flush carries no meaningful position. */
-	if ((op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE) && (off > t->size || len > t->size - off))
+	/* A flush carries no meaningful position; everything else must lie inside the disk. */
+	if (op != UBLK_IO_OP_FLUSH && (off > t->size || len > t->size - off))
 		return -EIO;
 	switch (op) {
 	case UBLK_IO_OP_READ:
 		st->reads++;
 		st->bytes_read += len;
-		if (t->type == TARGET_RAM)
-			memcpy(buf, t->ram + off, len);
-		else if (t->type == TARGET_NULL)
+		if (t->type == TARGET_NULL)
 			memset(buf, 0, len);
 		else if ((done = pread(t->fd, buf, len, off)) != (ssize_t)len)
 			return done < 0 ? -errno : -EIO;
@@ -214,9 +274,7 @@ static int target_io(struct target *t, const struct ublksrv_io_desc *iod, void *
 	case UBLK_IO_OP_WRITE:
 		st->writes++;
 		st->bytes_written += len;
-		if (t->type == TARGET_RAM)
-			memcpy(t->ram + off, buf, len);
-		else if (t->type == TARGET_FILE && (done = pwrite(t->fd, buf, len, off)) != (ssize_t)len)
+		if (t->type != TARGET_NULL && (done = pwrite(t->fd, buf, len, off)) != (ssize_t)len)
 			return done < 0 ? -errno : -EIO;
 		return len;
 	case UBLK_IO_OP_FLUSH:
@@ -225,6 +283,13 @@ static int target_io(struct target *t, const struct ublksrv_io_desc *iod, void *
 		if (t->type == TARGET_FILE && fdatasync(t->fd) < 0)
 			return -errno;
 		return 0;
+	case UBLK_IO_OP_DISCARD:
+	case UBLK_IO_OP_WRITE_ZEROES:
+		st->discards++;
+		ret = target_zero(t, off, len,
+				  op == UBLK_IO_OP_DISCARD || !(iod->op_flags & UBLK_IO_F_NOUNMAP),
+				  op == UBLK_IO_OP_DISCARD);
+		return ret < 0 ? ret : 0;
 	default:
 		return -EOPNOTSUPP;
 	}
@@ -263,10 +328,10 @@ static void target_open(struct target *t)
 	if (!t->size)
 		fail("--type ram and null need --size", EINVAL);
 	if (t->type == TARGET_RAM) {
-		/* Pages are allocated on first write; never-written sectors read as zeros. */
-		t->ram = mmap(NULL, t->size, PROT_READ | PROT_WRITE,
-			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (t->ram == MAP_FAILED)
+		/* A sparse in-memory file: pages are allocated on first write, never-written sectors
+		 * read as zeros without allocating, and a discard punches the pages out again. */
+		t->fd = memfd_create("ublk-ram", MFD_CLOEXEC);
+		if (t->fd < 0 || ftruncate(t->fd, t->size) < 0)
 			fail("allocate the disk", errno);
 	}
 }
@@ -290,7 +355,41 @@ static void queue_io_cmd(struct queue *q, struct io_uring *ring, uint32_t op, un
 	cmd->q_id = q->id;
 	cmd->tag = tag;
 	cmd->result = result;
-	cmd->addr = (uintptr_t)q->bufs[tag];
+	/* User copy: no address; the kernel refuses one (EINVAL). */
+	cmd->addr = q->dev->copy == COPY_USER ? 0 : (uintptr_t)q->bufs[tag];
+}
+
+/* User copy: where the data of (queue, tag) appears in /dev/ublkcN. */
+static off_t user_copy_offset(unsigned int q_id, unsigned int tag)
+{
+	return UBLKSRV_IO_BUF_OFFSET + ((off_t)q_id << UBLK_QID_OFF) + ((off_t)tag << UBLK_TAG_OFF);
+}
+
+/* Serve the request the kernel put in (q, tag): bytes done or -errno, the COMMIT result. */
+static int serve_request(struct queue *q, unsigned int tag)
+{
+	struct device *d = q->dev;
+	const struct ublksrv_io_desc *iod = &q->descs[tag];
+	unsigned int op = ublksrv_get_op(iod);
+	size_t len = (size_t)iod->nr_sectors << SECTOR_SHIFT;
+	void *buf = q->bufs[tag];
+	ssize_t n;
+	int ret;
+
+	if (len > IO_BUF_BYTES && (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE))
+		return -EIO; /* cannot happen: max_sectors says so */
+	/* User copy, write: fetch the data from the request before writing it to the target. */
+	if (d->copy == COPY_USER && op == UBLK_IO_OP_WRITE &&
+	    (n = pread(d->cdev_fd, buf, len, user_copy_offset(q->id, tag))) != (ssize_t)len)
+		return n < 0 ? -errno : -EIO;
+	ret = target_io(&d->tgt, iod, buf, q->stats);
+	/* User copy, read: hand the data to the request before committing it. */
+	if (d->copy == COPY_USER && op == UBLK_IO_OP_READ && ret > 0 &&
+	    (n = pwrite(d->cdev_fd, buf, ret, user_copy_offset(q->id, tag))) != ret)
+		return n < 0 ? -errno : -EIO;
+	if (d->tgt.type == TARGET_RAM && op != UBLK_IO_OP_READ && op != UBLK_IO_OP_FLUSH)
+		atomic_store(&d->state->allocated, target_allocated(&d->tgt));
+	return ret;
 }
 
 /* One thread per queue: keep a command pending per tag and answer requests as they come. */
@@ -344,7 +443,7 @@ static void *queue_thread(void *arg)
 				aborted++;
 				continue;
 			}
-			ret = target_io(&d->tgt, &q->descs[tag], q->bufs[tag], q->stats);
+			ret = serve_request(q, tag);
 			if (ret < 0)
 				q->stats->errors++;
 			queue_io_cmd(q, &ring, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, ret);
@@ -367,14 +466,20 @@ static int queue_start(struct device *d, unsigned int i)
 	q->id = i;
 	q->stats = &d->state->queue[i];
 	q->descs_len = (d->depth * sizeof(struct ublksrv_io_desc) + 4095) & ~4095UL;
-	q->descs = mmap(NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE, d->cdev_fd, offset);
-	if (q->descs == MAP_FAILED)
-		return -errno;
 	q->bufs = calloc(d->depth, sizeof(*q->bufs));
+	if (!q->bufs)
+		return -ENOMEM;
 	for (unsigned int tag = 0; tag < d->depth; tag++)
 		if (posix_memalign(&q->bufs[tag], 4096, IO_BUF_BYTES))
 			return -ENOMEM;
-	pthread_create(&q->thread, NULL, queue_thread, q);
+	q->descs = mmap(NULL, q->descs_len, PROT_READ, MAP_SHARED | MAP_POPULATE, d->cdev_fd, offset);
+	if (q->descs == MAP_FAILED) {
+		q->descs = NULL;
+		return -errno;
+	}
+	if ((errno = pthread_create(&q->thread, NULL, queue_thread, q)))
+		return -errno;
+	d->nr_started = i + 1; /* from now on this thread must be joined before DEL_DEV */
 	while (!atomic_load(&q->ready))
 		usleep(1000);
 	return atomic_load(&q->ready) < 0 ? -EIO : 0;
@@ -428,10 +533,14 @@ static int device_create(struct device *d, const char **step)
 	info.queue_depth = d->depth;
 	info.max_io_buf_bytes = IO_BUF_BYTES;
 	info.dev_id = -1;
-	info.flags = UBLK_F_CMD_IOCTL_ENCODE;
+	info.flags = UBLK_F_CMD_IOCTL_ENCODE | (d->copy == COPY_USER ? UBLK_F_USER_COPY : 0);
 	if ((ret = ctrl_cmd(&d->ctrl, -1, UBLK_U_CMD_ADD_DEV, &info, sizeof(info), 0)) < 0)
 		return ret;
 	d->id = info.dev_id;
+	/* The kernel clears the flags it does not support (user copy needs Linux 6.5). */
+	*step = "ADD_DEV: this kernel has no user copy (UBLK_F_USER_COPY, Linux 6.5)";
+	if (d->copy == COPY_USER && !(info.flags & UBLK_F_USER_COPY))
+		return -EOPNOTSUPP;
 	/* The kernel writes back what it accepted: it caps the queues at the number of CPUs. */
 	d->nr_queues = info.nr_hw_queues;
 	d->depth = info.queue_depth;
@@ -439,7 +548,7 @@ static int device_create(struct device *d, const char **step)
 	/* 2. SET_PARAMS: geometry of the block device. */
 	*step = "SET_PARAMS";
 	params.len = sizeof(params);
-	params.types = UBLK_PARAM_TYPE_BASIC;
+	params.types = UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD;
 	params.basic.logical_bs_shift = 9;   /* 512-byte sectors */
 	params.basic.physical_bs_shift = 12; /* 4 KiB pages behind them */
 	params.basic.io_opt_shift = 12;
@@ -449,6 +558,11 @@ static int device_create(struct device *d, const char **step)
 	/* A file sits in the page cache: ask the kernel to send flushes (fsync) through. */
 	if (d->tgt.type == TARGET_FILE)
 		params.basic.attrs = UBLK_ATTR_VOLATILE_CACHE;
+	/* Discard and write-zeroes in whole pages, up to 1 GiB per request, one range each. */
+	params.discard.discard_granularity = 4096;
+	params.discard.max_discard_sectors = 1U << (30 - SECTOR_SHIFT);
+	params.discard.max_write_zeroes_sectors = 1U << (30 - SECTOR_SHIFT);
+	params.discard.max_discard_segments = 1;
 	if ((ret = ctrl_cmd(&d->ctrl, d->id, UBLK_U_CMD_SET_PARAMS, &params, sizeof(params), 0)) < 0)
 		return ret;
 
@@ -474,6 +588,25 @@ static int device_create(struct device *d, const char **step)
 	return ctrl_cmd(&d->ctrl, d->id, UBLK_U_CMD_START_DEV, NULL, 0, getpid());
 }
 
+/* End the queue threads and release /dev/ublkcN (mappings and fd). DEL_DEV waits until the last
+ * reference to the char device is gone, so it must come after this: sent while a queue thread
+ * still holds the device, it would wait for this very process forever. */
+static void device_release(struct device *d)
+{
+	atomic_store(&d->stopping, true);
+	for (unsigned int i = 0; i < d->nr_started; i++)
+		pthread_join(d->queues[i].thread, NULL);
+	d->nr_started = 0;
+	for (unsigned int i = 0; i < d->nr_queues; i++)
+		if (d->queues[i].descs) {
+			munmap((void *)d->queues[i].descs, d->queues[i].descs_len);
+			d->queues[i].descs = NULL;
+		}
+	if (d->cdev_fd >= 0)
+		close(d->cdev_fd);
+	d->cdev_fd = -1;
+}
+
 /* Serve until SIGTERM/SIGINT, then stop and delete the device. */
 static void device_serve(struct device *d, sigset_t *stop_signals)
 {
@@ -483,17 +616,13 @@ static void device_serve(struct device *d, sigset_t *stop_signals)
 	sigwait(stop_signals, &sig);
 	fprintf(stderr, "ublk-server: device %d: stopping (signal %d)\n", d->id, sig);
 
-	/* STOP_DEV removes /dev/ublkbN and aborts the pending fetches; DEL_DEV frees the id once
-	 * the char device is released, mappings included. */
+	/* STOP_DEV removes /dev/ublkbN and aborts the pending fetches (the queue threads see
+	 * UBLK_IO_RES_ABORT); then the threads end, and only then DEL_DEV frees the id. */
 	atomic_store(&d->stopping, true);
 	ret = ctrl_cmd(&d->ctrl, d->id, UBLK_U_CMD_STOP_DEV, NULL, 0, 0);
 	if (ret < 0)
 		fprintf(stderr, "ublk-server: STOP_DEV: %s\n", strerror(-ret));
-	for (unsigned int i = 0; i < d->nr_queues; i++) {
-		pthread_join(d->queues[i].thread, NULL);
-		munmap((void *)d->queues[i].descs, d->queues[i].descs_len);
-	}
-	close(d->cdev_fd);
+	device_release(d);
 	ret = ctrl_cmd(&d->ctrl, d->id, UBLK_U_CMD_DEL_DEV, NULL, 0, 0);
 	if (ret < 0)
 		fprintf(stderr, "ublk-server: DEL_DEV: %s\n", strerror(-ret));
@@ -521,6 +650,7 @@ static int usage(void)
 {
 	fprintf(stderr,
 		"usage: ublk-server add --type ram|null|file [--size S] [--file PATH] [--queues N] [--depth D]\n"
+		"                       [--copy buffer|user]\n"
 		"       ublk-server list\n"
 		"       ublk-server del <id>\n");
 	return 2;
@@ -531,16 +661,17 @@ static int cmd_add(int argc, char **argv)
 	static const struct option options[] = {
 		{ "type", required_argument, NULL, 't' }, { "size", required_argument, NULL, 's' },
 		{ "file", required_argument, NULL, 'f' }, { "queues", required_argument, NULL, 'q' },
-		{ "depth", required_argument, NULL, 'd' }, { 0 },
+		{ "depth", required_argument, NULL, 'd' }, { "copy", required_argument, NULL, 'c' },
+		{ 0 },
 	};
-	static struct device d = { .id = -1, .nr_queues = 1, .depth = 32, .tgt.type = -1 };
+	static struct device d = { .id = -1, .cdev_fd = -1, .nr_queues = 1, .depth = 32, .tgt.type = -1 };
 	sigset_t stop_signals;
 	const char *step = "";
 	char msg[256];
 	int opt, ret, report[2];
 	ssize_t n;
 
-	while ((opt = getopt_long(argc, argv, "t:s:f:q:d:", options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "t:s:f:q:d:c:", options, NULL)) != -1) {
 		switch (opt) {
 		case 't':
 			for (int i = 0; i < 3; i++)
@@ -554,6 +685,12 @@ static int cmd_add(int argc, char **argv)
 		case 'f': d.tgt.path = optarg; break;
 		case 'q': d.nr_queues = strtoul(optarg, NULL, 0); break;
 		case 'd': d.depth = strtoul(optarg, NULL, 0); break;
+		case 'c':
+			if (!strcmp(optarg, "user"))
+				d.copy = COPY_USER;
+			else if (strcmp(optarg, "buffer"))
+				fail("--copy must be buffer or user", EINVAL);
+			break;
 		default: return usage();
 		}
 	}
@@ -589,10 +726,16 @@ static int cmd_add(int argc, char **argv)
 		setvbuf(stderr, NULL, _IOLBF, 0);
 		/* Every thread inherits the blocked stop signals; only sigwait() takes them. */
 		pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+		/* Never wait for page-out to serve a write: the page-out may be to this device.
+		 * ONFAULT locks pages as they are first touched, instead of faulting in every
+		 * thread stack and buffer now. */
+		if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0)
+			fprintf(stderr, "ublk-server: mlockall: %s\n", strerror(errno));
 		ret = device_create(&d, &step);
 		if (ret < 0) {
 			dprintf(report[1], "ERR %s: %s\n", step, strerror(-ret));
-			if (d.id >= 0) /* undo ADD_DEV */
+			device_release(&d);
+			if (d.id >= 0) /* undo ADD_DEV, now that nothing here holds /dev/ublkcN */
 				ctrl_cmd(&d.ctrl, d.id, UBLK_U_CMD_DEL_DEV, NULL, 0, 0);
 			_exit(1);
 		}
@@ -614,8 +757,9 @@ static int cmd_add(int argc, char **argv)
 	printf("ublk-server: added device %u: /dev/ublkb%u (%s", id, id, target_names[d.tgt.type]);
 	if (d.tgt.type == TARGET_FILE)
 		printf(" %s", d.tgt.path);
-	printf(", %" PRIu64 " MiB, %u queue%s, depth %u), server pid %d\n", d.tgt.size >> 20,
-	       d.nr_queues, d.nr_queues > 1 ? "s" : "", d.depth, pid);
+	printf(", %" PRIu64 " MiB, %u queue%s, depth %u, %s copy), server pid %d\n",
+	       d.tgt.size >> 20, d.nr_queues, d.nr_queues > 1 ? "s" : "", d.depth, copy_names[d.copy],
+	       pid);
 	if (d.nr_queues < asked)
 		printf("ublk-server: asked for %u queues; ublk allows one per CPU\n", asked);
 	return 0;
@@ -699,13 +843,22 @@ static int cmd_list(void)
 		bool have_state = fd >= 0 && read(fd, &st, sizeof(st)) == sizeof(st);
 		if (fd >= 0)
 			close(fd);
+		/* A server killed with SIGKILL never cleans up: the kernel keeps its pid. */
+		bool gone = info.ublksrv_pid <= 0 || (kill(info.ublksrv_pid, 0) < 0 && errno == ESRCH);
 		printf("dev %d: /dev/ublkb%d /dev/ublkc%d  state %s  queues %u  depth %u  max io %u KiB"
-		       "  server pid %d\n", ids[i], ids[i], ids[i], state_name(info.state),
-		       info.nr_hw_queues, info.queue_depth, info.max_io_buf_bytes >> 10, info.ublksrv_pid);
-		if (have_state)
-			printf("  target %s%s%s  size %" PRIu64 " MiB\n", st.target, st.file[0] ? " " : "",
+		       "  server pid %d%s\n", ids[i], ids[i], ids[i], state_name(info.state),
+		       info.nr_hw_queues, info.queue_depth, info.max_io_buf_bytes >> 10, info.ublksrv_pid,
+		       gone ? " (gone)" : "");
+		/* The copy mode as the kernel accepted it, not as asked. */
+		printf("  flags 0x%llx  copy %s\n", (unsigned long long)info.flags,
+		       info.flags & UBLK_F_USER_COPY ? "user" : "buffer");
+		if (have_state) {
+			printf("  target %s%s%s  size %" PRIu64 " MiB", st.target, st.file[0] ? " " : "",
 			       st.file, st.size >> 20);
-		else
+			if (!strcmp(st.target, "ram"))
+				printf("  memory used %" PRIu64 " KiB", (uint64_t)st.allocated >> 10);
+			printf("\n");
+		} else
 			printf("  target unknown (not served by ublk-server)\n");
 		for (unsigned int qid = 0; qid < info.nr_hw_queues; qid++) {
 			cpu_set_t cpus;
@@ -720,9 +873,9 @@ static int cmd_list(void)
 			if (have_state && qid < MAX_QUEUES) {
 				struct queue_stats *q = &st.queue[qid];
 				printf("  thread %d  reads %" PRIu64 " (%" PRIu64 " KiB)  writes %" PRIu64
-				       " (%" PRIu64 " KiB)  flushes %" PRIu64 "  errors %" PRIu64, q->tid,
-				       q->reads, q->bytes_read >> 10, q->writes, q->bytes_written >> 10,
-				       q->flushes, q->errors);
+				       " (%" PRIu64 " KiB)  flushes %" PRIu64 "  discards %" PRIu64
+				       "  errors %" PRIu64, q->tid, q->reads, q->bytes_read >> 10, q->writes,
+				       q->bytes_written >> 10, q->flushes, q->discards, q->errors);
 			}
 			printf("\n");
 		}
