@@ -11,15 +11,15 @@ from django.db import transaction
 
 from . import cache
 from .content import SECTIONS, ContentError, SourcePage, docs_dir, load_glossary, page_files, parse_page, short_hash
+from .labindex import index_labs
 from .lablinks import check_lab_links, lab_index
 from .markdown import Rendered, render_markdown
 from .models import DocBuild, DocPage
-from .search import IndexDoc, get_backend
-from .search.snippets import term_counts
+from .search import IndexDoc, IndexSection, get_backend
 from .text import USER_DICT
 
 # Bump when rendering changes so that every page is rendered again.
-RENDERER_VERSION = "5"
+RENDERER_VERSION = "6"
 
 
 @dataclass
@@ -30,6 +30,7 @@ class BuildReport:
     errors: list[ContentError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     indexed: int = 0
+    labs_indexed: list[str] = field(default_factory=list)
     build_hash: str = ""
     seconds: float = 0.0
 
@@ -50,16 +51,8 @@ def _store(src: SourcePage, rendered: Rendered, content_hash: str, en_hash: str)
             "summary": src.summary,
             "html": rendered.html,
             "toc_json": [{"level": h.level, "id": h.id, "title": h.title} for h in rendered.toc],
-            "sections_json": [
-                {
-                    "id": s.id,
-                    "heading": s.heading,
-                    "text": s.text,
-                    "terms": term_counts(s.text),
-                    "heading_terms": term_counts(s.heading),
-                }
-                for s in rendered.sections
-            ],
+            "sections_json": [{"id": s.id, "heading": s.heading, "text": s.text} for s in rendered.sections],
+            "anchors": sorted({t.id for t in rendered.toc} | {s.id for s in rendered.sections if s.id}),
             "labs": src.labs,
             "related": src.related,
             "content_hash": content_hash,
@@ -73,15 +66,14 @@ def _store(src: SourcePage, rendered: Rendered, content_hash: str, en_hash: str)
 
 
 def _index_doc(page: DocPage) -> IndexDoc:
-    headings = " ".join(s["heading"] for s in page.sections_json if s["id"])
-    body = " ".join([page.summary, *(s["text"] for s in page.sections_json)])
-    return IndexDoc(page.lang, page.slug, page.section, page.title, headings, body)
+    # The top section's heading is the page title: indexed once, as the title.
+    sections = [IndexSection(s["id"], s["heading"] if s["id"] else "", s["text"]) for s in page.sections_json]
+    return IndexDoc("doc", page.lang, page.slug, page.section, page.title, page.summary, sections)
 
 
 def _check_links(pages: list[DocPage], report: BuildReport) -> None:
     anchors: dict[tuple[str, str], set[str]] = {
-        (p.lang, p.slug): {t["id"] for t in p.toc_json} | {s["id"] for s in p.sections_json}
-        for p in DocPage.objects.only("lang", "slug", "toc_json", "sections_json")
+        (lang, slug): set(ids) for lang, slug, ids in DocPage.objects.values_list("lang", "slug", "anchors")
     }
     for page in pages:
         for slug, anchor in getattr(page, "doc_links", []):
@@ -137,13 +129,19 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
         report.removed.append(f"{lang}/{slug}")
 
     backend = get_backend()
-    backend.remove(gone)
-    missing = valid - backend.indexed_keys()  # e.g. a fresh database: index what is not indexed yet
-    to_index = changed + [
-        p for p in DocPage.objects.all() if (p.lang, p.slug) in missing - {(c.lang, c.slug) for c in changed}
-    ]
+    backend.remove(("doc", lang, slug) for lang, slug in gone)
+    # e.g. a fresh index: index what is not indexed yet
+    missing = valid - backend.indexed_keys("doc")
+    if missing:
+        fields = ("lang", "slug", "section", "title", "summary", "sections_json")
+        changed_keys = {(c.lang, c.slug) for c in changed}
+        stored = DocPage.objects.only(*fields).iterator()
+        to_index = changed + [p for p in stored if (p.lang, p.slug) in missing and (p.lang, p.slug) not in changed_keys]
+    else:
+        to_index = changed
     backend.index(_index_doc(p) for p in to_index)
     report.indexed = len(to_index)
+    report.labs_indexed = index_labs(labs.labs, backend)
     _check_links(changed, report)
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache.backends.locmem import LocMemCache
@@ -42,28 +42,15 @@ def forget() -> None:
 
 @dataclass(frozen=True)
 class PageInfo:
+    """What navigation needs of a page. Its text lives in the search index (the database): per-page
+    memory in every web process would grow with the knowledge base."""
+
     lang: str
     slug: str
     title: str
     summary: str
     section: str
     order: int
-    sections: list[dict[str, Any]]
-    # Every term of the page (sorted, for prefixes) and the sections holding it, in its text or its
-    # heading: search scores only the sections a query can match.
-    vocabulary: list[str] = field(default_factory=list)
-    term_sections: dict[str, list[int]] = field(default_factory=dict)
-
-
-def _page_info(row: tuple[Any, ...]) -> PageInfo:
-    info = PageInfo(*row)
-    for i, section in enumerate(info.sections):
-        section["ordered_terms"] = sorted(section.get("terms", {}))  # for prefix lookups by bisection
-        section["ordered_heading_terms"] = sorted(section.get("heading_terms", {}))
-        for term in {*section["ordered_terms"], *section["ordered_heading_terms"]}:
-            info.term_sections.setdefault(term, []).append(i)
-    info.vocabulary.extend(sorted(info.term_sections))
-    return info
 
 
 @dataclass(frozen=True)
@@ -78,13 +65,13 @@ _corpus: dict[str, Corpus] = {}
 
 
 def corpus() -> Corpus:
-    """Titles, section texts and the glossary of the current build (for search and navigation)."""
+    """Titles, summaries and the glossary of the current build (for search and navigation)."""
     build_hash = current_build_hash()
     found = _corpus.get(build_hash)
     if found is None:
         with _lock:
-            rows = DocPage.objects.values_list("lang", "slug", "title", "summary", "section", "order", "sections_json")
-            pages = {(r[0], r[1]): _page_info(r) for r in rows}
+            rows = DocPage.objects.values_list("lang", "slug", "title", "summary", "section", "order")
+            pages = {(r[0], r[1]): PageInfo(*r) for r in rows}
             entries = DocBuild.objects.values_list("glossary", flat=True).first() or []
             found = Corpus(build_hash, pages, Glossary(entries), entries)
             _corpus.clear()

@@ -3,12 +3,13 @@ the lab catalog (content/labs), so that a page never links a lab or step that do
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from labs.catalog import load_catalog
+from labs.catalog import Lab, load_catalog
 
 from .content import ContentError, SourcePage
 
@@ -22,6 +23,9 @@ class LabIndex:
 
     steps: dict[str, int]
     not_offered: frozenset[str]
+    labs: dict[str, Lab] = dataclasses.field(
+        default_factory=dict, compare=False
+    )  # the offered labs (search indexes them)
 
     @property
     def signature(self) -> str:
@@ -36,6 +40,7 @@ def lab_index(content_root: Path) -> LabIndex:
     return LabIndex(
         steps={slug: len(lab.steps) for slug, lab in catalog.labs.items()},
         not_offered=frozenset(err.lab for err in catalog.errors),
+        labs=dict(catalog.labs),
     )
 
 

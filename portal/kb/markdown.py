@@ -120,6 +120,17 @@ def _strip_tags(text: str) -> str:
     return re.sub(r"<[^>]+>", "", text) if "<" in text else text
 
 
+# Elements whose edges separate words: table cells, list items, line breaks. lxml's text_content()
+# would glue "<td>a</td><td>b</td>" or "x<br>y" into one word, unfindable by either part.
+WORD_BREAKS = frozenset({"br", "td", "th", "li", "p", "div", "dt", "dd", "tr", "pre", "blockquote", "figcaption"})
+
+
+def _text_of(el: lxml.html.HtmlElement) -> str:
+    for sub in el.iter(*WORD_BREAKS):
+        sub.tail = " " + (sub.tail or "")
+    return str(el.text_content())
+
+
 def _sections(html: str, intro: str) -> list[Section]:
     sections = [Section("", intro, "")]
     parts: list[list[str]] = [[]]
@@ -132,7 +143,7 @@ def _sections(html: str, intro: str) -> list[Section]:
                 sections.append(Section(el.get("id", ""), el.text_content().strip(), ""))
                 parts.append([])
             else:
-                parts[-1].append(el.text_content())
+                parts[-1].append(_text_of(el))
     return [Section(s.id, s.heading, " ".join(" ".join(p).split())) for s, p in zip(sections, parts, strict=True)]
 
 

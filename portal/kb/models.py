@@ -25,6 +25,7 @@ class DocPage(models.Model):
     html = models.TextField()
     toc_json = models.JSONField(default=list)
     sections_json = models.JSONField(default=list)
+    anchors = models.JSONField(default=list)  # every heading id: what doc:slug#anchor links may name
     labs = models.JSONField(default=list)
     related = models.JSONField(default=list)
     content_hash = models.CharField(max_length=64)  # of the file and renderer version: skip unchanged
@@ -55,3 +56,27 @@ class DocBuild(models.Model):
 
     def __str__(self) -> str:
         return self.build_hash[:12]
+
+
+class SearchPage(models.Model):
+    """One searchable page: a doc page or a lab, in one language. Its sections (a doc's headings, a
+    lab's steps) are rows of the search index keyed by this id, so nothing per page is held in the
+    web processes' memory."""
+
+    class Kind(models.TextChoices):
+        DOC = "doc"
+        LAB = "lab"
+
+    kind = models.CharField(max_length=3, choices=Kind.choices)
+    lang = models.CharField(max_length=5)
+    slug = models.SlugField(max_length=100)
+    section = models.CharField(max_length=40, blank=True)  # docs' section; "" for labs
+    title = models.CharField(max_length=300)
+    summary = models.TextField(blank=True)
+    content_hash = models.CharField(max_length=64, blank=True)  # labs: re-indexed when it changes
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "lang", "slug"], name="kb_searchpage_key")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.lang}/{self.slug}"

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 USER_DICT = Path(__file__).with_name("dict.txt")
-WORD_RE = re.compile(r"\w+")
+# `_` joins the words of an identifier (driver_override): each is a word of its own, as both
+# backends' tokenizers split there too.
+WORD_RE = re.compile(r"[^\W_]+")
 CJK_RE = re.compile(r"[\u3400-\u9fff]")
 MAX_QUERY = 200
 # Words that carry no meaning in a query; bm25 would weigh them little anyway, but they add noise.
@@ -131,8 +133,9 @@ def parse_query(q: str, glossary: Glossary | None = None) -> Query:
             seen.discard(last)
             # Stemmed index tokens are often shorter than what was typed ("paravirtualiz" is
             # indexed as "paravirtu"): a prefix drops a few letters so it still matches them.
+            # Never below 5 letters: "bananas" must not become "ban", matching "bandwidth".
             word = last[0]
-            add(Term((word[: max(3, len(word) - 4)] if len(word) > 6 else word,), prefix=True))
+            add(Term((word[: max(5, len(word) - 4)] if len(word) > 6 else word,), prefix=True))
     for phrase in glossary.expand(q) if glossary else []:
         # A multi-word expansion is searched as a phrase of its segmented words.
         add(Term(phrase_words(phrase), expanded=True))

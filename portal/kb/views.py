@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from . import cache, navigation, pagecache
 from .content import LANGS, SECTIONS, docs_dir
 from .search import search as run_search
+from .search import suggestions
 
 
 def doc_lang_for(request: HttpRequest) -> str:
@@ -68,7 +69,7 @@ def page_redirect(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def search(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:200]
-    lang = request.GET.get("lang", doc_lang_for(request))  # "" (sent by the form) means both
+    lang = request.GET.get("lang", "")  # "" means both: the query's language comes first
     section = request.GET.get("section", "")
     if lang not in ("", *LANGS):
         return HttpResponseBadRequest(_("Unknown language: choose en, zh or leave it empty for both."))
@@ -77,6 +78,8 @@ def search(request: HttpRequest) -> HttpResponse:
     results = run_search(q, lang=lang or None, section=section or None, limit=20) if q else []
     context = {
         "q": q,
+        "suggestions": suggestions(q) if q and not results else [],
+        "filtered": bool(lang or section),
         "lang": lang,
         "section": section,
         "results": results,

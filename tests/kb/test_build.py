@@ -30,7 +30,7 @@ def test_first_build_renders_everything_and_second_build_nothing(content_copy: P
     assert second.unchanged == 14
     assert second.removed == []
     assert second.build_hash == first.build_hash
-    assert get_backend().indexed_keys() == set(DocPage.objects.values_list("lang", "slug"))
+    assert get_backend().indexed_keys("doc") == set(DocPage.objects.values_list("lang", "slug"))
 
 
 def test_changed_page_is_rendered_again_and_searchable(content_copy: Path) -> None:
@@ -51,8 +51,8 @@ def test_deleted_page_is_removed_from_pages_and_index(content_copy: Path) -> Non
     report = rebuild(content_copy)
     assert report.removed == ["zh/ublk"]
     assert not DocPage.objects.filter(lang="zh", slug="ublk").exists()
-    assert ("zh", "ublk") not in get_backend().indexed_keys()
-    assert all(h.slug != "ublk" for h in search("用户态块设备", lang="zh"))
+    assert ("zh", "ublk") not in get_backend().indexed_keys("doc")
+    assert all(h.key != "ublk" for h in search("用户态块设备", lang="zh"))
 
 
 def test_invalid_front_matter_is_reported_with_file_and_field_and_skipped(content_copy: Path) -> None:

@@ -10,6 +10,7 @@ from django.db import connection
 
 from portal.kb.cache import corpus
 from portal.kb.content import load_golden
+from portal.kb.models import DocPage
 from portal.kb.search import get_backend, search
 from portal.kb.text import parse_query
 
@@ -19,7 +20,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("docs")]
 
 
 def slugs(q: str, lang: str | None = None) -> list[str]:
-    return [r.slug for r in search(q, lang=lang)]
+    """Result keys: a doc's slug, lab:<slug> for a lab."""
+    return [r.key for r in search(q, lang=lang)]
 
 
 def test_backend_matches_database_vendor() -> None:
@@ -31,7 +33,7 @@ def test_golden_queries_rank_the_expected_page_in_top_three() -> None:
     golden = load_golden(CONTENT)
     failures = []
     for g in golden:
-        top = slugs(g["q"], lang=g["lang"])[:3]
+        top = slugs(g["q"], lang=g["lang"] or None)[:3]
         if g["expect"] not in top:
             failures.append(f"{g['lang']} {g['q']!r}: expected {g['expect']}, got {top}")
     print(f"golden top-3 on {connection.vendor}: {len(golden) - len(failures)}/{len(golden)}")
@@ -72,17 +74,18 @@ def test_filters_by_language_and_section() -> None:
 
 def test_results_deep_link_to_the_best_section() -> None:
     top = search("IOMMU groups viable", lang="en")[0]
-    assert top.slug == "vfio"
+    assert top.key == "vfio"
     assert top.anchor
     assert top.url == f"/docs/en/vfio/#{top.anchor}"
 
 
 def test_snippets_highlight_the_original_unsegmented_text() -> None:
-    top = search("稀疏文件", lang="zh")[0]
+    top = search("稀疏文件", lang="zh", kind="doc")[0]
     assert "<mark>稀疏文件</mark>" in top.snippet_html
-    assert "<mark>后备链</mark>" in search("后备链", lang="zh")[0].heading_html
+    chain = search("后备链", lang="zh")[0]
+    assert "<mark>后备链</mark>" in chain.heading_html + chain.snippet_html
     plain = html.unescape(re.sub(r"</?mark>", "", top.snippet_html)).strip(" …")
-    page_text = " ".join(s["text"] for s in corpus().pages[("zh", top.slug)].sections)
+    page_text = " ".join(s["text"] for s in DocPage.objects.get(lang="zh", slug=top.slug).sections_json)
     assert plain in page_text  # the original text, not jieba's space-joined tokens
 
 
@@ -106,7 +109,7 @@ def test_snippets_escape_everything_but_marks() -> None:
 
 def test_stemming_finds_other_word_forms() -> None:
     top = search("snapshotting", lang="en")[0]
-    assert top.slug == "qemu-img"
+    assert top.key == "qemu-img"
     assert re.search(r"<mark>snapshot\w*</mark>", top.snippet_html, re.I)
 
 

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import connection
 
-from ..cache import PageInfo, corpus
-from ..markdown import doc_url
-from ..text import parse_query
-from .backend import IndexDoc, RawHit, SearchBackend
+from ..cache import corpus
+from ..markdown import doc_url, lab_url
+from ..models import SearchPage
+from ..text import CJK_RE, parse_query
+from .backend import Filters, IndexDoc, IndexSection, RawHit, SearchBackend
 from .postgres_fts import PostgresFtsBackend
-from .snippets import highlighter, mark, prefix_count, snippet, stem, term_keys
+from .snippets import highlighter, mark, snippet, term_keys
 from .sqlite_fts import SqliteFtsBackend
+from .suggest import suggestions
 
-__all__ = ["IndexDoc", "RawHit", "SearchResult", "get_backend", "search"]
+__all__ = [
+    "IndexDoc",
+    "IndexSection",
+    "RawHit",
+    "SearchResult",
+    "get_backend",
+    "query_language",
+    "search",
+    "suggestions",
+]
 MAX_LIMIT = 50
 
 
@@ -28,6 +37,7 @@ def get_backend() -> SearchBackend:
 
 @dataclass(frozen=True)
 class SearchResult:
+    kind: str  # "doc" or "lab"
     lang: str
     slug: str
     section: str
@@ -38,78 +48,54 @@ class SearchResult:
     snippet_html: str
     score: float
 
-
-def _section_score(section: dict[str, Any], weighted: list[tuple[str, int]], prefix: str) -> int:
-    """Each matched term scores its weight (typed words 3, glossary expansions 1) times ten plus
-    a little for repeats; a heading match counts triple."""
-    heading, text = section.get("heading_terms", {}), section.get("terms", {})
-    score = 0
-    for key, weight in weighted:
-        n = text.get(key, 0)
-        if n:
-            score += weight * (10 + min(n, 5))
-        if key in heading:
-            score += weight * 30
-    if prefix:
-        score += 30 * bool(prefix_count(heading, section["ordered_heading_terms"], prefix))
-        score += 10 * bool(prefix_count(text, section["ordered_terms"], prefix))
-    return score
+    @property
+    def key(self) -> str:
+        """What the golden set names: a doc's slug, or lab:<slug>."""
+        return self.slug if self.kind == SearchPage.Kind.DOC else f"lab:{self.slug}"
 
 
-def _best_section(info: PageInfo, weighted: list[tuple[str, int]], prefix: str) -> dict[str, Any]:
-    """The first section with the highest `_section_score`. Only sections holding a query term (or
-    a completion of the prefix) can score above 0, so only those are scored."""
-    sections = info.sections
-    if not sections:
-        return {"id": "", "heading": info.title, "text": info.summary}
-    candidates: set[int] = set()
-    for key, _weight in weighted:
-        candidates.update(info.term_sections.get(key, ()))
-    if prefix:
-        vocabulary = info.vocabulary
-        i = bisect.bisect_left(vocabulary, prefix)
-        while i < len(vocabulary) and vocabulary[i].startswith(prefix):
-            candidates.update(info.term_sections[vocabulary[i]])
-            i += 1
-    best, best_score = sections[0], 0
-    for i in sorted(candidates):
-        score = _section_score(sections[i], weighted, prefix)
-        if score > best_score:
-            best, best_score = sections[i], score
-    return best
+def query_language(q: str) -> str:
+    """The language a query is written in: any Chinese character makes it Chinese."""
+    return "zh" if CJK_RE.search(q) else "en"
 
 
-def search(q: str, *, lang: str | None = None, section: str | None = None, limit: int = 10) -> list[SearchResult]:
-    """Ranked pages for `q`, each with its best-matching section and a highlighted snippet."""
-    snap = corpus()
-    query = parse_query(q, snap.glossary)
+def search(
+    q: str, *, lang: str | None = None, section: str | None = None, kind: str | None = None, limit: int = 10
+) -> list[SearchResult]:
+    """Ranked doc pages and labs for `q`, each with its best-matching section (a lab's: its step)
+    and a highlighted snippet. Without a language filter, pages in the query's language come first."""
+    query = parse_query(q, corpus().glossary)
     if not query:
         return []
-    hits = get_backend().query(query.terms, lang or None, section or None, min(limit, MAX_LIMIT))
+    backend = get_backend()
+    hits = backend.query(query.terms, Filters(lang or None, section or None, kind or None), min(limit, MAX_LIMIT))
+    pages = SearchPage.objects.in_bulk([h.page_id for h in hits])
+    rows = backend.sections([h.row_id for h in hits])
     pattern = highlighter(query.highlight_words)
     keys = term_keys(query.highlight_words)
     typed = term_keys(query.typed_words)
-    weighted = [(k, 3 if k in typed else 1) for k in keys]
-    prefix = next((stem(t.words[0]) for t in query.terms if t.prefix), "")
     results = []
     for hit in hits:
-        info = snap.pages.get((hit.lang, hit.slug))
-        if info is None:  # index ahead of the page table for a moment during a build
+        page, row = pages.get(hit.page_id), rows.get(hit.row_id)
+        if page is None or row is None:  # removed by a build since the query ran
             continue
-        best = _best_section(info, weighted, prefix)
-        anchor = best["id"]
-        heading = best["heading"] if anchor else ""
+        anchor, heading, text = row
+        url = doc_url(page.lang, page.slug, anchor) if page.kind == SearchPage.Kind.DOC else lab_url(page.slug, anchor)
         results.append(
             SearchResult(
-                lang=hit.lang,
-                slug=hit.slug,
-                section=info.section,
-                title_html=mark(info.title, pattern),
-                heading_html=mark(heading, pattern),
+                kind=page.kind,
+                lang=page.lang,
+                slug=page.slug,
+                section=page.section,
+                title_html=mark(page.title, pattern),
+                heading_html=mark(heading, pattern) if anchor else "",
                 anchor=anchor,
-                url=doc_url(hit.lang, hit.slug, anchor),
-                snippet_html=snippet(best["text"] or info.summary, keys, typed),
+                url=url,
+                snippet_html=snippet(text or page.summary, keys, typed),
                 score=hit.score,
             )
         )
+    if not lang:
+        first = query_language(q)
+        results.sort(key=lambda r: r.lang != first)  # stable: the ranking holds within each language
     return results

@@ -1,5 +1,5 @@
-"""PostgreSQL full-text search: `english` config for EN pages, `simple` over jieba tokens for ZH,
-weighted tsvector (title A, headings B, body D) in a GIN index, ranked by ts_rank_cd."""
+"""PostgreSQL full-text search: `english` config for EN rows, `simple` over jieba tokens for ZH,
+weighted tsvector (title A, heading B, body D) in a GIN index, ranked by ts_rank_cd."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from collections.abc import Iterable
 from django.db import connection
 
 from ..text import Term, segment
-from .backend import TABLE, IndexDoc, IndexTable, RawHit
+from .backend import BREADTH, LAB_WEIGHT, PAGES, ROWS_PER_PAGE, TABLE, Filters, IndexDoc, IndexTable, RawHit, fold
 
 CONFIG = {"en": "english", "zh": "simple"}
 # ts_rank_cd weights {D, C, B, A}; normalization 1 divides by 1 + log(document length).
-RANK = "ts_rank_cd('{0.1, 0.2, 0.4, 1.0}', tsv, q, 1)"
+RANK = "ts_rank_cd('{0.1, 0.2, 0.4, 1.0}', tsv, CASE WHEN lang = 'en' THEN q.en ELSE q.other END, 1)"
+
+
+# One tsquery per configuration: a row matches the one of its language (GIN serves both).
+QUERIES = "(SELECT to_tsquery('english', %s) AS en, to_tsquery('simple', %s) AS other) AS q"
+MATCHES = "((lang = 'en' AND tsv @@ q.en) OR (lang <> 'en' AND tsv @@ q.other))"
 
 
 def tsquery_text(terms: list[Term]) -> str:
@@ -26,34 +31,64 @@ def tsquery_text(terms: list[Term]) -> str:
 
 class PostgresFtsBackend(IndexTable):
     def index(self, docs: Iterable[IndexDoc]) -> None:
-        rows = [
-            (
-                d.lang,
-                d.slug,
-                d.section,
-                CONFIG.get(d.lang, "simple"),
-                segment(d.title),
-                segment(d.headings),
-                segment(d.body),
-            )
-            for d in docs
-        ]
+        rows = []
+        for page, doc in self._pages(docs):
+            for position, s in enumerate(fold(doc.sections)):
+                title = doc.title if position == 0 else ""
+                text = f"{doc.summary} {s.text}" if position == 0 else s.text
+                rows.append(
+                    (
+                        page.pk * ROWS_PER_PAGE + position,
+                        page.pk,
+                        doc.kind,
+                        doc.lang,
+                        doc.section,
+                        s.anchor,
+                        s.heading,
+                        s.text,
+                        segment(title),
+                        segment(s.heading),
+                        segment(text),
+                        CONFIG.get(doc.lang, "simple"),
+                    )
+                )
         with connection.cursor() as cur:
-            cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", [r[:2] for r in rows])  # noqa: S608
             cur.executemany(
-                f"""INSERT INTO {TABLE} (lang, slug, section, tsv) SELECT %s, %s, %s,
+                f"""INSERT INTO {TABLE} (id, page_id, kind, lang, section, anchor, heading_text, body_text, tsv)
+                    SELECT %s, %s, %s, %s, %s, %s, %s, %s,
                     setweight(to_tsvector(c, %s), 'A') || setweight(to_tsvector(c, %s), 'B')
                     || setweight(to_tsvector(c, %s), 'D') FROM (SELECT %s::regconfig AS c) AS cfg""",  # noqa: S608
-                [(r[0], r[1], r[2], r[4], r[5], r[6], r[3]) for r in rows],
+                rows,
             )
 
-    def query(self, terms: list[Term], lang: str | None, section: str | None, limit: int) -> list[RawHit]:
+    def _delete_rows(self, page_ids: list[int]) -> None:
+        with connection.cursor() as cur:
+            cur.execute(f"DELETE FROM {TABLE} WHERE page_id = ANY(%s)", [page_ids])  # noqa: S608
+
+    def query(self, terms: list[Term], filters: Filters, limit: int) -> list[RawHit]:
         if not terms:
             return []
         expr = tsquery_text(terms)
-        sql = f"""SELECT lang, slug, {RANK} AS rank FROM {TABLE},
-                  LATERAL (SELECT CASE WHEN lang = 'en' THEN to_tsquery('english', %s)
-                                       ELSE to_tsquery('simple', %s) END AS q) AS query
-                  WHERE tsv @@ q"""  # noqa: S608
-        rows = self.ranked_rows(sql, [expr, expr], lang, section, "DESC", limit)
-        return [RawHit(lang_, slug, rank) for lang_, slug, rank in rows]
+        where, params = "", [expr, expr]
+        for column, value in (("lang", filters.lang), ("section", filters.section), ("kind", filters.kind)):
+            if value:
+                where += f" AND {column} = %s"
+                params.append(value)
+        sql = f"""SELECT page_id, best_id, score * (CASE WHEN kind = 'lab' THEN {LAB_WEIGHT} ELSE 1.0 END) AS score
+                  FROM (SELECT page_id, (array_agg(id ORDER BY rank DESC))[1] AS best_id,
+                               max(rank) + {BREADTH} * (sum(rank) - max(rank)) AS score
+                        FROM (SELECT page_id, id, {RANK} AS rank
+                              FROM {TABLE}, {QUERIES}
+                              WHERE {MATCHES} {where}) AS matched
+                        GROUP BY page_id) AS pages
+                  JOIN {PAGES} ON {PAGES}.id = pages.page_id ORDER BY score DESC LIMIT %s"""  # noqa: S608
+        with connection.cursor() as cur:
+            cur.execute(sql, [*params, limit])
+            return [RawHit(int(r[0]), int(r[1]), float(r[2])) for r in cur.fetchall()]
+
+    def sections(self, row_ids: list[int]) -> dict[int, tuple[str, str, str]]:
+        if not row_ids:
+            return {}
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT id, anchor, heading_text, body_text FROM {TABLE} WHERE id = ANY(%s)", [row_ids])  # noqa: S608
+            return {int(r[0]): (r[1], r[2], r[3]) for r in cur.fetchall()}

@@ -1,19 +1,17 @@
 """Highlighting in the ORIGINAL text: matched terms are found again in the unsegmented text,
 everything else is escaped. One implementation for every backend.
 
-Section choice uses term counts prepared at build time (`term_counts`), so a query only scans
-the one section it quotes.
+The index picks the best section of each page; a query only scans the sections it shows.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import re
 from collections import Counter
 from html import escape
 
-from ..text import CJK_RE, jieba
+from ..text import CJK_RE
 
 SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "ed", "es", "s", "e", "y")
 PIECE_RE = re.compile(r"[^\W_]+")  # `_` joins words in identifiers but not in the index's tokens
@@ -32,11 +30,6 @@ def stem(word: str) -> str:
 
 def term_keys(words: list[str]) -> list[str]:
     return sorted({stem(p) for w in words for p in PIECE_RE.findall(w.lower())}, key=len, reverse=True)
-
-
-def term_counts(text: str) -> dict[str, int]:
-    """Stemmed token counts of a section, computed at build time."""
-    return dict(Counter(stem(p) for tok in jieba().cut_for_search(text) for p in PIECE_RE.findall(tok.lower())))
 
 
 @functools.lru_cache(maxsize=512)
@@ -65,15 +58,6 @@ def mark(text: str, pattern: re.Pattern[str] | None) -> str:
         pos = m.end()
     out.append(escape(text[pos:]))
     return "".join(out)
-
-
-def prefix_count(counts: dict[str, int], ordered: list[str], prefix: str) -> int:
-    """Occurrences of the first term that `prefix` completes to (0 if it is itself a term);
-    `ordered` is sorted(counts), so the lookup is a bisection."""
-    if not prefix or prefix in counts:
-        return 0
-    i = bisect.bisect_left(ordered, prefix)
-    return counts[ordered[i]] if i < len(ordered) and ordered[i].startswith(prefix) else 0
 
 
 def _positions(lower: str, keys: list[str]) -> list[tuple[int, str]]:

@@ -7,35 +7,87 @@ from collections.abc import Iterable
 from django.db import connection
 
 from ..text import Term, segment
-from .backend import TABLE, IndexDoc, IndexTable, RawHit
+from .backend import BREADTH, LAB_WEIGHT, PAGES, ROWS_PER_PAGE, TABLE, Filters, IndexDoc, IndexTable, RawHit, fold
 
-# bm25 column weights: title, headings, body (UNINDEXED columns take no part).
-WEIGHTS = "10.0, 4.0, 1.0"
+# bm25 column weights: title, heading, body, tags (filter words only, never ranked).
+WEIGHTS = "10.0, 4.0, 1.0, 0.0"
+KIND_WEIGHT = f"(CASE WHEN kind = 'lab' THEN {LAB_WEIGHT} ELSE 1.0 END)"
 
 
-def match_expression(terms: list[Term]) -> str:
+def tag(name: str, value: str) -> str:
+    """A filter word in the `tags` column: letters only, so the tokenizer keeps it whole."""
+    return f"zz{name}{value.replace('-', '')}"
+
+
+def match_expression(terms: list[Term], filters: Filters) -> str:
     """FTS5 query syntax; words are \\w+ only, so quoting them cannot break out of the string."""
     parts = []
     for t in terms:
         phrase = '"' + " ".join(t.words) + '"'
         parts.append(phrase + "*" if t.prefix else phrase)
-    return " OR ".join(parts)
+    expr = "(" + " OR ".join(parts) + ")"
+    for name, value in (("lang", filters.lang), ("section", filters.section), ("kind", filters.kind)):
+        if value:
+            expr += f" AND tags : {tag(name, value)}"
+    return expr
 
 
 class SqliteFtsBackend(IndexTable):
     def index(self, docs: Iterable[IndexDoc]) -> None:
-        rows = [(d.lang, d.slug, d.section, segment(d.title), segment(d.headings), segment(d.body)) for d in docs]
+        rows = []
+        for page, doc in self._pages(docs):
+            tags = " ".join(
+                [tag("lang", doc.lang), tag("kind", doc.kind), *([tag("section", doc.section)] * bool(doc.section))]
+            )
+            for position, s in enumerate(fold(doc.sections)):
+                title = doc.title if position == 0 else ""
+                text = f"{doc.summary} {s.text}" if position == 0 else s.text
+                rows.append(
+                    (
+                        page.pk * ROWS_PER_PAGE + position,
+                        segment(title),
+                        segment(s.heading),
+                        segment(text),
+                        tags,
+                        s.anchor,
+                        s.heading,
+                        s.text,
+                    )
+                )
         with connection.cursor() as cur:
-            cur.executemany(f"DELETE FROM {TABLE} WHERE lang = %s AND slug = %s", [r[:2] for r in rows])  # noqa: S608
             cur.executemany(
-                f"INSERT INTO {TABLE} (lang, slug, section, title, headings, body) VALUES (%s, %s, %s, %s, %s, %s)",  # noqa: S608
+                f"INSERT INTO {TABLE} (rowid, title, heading, body, tags, anchor, heading_text, body_text)"  # noqa: S608
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 rows,
             )
 
-    def query(self, terms: list[Term], lang: str | None, section: str | None, limit: int) -> list[RawHit]:
+    def _delete_rows(self, page_ids: list[int]) -> None:
+        with connection.cursor() as cur:
+            cur.executemany(
+                f"DELETE FROM {TABLE} WHERE rowid >= %s AND rowid < %s",  # noqa: S608
+                [(pk * ROWS_PER_PAGE, (pk + 1) * ROWS_PER_PAGE) for pk in page_ids],
+            )
+
+    def query(self, terms: list[Term], filters: Filters, limit: int) -> list[RawHit]:
         if not terms:
             return []
-        sql = f"SELECT lang, slug, bm25({TABLE}, {WEIGHTS}) AS rank FROM {TABLE} WHERE {TABLE} MATCH %s"  # noqa: S608
-        rows = self.ranked_rows(sql, [match_expression(terms)], lang, section, "ASC", limit)
-        # bm25 is negative, more negative is better.
-        return [RawHit(lang_, slug, -rank) for lang_, slug, rank in rows]
+        # Rows grouped by page (rowid / ROWS_PER_PAGE): ranking reads no stored column. bm25 is
+        # negative, more negative is better; the bare `id` beside max() is the best row's (SQLite).
+        sql = f"""WITH matched AS MATERIALIZED (
+                      SELECT rowid AS id, -bm25({TABLE}, {WEIGHTS}) AS score FROM {TABLE} WHERE {TABLE} MATCH %s),
+                  pages AS (SELECT id, id / {ROWS_PER_PAGE} AS page, max(score) AS best, sum(score) AS total
+                            FROM matched GROUP BY id / {ROWS_PER_PAGE})
+                  SELECT pages.id, (best + {BREADTH} * (total - best)) * {KIND_WEIGHT} AS score
+                  FROM pages JOIN {PAGES} ON {PAGES}.id = pages.page ORDER BY score DESC LIMIT %s"""  # noqa: S608
+        with connection.cursor() as cur:
+            cur.execute(sql, [match_expression(terms, filters), limit])
+            rows = cur.fetchall()
+        return [RawHit(int(r[0]) // ROWS_PER_PAGE, int(r[0]), float(r[1])) for r in rows]
+
+    def sections(self, row_ids: list[int]) -> dict[int, tuple[str, str, str]]:
+        if not row_ids:
+            return {}
+        marks = ", ".join(["%s"] * len(row_ids))
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT rowid, anchor, heading_text, body_text FROM {TABLE} WHERE rowid IN ({marks})", row_ids)  # noqa: S608
+            return {int(r[0]): (r[1], r[2], r[3]) for r in cur.fetchall()}

@@ -44,7 +44,8 @@ class Command(BaseCommand):
             self.stdout.write(f"removed {name}")
         self.stdout.write(
             f"docs: {len(report.rendered)} rendered, {report.unchanged} unchanged, {len(report.removed)} removed, "
-            f"{len(report.errors)} invalid, {report.indexed} indexed in {report.seconds:.2f}s "
+            f"{len(report.errors)} invalid, {report.indexed} indexed, {len(report.labs_indexed)} lab pages indexed "
+            f"in {report.seconds:.2f}s "
             f"(build {report.build_hash[:12]})"
         )
         if report.errors:
@@ -52,4 +53,4 @@ class Command(BaseCommand):
 
     def _search(self, query: str, lang: str | None, section: str | None, limit: int) -> None:
         for i, r in enumerate(search(query, lang=lang, section=section, limit=limit), 1):
-            self.stdout.write(f"{i:2}. {r.score:8.3f} {r.lang}/{r.slug}#{r.anchor}  {r.snippet_html[:160]}")
+            self.stdout.write(f"{i:2}. {r.score:8.3f} {r.lang}/{r.key}#{r.anchor}  {r.snippet_html[:160]}")
