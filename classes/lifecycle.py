@@ -215,6 +215,30 @@ def end_class(actor: User | None, klass: LabClass) -> LabClass:
     return klass
 
 
+def provision_now(actor: User | None, klass: LabClass) -> LabClass:
+    """Prepare the seats now rather than at starts_at - lead (an instructor's "prepare now")."""
+    klass = provision(klass)
+    log_action(actor, klass, "provision", detail={"hosts": klass.host_shares})
+    return klass
+
+
+CLASS_ACTIONS = ("open_joining", "close_joining", "add_seats", "provision", "end")
+
+
+def class_action(actor: User, klass: LabClass, action: str, count: int | None = None) -> LabClass:
+    """One class action by name (the page, the API and the command share the names)."""
+    if action in ("open_joining", "close_joining"):
+        set_joining(actor, klass, action == "open_joining")
+        return klass
+    if action == "add_seats":
+        return add_seats(actor, klass, count or 0)
+    if action == "provision":
+        return provision_now(actor, klass)
+    if action == "end":
+        return end_class(actor, klass)
+    raise ClassError(_("Unknown action “%(action)s”.") % {"action": action[:40]})
+
+
 def keep_seats_alive(klass: LabClass) -> None:
     """A seat's session lives until the class's end plus grace (a lab's own lifetime may be shorter)."""
     until = klass.ends_at + timedelta(minutes=klass.grace_minutes)
@@ -235,8 +259,7 @@ def advance(klass: LabClass, now: datetime | None = None) -> LabClass:
         return end_class(None, klass)
     provisioned = False
     if klass.state == LabClass.State.SCHEDULED and now >= klass.starts_at - timedelta(minutes=klass.lead_minutes):
-        klass, provisioned = provision(klass), True  # sends the fills itself
-        log_action(None, klass, "provision", detail={"hosts": klass.host_shares})
+        klass, provisioned = provision_now(None, klass), True  # sends the fills itself
     if klass.state == LabClass.State.PROVISIONING and now >= klass.starts_at:
         LabClass.objects.filter(pk=klass.pk, state=LabClass.State.PROVISIONING).update(state=LabClass.State.OPEN)
         klass.refresh_from_db()

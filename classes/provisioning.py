@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from classes.admission import admit_class
 from classes.errors import ClassStateError
@@ -75,7 +76,7 @@ def provision(klass: LabClass) -> LabClass:
     with transaction.atomic():
         klass = LabClass.objects.select_for_update().get(pk=klass.pk)
         if klass.state == LabClass.State.ENDED:
-            raise ClassStateError("This class has ended.")
+            raise ClassStateError(_("This class has ended."))
         if not klass.host_shares:
             klass.host_shares = admit_class(klass, klass.seats)
         if klass.state == LabClass.State.SCHEDULED:

@@ -8,6 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from classes import views as class_pages
 from portal import health
 
 
@@ -18,7 +19,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def classes(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/classes.html")
+    """/classes/: the classes a visitor teaches or joined, the join form, and (instructors) a new class."""
+    return class_pages.index(request)
 
 
 @never_cache
