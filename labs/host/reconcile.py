@@ -6,6 +6,7 @@ labs/services/placement.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -17,10 +18,11 @@ from celery import current_app
 from django.utils import timezone
 
 from labs import task_calls
+from labs.host import templates
 from labs.host.console_relay import release_input
 from labs.host.vmwork import checkpoint, end_here, hypervisor
-from labs.hypervisor import HypervisorError
-from labs.models import LabSession, PoolVM, id_prefixes
+from labs.hypervisor import DomainMissing, HypervisorError
+from labs.models import LabSession, PoolVM, Reservation, id_prefixes
 from labs.services import limits
 from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, VM_LIVE, SessionState
@@ -143,11 +145,23 @@ def reconcile_host(host: str) -> dict[str, list[str]]:
                 session.id, S.FAILED, error="The lab's VM stopped unexpectedly."
             ):
                 report["failed"].append(session.id)
-        PoolVM.objects.filter(host=host, state=PoolVM.State.READY).exclude(id__in=active).delete()
+        # A warm or reserved VM that died: dropped (its reservation is refilled below), and what
+        # is left of it (a shut-off domain, its disks) goes now rather than after the reap grace.
+        for dead in PoolVM.objects.filter(host=host, state=PoolVM.State.READY).exclude(id__in=active):
+            with contextlib.suppress(DomainMissing):
+                vm = hv.vm(dead.id)
+                if vm.is_running():
+                    continue  # became ready after the listing above: alive
+                vm.destroy()
+            dead.delete()
         keep = set(LabSession.objects.filter(host=host, state__in=VM_LIVE).values_list("vm_id", flat=True))
         keep |= set(PoolVM.objects.filter(host=host).exclude(state=PoolVM.State.ASSIGNED).values_list("id", flat=True))
+        keep |= templates.reserved_vm_ids(hv)  # being built into a template right now
         # Domains outside this deployment's id namespace are never ours to reap.
         report["reaped"] = hv.reap(keep, grace_s=limits.reap_grace_s(), namespace=id_prefixes())
+        # After the reap: a template goes only once no clone's disks are backed by it.
+        report["templates_removed"] = templates.reap_stale(hv)
+    report["refilled"] = refill_reservations(host)
     # Ended sessions whose teardown was interrupted: their VM is reaped now, record it.
     for session_id in LabSession.objects.filter(host=host, state__in=ENDED - {S.DESTROYED}).values_list(
         "id", flat=True
@@ -159,6 +173,19 @@ def reconcile_host(host: str) -> dict[str, list[str]]:
         log.info("reconcile %s: %s", host, report)
     task_calls.fill_pool.on(host)
     return report
+
+
+def refill_reservations(host: str) -> list[str]:
+    """Reservations on this host holding fewer VMs than their size (a seat's VM died and was
+    dropped above, or a fill ran out of room) with none being made: fill them again, from the
+    same template (fill_reservation clones it)."""
+    refilled = []
+    for reservation in Reservation.objects.filter(host=host):
+        held = reservation.vms.exclude(state=PoolVM.State.ASSIGNED)
+        if held.count() < reservation.size and not held.filter(state=PoolVM.State.BOOTING).exists():
+            task_calls.fill_reservation.on(host, reservation.pk)
+            refilled.append(reservation.key)
+    return refilled
 
 
 def tear_down_host(host: str) -> list[str]:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import transaction
@@ -17,8 +18,9 @@ from django.utils import timezone
 
 from labs import host_registry, task_calls
 from labs.catalog import Lab
-from labs.host import console_relay, verify
+from labs.host import console_relay, templates, verify
 from labs.hypervisor import VM, DomainMissing, Hypervisor, HypervisorError
+from labs.hypervisor.clones import Template, TemplateInvalid
 from labs.models import LabSession, PoolVM, Reservation, StepResult
 from labs.redis_names import session_keys
 from labs.services import limits
@@ -31,6 +33,8 @@ from labs.states import ENDED, SessionState
 S = SessionState
 log = logging.getLogger(__name__)
 BOOT_TIMEOUT_S = 120.0
+# Clones restored at once: a restore is ~1 s, mostly QEMU loading RAM (CPU); 3 kept 2 cores busy.
+CLONE_PARALLELISM = 3
 
 
 class CheckpointPending(Exception):
@@ -92,16 +96,16 @@ def _provision(hv: Hypervisor, session: LabSession) -> None:
     lab = require_lab(session.lab_slug)
     pool_vm = PoolVM.objects.filter(session_id=session_id).first()
     prepared = pool_vm is not None and pool_vm.lab_slug == lab.slug
+    set_up = prepared  # step 1's setup has run in the VM (a prepared VM, or a clone of the lab's template)
     started = time.monotonic()
     if pool_vm is not None:
         push_progress(session_id, "warm", "Taking a pre-booted VM")
         vm = hv.vm(session.vm_id)
     else:
-        push_progress(session_id, "boot", "Booting the VM")
-        vm = hv.create_vm(session.vm_id, lab.profile, settings.GUEST_IMAGE_DIR)
+        vm, set_up = _cold_start(hv, session, lab)
     push_progress(session_id, "agent", "Waiting for the guest agent")
     vm.wait_ready(BOOT_TIMEOUT_S)
-    if not prepared:
+    if not set_up:
         push_progress(session_id, "setup", "Preparing step 1")
         verify.run_setup(vm, lab.step(1))
     log.info("session %s: ready in %.2fs", session_id, time.monotonic() - started)
@@ -116,15 +120,26 @@ def _provision(hv: Hypervisor, session: LabSession) -> None:
     if not prepared:
         vm.snapshot(checkpoint(1))
         update_fields(session_id, expected=[S.READY], checkpoints=[1])
-    if pool_vm is not None:
-        # Refill the pool only now: a boot competing for the CPU would slow this hand-out.
+    if pool_vm is not None or not set_up:
+        # Refill the pool (or build the template this cold start asked for) only now: a boot
+        # competing for the CPU would slow this hand-out.
         task_calls.fill_pool.on(session.host)
 
 
-def _prepare_first_step(vm: VM, lab: Lab) -> None:
-    """What a pool VM prepared for `lab` does while idle: set up step 1 and checkpoint it."""
-    verify.run_setup(vm, lab.step(1))
-    vm.snapshot(checkpoint(1))
+def _cold_start(hv: Hypervisor, session: LabSession, lab: Lab) -> tuple[VM, bool]:
+    """No warm VM for the session: a clone of the lab's template when this host has one (step 1
+    is set up in it already; ~1 s instead of a boot), else a boot, and the template is asked for
+    so that the next cold start of the lab clones. Returns the VM and whether step 1 is set up."""
+    template = templates.find(hv, lab.slug, lab.profile)
+    if template is not None:
+        push_progress(session.id, "warm", "Restoring a prepared VM")
+        try:
+            return hv.restore_clone(template, session.vm_id, settings.GUEST_IMAGE_DIR, BOOT_TIMEOUT_S), True
+        except TemplateInvalid:  # removed or broken since: boot instead
+            log.exception("session %s: cloning template %s failed; booting", session.id, template.key)
+    push_progress(session.id, "boot", "Booting the VM")
+    templates.request(hv, lab.slug, lab.profile)
+    return hv.create_vm(session.vm_id, lab.profile, settings.GUEST_IMAGE_DIR), False
 
 
 def check(session_id: str, step_number: int, claim: str = "") -> None:
@@ -226,7 +241,16 @@ def destroy(session_id: str) -> None:
 
 
 def fill_pool(host: str) -> None:
-    """Boot warm VMs until this host holds the configured number of each kind (LABS_POOL_SIZES)."""
+    """Build the templates cold starts asked for, then make warm VMs (clones of their lab's
+    template) until this host holds the configured number of each kind (LABS_POOL_SIZES)."""
+    with hypervisor() as hv:
+        for lab_slug, profile in templates.requested(hv):
+            if not _has_room(host):
+                return  # a build boots a VM: the next round (reconciler) tries again
+            try:
+                templates.build_requested(hv, lab_slug, profile)
+            except (HypervisorError, verify.StepCommandFailed, TimeoutError, LookupError):
+                log.exception("template of %s (%s) could not be built", lab_slug or "a bare boot", profile)
     for target in limits.pool_targets():
         kind = PoolVM.objects.filter(host=host, profile=target.profile, lab_slug=target.lab_slug, reservation=None)
         while kind.exclude(state=PoolVM.State.ASSIGNED).count() < target.size:
@@ -239,17 +263,19 @@ def fill_reservation(reservation_id: int) -> None:
     """Prepare VMs for a reservation (a class's seats) until it holds `size` not yet handed out.
 
     The class's admission control budgeted these VMs, so they may take every slot; they still
-    wait for a free boot (a boot is CPU-bound: starting more at once slows them all).
+    wait for a free boot (a boot is CPU-bound: starting more at once slows them all). They are
+    clones of the lab's template, restored CLONE_PARALLELISM at a time (~1 s each).
     """
     reservation = Reservation.objects.filter(pk=reservation_id).first()
     while reservation is not None:
-        held = reservation.vms.exclude(state=PoolVM.State.ASSIGNED).count()
-        if held >= reservation.size:
+        wanted = reservation.size - reservation.vms.exclude(state=PoolVM.State.ASSIGNED).count()
+        if wanted <= 0:
             return
         advert = _advert(reservation.host)
         if advert is None or free_slots(advert) < 1 or free_boots(advert) < 1:
             return  # the reconciler's next round tries again
-        if not _prepare_pool_vm(reservation.host, reservation.profile, reservation.lab_slug, reservation):
+        batch = min(wanted, free_slots(advert), CLONE_PARALLELISM)
+        if not _prepare_pool_vms(reservation.host, reservation.profile, reservation.lab_slug, reservation, batch):
             return
         reservation = Reservation.objects.filter(pk=reservation_id).first()  # released meanwhile?
 
@@ -270,22 +296,50 @@ def release_reservation(reservation_id: int) -> None:
 
 
 def _prepare_pool_vm(host: str, profile: str, lab_slug: str, reservation: Reservation | None = None) -> bool:
-    """Boot one warm VM (set up for `lab_slug`'s first step when given); False if that failed."""
-    pool_vm = PoolVM.objects.create(host=host, profile=profile, lab_slug=lab_slug, reservation=reservation)
+    """Make one warm VM (set up for `lab_slug`'s first step when given); False if that failed."""
+    return _prepare_pool_vms(host, profile, lab_slug, reservation, 1)
+
+
+def _prepare_pool_vms(host: str, profile: str, lab_slug: str, reservation: Reservation | None, count: int) -> bool:
+    """Make `count` warm VMs as clones of the template of (`lab_slug`, `profile`), building that
+    first if this host has none (one boot); False if any failed. A clone of a lab's template has
+    step 1 set up already; it still takes its own checkpoint (resets revert to it)."""
+    pool_vms = [
+        PoolVM.objects.create(host=host, profile=profile, lab_slug=lab_slug, reservation=reservation)
+        for _ in range(count)
+    ]
     started = time.monotonic()
     try:
         with hypervisor() as hv:
-            vm = hv.create_vm(pool_vm.id, profile, settings.GUEST_IMAGE_DIR)
-            vm.wait_ready(BOOT_TIMEOUT_S)
-            if lab_slug:
-                _prepare_first_step(vm, require_lab(lab_slug))
-    except (HypervisorError, verify.StepCommandFailed, TimeoutError):
-        log.exception("warm pool: preparing %s failed", pool_vm.id)
-        pool_vm.delete()  # the reaper removes whatever half-made VM is left
+            template = templates.ensure(hv, lab_slug, profile)
+    except (HypervisorError, verify.StepCommandFailed, TimeoutError, LookupError):
+        log.exception("warm pool: the template of %s (%s) could not be built", lab_slug or "a bare boot", profile)
+        PoolVM.objects.filter(pk__in=[p.pk for p in pool_vms]).delete()
         return False
-    PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
+    # Threads, each on its own libvirt connection: a restore waits mostly on libvirtd and QEMU.
+    with ThreadPoolExecutor(max_workers=min(count, CLONE_PARALLELISM)) as pool:
+        outcomes = list(pool.map(lambda p: _restore_pool_vm(p.id, template, bool(lab_slug)), pool_vms))
+    for pool_vm, ok in zip(pool_vms, outcomes, strict=True):
+        if ok:
+            PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
+        else:
+            pool_vm.delete()  # the reaper removes whatever half-made VM is left
     console_relay.wake(host)  # the relay manager holds a ready VM's console from now on
-    log.info("warm pool: %s ready in %.1fs", pool_vm, time.monotonic() - started)
+    log.info("warm pool: %d of %d clones of %s ready in %.1fs", sum(outcomes), count, template.key,
+             time.monotonic() - started)  # fmt: skip
+    return all(outcomes)
+
+
+def _restore_pool_vm(vm_id: str, template: Template, checkpointed: bool) -> bool:
+    """Restore one clone (and checkpoint step 1 if the template is a lab's); no DB access here."""
+    try:
+        with hypervisor() as hv:
+            vm = hv.restore_clone(template, vm_id, settings.GUEST_IMAGE_DIR, BOOT_TIMEOUT_S)
+            if checkpointed:
+                vm.snapshot(checkpoint(1))
+    except HypervisorError:
+        log.exception("warm pool: restoring %s failed", vm_id)
+        return False
     return True
 
 

@@ -15,7 +15,7 @@ import libvirt
 
 from labs.profiles import PROFILES, Profile, get_profile, vm_cost_mib
 
-from . import clones, confinement
+from . import clones, confinement, device_state
 from .accel import AccelChoice, probe_accelerator
 from .disks import (
     DEFAULT_DISKS_ROOT,
@@ -181,6 +181,9 @@ class Hypervisor:
         tag = self._tag_of(self._lookup(vm.session_id))
         if tag is None:
             raise DomainMissing(f"{vm.name} carries no VirtLab tag")
+        if device_state.has_unsaved_devices(vm.xml()):
+            # Like a snapshot, a save loses edu's PCI configuration: the guest keeps a copy in RAM.
+            vm._guest_script(device_state.SAVE_SCRIPT, "saving device state")  # the one helper, vm.py's
         try:
             return clones.capture(
                 self.conn, self._lookup(vm.session_id), session_dir(self.disks_root, vm.session_id), directory,
@@ -228,6 +231,8 @@ class Hypervisor:
         vm = VM(self.conn, domain, session_id, self.disks_root)
         try:
             clones.fresh_guest_state(vm.agent, ready_timeout_s)
+            if device_state.has_unsaved_devices(xml):
+                vm._guest_script(device_state.RESTORE_SCRIPT, "restoring device state")
         except HypervisorError:
             vm.destroy()
             raise
