@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+from django.utils.translation import gettext
 from ninja import Schema
-from pydantic import PlainSerializer, WithJsonSchema
+from pydantic import PlainSerializer, WithJsonSchema, field_validator
 
 from labs.states import SessionState
 
@@ -34,12 +35,14 @@ class AlreadyRunningOut(DetailOut):
 
 
 class AssertionOut(Schema):
-    """One assertion of a check: its verdict, the author's message in both languages, what was seen."""
+    """One assertion of a check: its verdict, the author's message in both languages, what was seen.
+    A `note` is no assertion but the host's remark on the verdict (e.g. no checkpoint was taken)."""
 
     ok: bool
     en: str
     zh: str
     detail: str
+    note: bool = False
 
 
 class StepResultOut(Schema):
@@ -66,3 +69,9 @@ class SessionOut(Schema):
     ready_at: IsoDatetime | None
     expires_at: IsoDatetime | None
     results: dict[str, StepResultOut]  # by step number (a JSON key, hence a string), in step order
+
+    @field_validator("error")
+    @classmethod
+    def _in_readers_language(cls, error: str) -> str:
+        # The host stores a message id (labs/host/tasks.py): shown in the reader's language.
+        return gettext(error) if error else error

@@ -15,6 +15,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
+from django.utils.translation import gettext_noop
 
 from labs import task_calls
 from labs.host import host_agent, reconcile, vmwork
@@ -33,19 +34,28 @@ RETRY_LIBVIRT: dict[str, Any] = {
 
 
 class SessionTask(Task):  # type: ignore[type-arg]
-    """A task on one session (first argument): a failure it did not handle fails the session."""
+    """A task on one session (first argument): a failure it did not handle fails the session.
 
-    what = "run the lab"
+    The learner reads `failure` (a message id: the page shows it in their language); the
+    exception, which may name internal hosts, paths and libvirt's own words, goes to the log only.
+    """
+
+    failure = gettext_noop("The lab's host ran into a problem. Please start the lab again.")
     ignore_result = True
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         session_id = args[0] if args else kwargs.get("session_id")
-        log.error("%s for session %s failed: %r", self.name, session_id, exc)
+        log.error("%s for session %s failed: %r", self.name, session_id, exc, exc_info=exc)
         if session_id:
-            vmwork.end_here(session_id, SessionState.FAILED, error=f"The lab's host could not {self.what}: {exc}")
+            vmwork.end_here(session_id, SessionState.FAILED, error=self.failure)
 
 
-@shared_task(name=task_calls.provision_session.name, base=SessionTask, what="start the VM", **RETRY_LIBVIRT)
+START_FAILED = gettext_noop("The lab's host could not start your VM. Please start the lab again.")
+CHECK_FAILED = gettext_noop("The lab's host could not check this step. Please start the lab again.")
+REVERT_FAILED = gettext_noop("The lab's host could not restore the checkpoint. Please start the lab again.")
+
+
+@shared_task(name=task_calls.provision_session.name, base=SessionTask, failure=START_FAILED, **RETRY_LIBVIRT)
 def provision_session(session_id: str) -> None:
     vmwork.provision(session_id)
 
@@ -63,7 +73,7 @@ class CheckTask(SessionTask):
 
 # A check that arrives before its step's checkpoint retries every 0.25 s for up to 30 s.
 @shared_task(
-    name=task_calls.check_session_step.name, base=CheckTask, what="check the step",
+    name=task_calls.check_session_step.name, base=CheckTask, failure=CHECK_FAILED,
     autoretry_for=(vmwork.CheckpointPending, HostUnreachable), max_retries=120,
     retry_kwargs={"countdown": 0.25}, retry_backoff=False,
 )  # fmt: skip
@@ -71,7 +81,7 @@ def check_session_step(session_id: str, step: int, claim: str = "") -> None:
     vmwork.check(session_id, step, claim)
 
 
-@shared_task(name=task_calls.revert_session.name, base=SessionTask, what="restore the checkpoint", **RETRY_LIBVIRT)
+@shared_task(name=task_calls.revert_session.name, base=SessionTask, failure=REVERT_FAILED, **RETRY_LIBVIRT)
 def revert_session(session_id: str, step: int) -> None:
     vmwork.revert(session_id, step)
 

@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext_noop
 
 from labs import host_registry, task_calls
 from labs.catalog import Lab
 from labs.host import console_relay, templates, verify
-from labs.hypervisor import VM, DomainMissing, Hypervisor, HypervisorError
+from labs.hypervisor import VM, DomainMissing, HostUnreachable, Hypervisor, HypervisorError
 from labs.hypervisor.clones import Template, TemplateInvalid
 from labs.models import LabSession, PoolVM, Reservation, StepResult
 from labs.redis_names import session_keys
@@ -147,22 +148,54 @@ def check(session_id: str, step_number: int, claim: str = "") -> None:
 
     A check pressed right after the VM became ready may arrive before step 1's checkpoint exists:
     CheckpointPending makes the task retry, so a pass (which sets up step 2) cannot overtake it.
+    (Later steps may have none: a session past its disk budget takes no more checkpoints.)
+    libvirtd going away mid-check (HostUnreachable, or any error on a connection that died) is
+    retried by the task too: the VM runs on without libvirtd, so the lab goes on.
     `claim` is the session's in-flight check marker: released just before the verdict is shown,
     so the learner's next click is not refused (the task releases it too, however it ends).
     """
     session = LabSession.objects.get(pk=session_id)
     if session.state != S.READY or session.current_step != step_number:
         return
-    if step_number not in session.checkpoints:
+    if not session.checkpoints:
         raise CheckpointPending(f"session {session_id}: step {step_number} has no checkpoint yet")
     lab = require_lab(session.lab_slug)
     push_progress(session_id, "checking", str(step_number))
     with hypervisor() as hv:
         try:
             _check(hv, session, lab, step_number, claim)
+        except HostUnreachable:
+            log.warning("session %s: libvirt went away during the check; retrying", session_id)
+            raise
         except (HypervisorError, verify.StepCommandFailed) as exc:
+            if not libvirt_alive(hv):
+                log.warning("session %s: libvirt connection lost during the check (%s); retrying", session_id, exc)
+                raise HostUnreachable(f"libvirt connection lost during the check: {exc}") from exc
             log.exception("session %s: check failed", session_id)
-            end_here(session_id, S.FAILED, error=f"The VM stopped answering: {exc}")
+            end_here(session_id, S.FAILED, error=VM_STOPPED_ANSWERING)
+
+
+VM_STOPPED_ANSWERING = gettext_noop("Your VM stopped answering. Please start the lab again.")
+NO_MORE_CHECKPOINTS = gettext_noop(
+    "Your lab's disks and checkpoints use %(used)d MiB, over its %(budget)d MiB budget: no checkpoint was "
+    "taken for this step, so you cannot go back to its beginning. Earlier checkpoints still work."
+)
+
+
+def _in_both_languages(message: str, **values: object) -> dict[str, str]:
+    """A message for the page in English and Chinese (it shows the learner's language)."""
+    with translation.override("zh-hans"):
+        zh = translation.gettext(message) % values
+    return {"en": message % values, "zh": zh}
+
+
+def libvirt_alive(hv: Hypervisor) -> bool:
+    """One cheap call to libvirtd: on a connection whose daemon died it fails at once."""
+    try:
+        hv.conn.getLibVersion()
+        return bool(hv.conn.isAlive())
+    except Exception:  # libvirtError: the daemon is gone
+        return False
 
 
 def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int, claim: str) -> None:
@@ -171,12 +204,14 @@ def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int, clai
     vm = hv.vm(session.vm_id)
     vm.wait_ready(30)  # cheap when the agent is up; waits out a reconnect after a revert
     result = verify.run_check(vm, step, max_output=limits.check_output_max_bytes())
-    StepResult.objects.create(
+    details = [{"ok": r.ok, "en": r.message.en, "zh": r.message.zh, "detail": r.detail,
+                "trusts_guest": r.trusts_guest} for r in result.results]  # fmt: skip
+    stored = StepResult.objects.create(
         session=session, step=step_number, passed=result.passed, duration_s=result.duration_s,
         message="" if result.passed else "; ".join(r.message.en for r in result.results if not r.ok),
-        details=[{"ok": r.ok, "en": r.message.en, "zh": r.message.zh, "detail": r.detail,
-                  "trusts_guest": r.trusts_guest} for r in result.results],
+        details=details,
     )  # fmt: skip
+    limits.prune_step_results(session_id, step_number)
     if not result.passed:
         limits.release_check(session_id, claim)
         push_session(session_id)
@@ -187,8 +222,15 @@ def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int, clai
         return
     following = step_number + 1
     verify.run_setup(vm, lab.step(following))
-    _checkpoint(vm, following)
-    checkpoints = sorted({*session.checkpoints, following})
+    checkpoints = sorted(session.checkpoints)
+    over_budget = _checkpoint(vm, following)
+    if over_budget is None:
+        checkpoints = sorted({*checkpoints, following})
+    else:
+        # The learner reads why on the verdict: a note in both languages, not an assertion.
+        note = _in_both_languages(NO_MORE_CHECKPOINTS, used=over_budget[0], budget=over_budget[1])
+        details.append({"ok": True, "note": True, **note, "detail": "", "trusts_guest": False})
+        StepResult.objects.filter(pk=stored.pk).update(details=details)
     limits.release_check(session_id, claim)
     update_fields(
         session_id, expected=[S.READY], current_step=following, checkpoints=checkpoints,
@@ -196,11 +238,27 @@ def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int, clai
     )  # fmt: skip
 
 
-def _checkpoint(vm: VM, step: int) -> None:
+def disk_used_mib(vm: VM) -> int:
+    """What the session's disks take on the host, its internal checkpoints included (libvirt's
+    allocation, read from the host side: nothing the guest reports)."""
+    return sum(info.allocation for info in vm.block_info()) // (1024 * 1024)
+
+
+def _checkpoint(vm: VM, step: int) -> tuple[int, int] | None:
+    """Take `step`'s checkpoint; past the session's disk budget, take none and return (used, budget) MiB.
+
+    The budget is enforced at admission and here: a checkpoint adds ~75 MiB, so a session that
+    passes step after step (or fills its disk) would otherwise outgrow what placement counted."""
+    used, budget = disk_used_mib(vm), limits.disk_per_session_mib()
+    if used >= budget:
+        log.warning("session %s: disks use %d MiB of its %d MiB budget: no checkpoint of step %d",
+                    vm.session_id, used, budget, step)  # fmt: skip
+        return used, budget
     # A checkpoint from an earlier pass (before a goto) is stale: replace it.
     with contextlib.suppress(HypervisorError):
         vm.delete_snapshot(checkpoint(step))
     vm.snapshot(checkpoint(step))
+    return None
 
 
 def revert(session_id: str, step: int) -> None:

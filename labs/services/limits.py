@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.cache import cache
 
+from labs.models import StepResult
 from labs.profiles import PROFILES
 from labs.services.catalog import get_lab
 
@@ -34,6 +35,20 @@ def check_rate() -> tuple[int, int]:
 def check_output_max_bytes() -> int:
     """Bytes of each of stdout and stderr a check's guest command may print; more fails the assertion."""
     return settings.LABS_CHECK_OUTPUT_MAX_BYTES
+
+
+def step_results_kept() -> int:
+    """Check results stored per step of a session (the latest); older ones are deleted."""
+    return settings.LABS_STEP_RESULTS_KEPT
+
+
+def prune_step_results(session_id: str, step: int) -> int:
+    """Delete all but the latest step_results_kept() results of one step of a session (the rate
+    limit bounds how fast they come, this how many stay); returns how many were deleted."""
+    results = StepResult.objects.filter(session_id=session_id, step=step)
+    latest = list(results.order_by("-created_at", "-id").values_list("id", flat=True)[: step_results_kept()])
+    deleted, _ = results.exclude(id__in=latest).delete()
+    return deleted
 
 
 def ttl() -> timedelta:

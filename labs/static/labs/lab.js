@@ -76,9 +76,11 @@
       verdict.textContent = "";
       if (result) {
         verdict.classList.add(result.passed ? "is-pass" : "is-fail");
-        var reasons = (result.details || []).filter(function (d) { return !d.ok; })
-          .map(function (d) { return d[lang] || d.en; });
-        verdict.textContent = result.passed ? "✓ " + strings.passed : "✗ " + strings.failed + (reasons.length ? ": " + reasons.join(" · ") : "");
+        var text = function (d) { return d[lang] || d.en; };
+        var reasons = (result.details || []).filter(function (d) { return !d.ok && !d.note; }).map(text);
+        var notes = (result.details || []).filter(function (d) { return d.note; }).map(text);  // e.g. no checkpoint taken
+        verdict.textContent = result.passed ? "✓ " + strings.passed + (notes.length ? ": " + notes.join(" · ") : "")
+          : "✗ " + strings.failed + (reasons.length ? ": " + reasons.join(" · ") : "");
       }
     });
     renderCountdown();
