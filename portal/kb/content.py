@@ -142,7 +142,11 @@ def load_glossary(root: Path | None = None) -> list[dict[str, Any]]:
     return entries
 
 
+GOLDEN_NOTHING = "nothing"  # a golden query's `expect` when it must match nothing
+
+
 def load_golden(root: Path | None = None) -> list[dict[str, str]]:
+    """Golden queries: {q, lang ("" for both), expect (a doc slug, lab:<slug>, or GOLDEN_NOTHING)}."""
     queries: list[dict[str, str]] = []
     for path in sorted((docs_dir(root) / "golden").glob("*.yaml")):
         queries.extend(

@@ -108,34 +108,47 @@ class Glossary:
         return out
 
 
+def _typed_prefix(word: str) -> str:
+    """What the last word, still being typed, is searched as. Stemmed index tokens are often
+    shorter than what was typed ("paravirtualiz" is indexed as "paravirtu"), so a long word drops
+    a few letters; never below 7, as the backends stem a prefix too ("opens" would become "open")
+    and a stub matches unrelated words ("ban": bandwidth)."""
+    return word[: max(7, len(word) - 4)] if len(word) > 7 else word
+
+
 def parse_query(q: str, glossary: Glossary | None = None) -> Query:
     """Segment a (possibly mixed-language) query, expand it through the glossary.
 
-    The last Latin word is a prefix unless the query ends in a space: search-as-you-type.
+    Chinese runs are segmented by jieba. A Latin compound (driver_override, io.max, human|json)
+    is searched as written (its words adjacent) and word by word. The last Latin word is also a
+    prefix unless the query ends in a space: search-as-you-type.
     """
     q = q[:MAX_QUERY]
     query = Query()
-    seen: set[tuple[str, ...]] = set()
+    seen: set[tuple[tuple[str, ...], bool]] = set()
 
     def add(term: Term) -> None:
-        if term.words and term.words not in seen and not (len(term.words) == 1 and term.words[0] in STOP):
-            seen.add(term.words)
+        key = (term.words, term.prefix)
+        if term.words and key not in seen and not (len(term.words) == 1 and term.words[0] in STOP):
+            seen.add(key)
             query.terms.append(term)
 
-    tokens = [tuple(words(tok)) for tok in jieba().cut_for_search(q)]
-    tokens = [t for t in tokens if t]
-    for tok in tokens:
-        add(Term(tok))
-    if tokens and not q.endswith(" "):
-        last = tokens[-1]
-        if len(last) == 1 and not CJK_RE.search(last[0]) and len(last[0]) >= 2:
-            query.terms = [t for t in query.terms if t.words != last]
-            seen.discard(last)
-            # Stemmed index tokens are often shorter than what was typed ("paravirtualiz" is
-            # indexed as "paravirtu"): a prefix drops a few letters so it still matches them.
-            # Never below 5 letters: "bananas" must not become "ban", matching "bandwidth".
-            word = last[0]
-            add(Term((word[: max(5, len(word) - 4)] if len(word) > 6 else word,), prefix=True))
+    chunks = q.split()
+    for i, chunk in enumerate(chunks):
+        if CJK_RE.search(chunk):
+            for tok in jieba().cut_for_search(chunk):
+                add(Term(tuple(words(tok))))
+            continue
+        parts = tuple(words(chunk))
+        if not parts:
+            continue
+        if len(parts) > 1:
+            add(Term(parts))
+        for part in parts:
+            add(Term((part,)))
+        typing = i == len(chunks) - 1 and not q[-1:].isspace()
+        if typing and len(parts[-1]) >= 2 and not parts[-1].isdigit():
+            add(Term((*parts[:-1], _typed_prefix(parts[-1])), prefix=True))
     for phrase in glossary.expand(q) if glossary else []:
         # A multi-word expansion is searched as a phrase of its segmented words.
         add(Term(phrase_words(phrase), expanded=True))

@@ -45,7 +45,7 @@ Pick `--mode=alpharix|betazedda`.
 @pytest.fixture
 def compounds(content_copy: Path) -> None:
     (content_copy / "docs" / "en" / "compounds.md").write_text(COMPOUNDS)
-    assert rebuild(content_copy).rendered == ["en/compounds"]
+    assert "en/compounds" in rebuild(content_copy).rendered
 
 
 @pytest.mark.usefixtures("compounds")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from ..cache import corpus
+from ..content import GOLDEN_NOTHING
 from ..markdown import doc_url, lab_url
 from ..models import SearchPage
 from ..text import CJK_RE, parse_query
@@ -99,3 +100,12 @@ def search(
         first = query_language(q)
         results.sort(key=lambda r: r.lang != first)  # stable: the ranking holds within each language
     return results
+
+
+def golden_passes(golden: dict[str, str]) -> bool:
+    """A golden query passes when its page or lab is in the top 3 (or, expecting nothing, when
+    nothing matches)."""
+    results = search(golden["q"], lang=golden["lang"] or None, limit=3)
+    if golden["expect"] == GOLDEN_NOTHING:
+        return not results
+    return golden["expect"] in [r.key for r in results]

@@ -25,7 +25,7 @@ def tsquery_text(terms: list[Term]) -> str:
     parts = []
     for t in terms:
         phrase = " <-> ".join(f"'{w}'" for w in t.words)
-        parts.append(f"{phrase}:*" if t.prefix and len(t.words) == 1 else f"({phrase})")
+        parts.append(f"({phrase}:*)" if t.prefix else f"({phrase})")  # a prefix applies to the last word
     return " | ".join(parts)
 
 
