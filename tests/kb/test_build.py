@@ -137,7 +137,7 @@ def test_unknown_lab_in_front_matter_makes_the_page_invalid(content_copy: Path) 
 @pytest.mark.parametrize(
     ("link", "field", "reason"),
     [
-        ("lab:vfio-userspace#step-10", "lab:vfio-userspace#step-10", "has steps 1-9"),
+        ("lab:vfio-userspace#step-12", "lab:vfio-userspace#step-12", "has steps 1-11"),
         ("lab:vfio-userspace#step-0", "lab:vfio-userspace#step-0", "only point at a step"),
         ("lab:vfio-userspace#setup", "lab:vfio-userspace#setup", "only point at a step"),
         ("lab:vfio-user#step-3", "lab:vfio-user#step-3", "no lab 'vfio-user'"),
@@ -147,7 +147,7 @@ def test_lab_link_to_unknown_lab_or_step_makes_the_page_invalid(
     content_copy: Path, link: str, field: str, reason: str
 ) -> None:
     path = content_copy / "docs" / "zh" / "vfio.md"
-    _edit(path, "(lab:vfio-userspace#step-9)", f"({link})")
+    _edit(path, "(lab:vfio-userspace#step-11)", f"({link})")
     (error,) = rebuild(content_copy).errors
     assert (error.path, error.field) == (path, field)
     assert reason in error.message
@@ -158,12 +158,12 @@ def test_lab_link_to_unknown_lab_or_step_makes_the_page_invalid(
 def test_removing_a_lab_step_invalidates_unchanged_pages_that_link_it(content_copy: Path) -> None:
     rebuild(content_copy)
     lab = content_copy / "labs" / "vfio-userspace"
-    _edit(lab / "lab.yaml", "  - 09-give-back\n", "")
-    shutil.rmtree(lab / "steps" / "09-give-back")
+    _edit(lab / "lab.yaml", "  - 11-give-back\n", "")
+    shutil.rmtree(lab / "steps" / "11-give-back")
     report = rebuild(content_copy)
     assert {(e.path.parent.name, e.path.name, e.field) for e in report.errors} == {
-        ("en", "vfio.md", "lab:vfio-userspace#step-9"),
-        ("zh", "vfio.md", "lab:vfio-userspace#step-9"),
+        ("en", "vfio.md", "lab:vfio-userspace#step-11"),
+        ("zh", "vfio.md", "lab:vfio-userspace#step-11"),
     }
     assert not DocPage.objects.filter(slug="vfio").exists()
     assert DocPage.objects.filter(slug="mdev").count() == 2  # checked again, still valid

@@ -63,7 +63,7 @@ def test_chinese_page_links_back_to_english(client: Client) -> None:
     assert VFIO_ZH in html
     assert 'href="/docs/en/vfio/" hreflang="en"' in html
     assert 'href="/docs/zh/mdev/"' in html  # doc: links and related pages stay in Chinese
-    assert '<a href="/labs/vfio-userspace/">在用户空间使用 VFIO' in html
+    assert '<a href="/labs/vfio-userspace/">在用户态使用 VFIO' in html
     assert 'lang="zh"' in html
 
 
