@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync
+from asgiref.typing import WebSocketConnectEvent
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -72,6 +73,7 @@ MAX_COLS, MAX_ROWS = 1000, 500
 INPUT_TTL_S = 60  # keystrokes nobody pops (no relay) go with their list
 # A socket's claim on its user's count lapses unless refreshed: a web process that dies leaves none.
 SLOT_TTL_S, SLOT_REFRESH_S = 90, 30
+RATE_PAUSE_MAX_S = 1.0  # the longest a socket over its input rate is left unread (its output waits too)
 NOTICE_EVERY_S = 1.0  # one message (and log line) per code per second: a flood is not answered by a flood
 # Keys go to the guest from here: while queued or restoring a checkpoint there is no VM to take them.
 # Requested and provisioning are accepted: the relay holds them until step 1's checkpoint is taken.
@@ -123,6 +125,10 @@ class TokenBucket:
             return False
         self.tokens -= n
         return True
+
+    def wait_s(self, n: int) -> float:
+        """Seconds until `n` bytes (at most a burst) could be taken."""
+        return max(0.0, (min(n, self.burst) - self.tokens) / self.rate)
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,19 @@ class LimitedConsumer(AsyncWebsocketConsumer, Generic[Subject]):
         self.told: dict[str, float] = {}
         self.bucket = TokenBucket(settings.LABS_WS_INPUT_RATE_BPS, settings.LABS_WS_INPUT_BURST_BYTES)
 
+    async def websocket_connect(self, message: WebSocketConnectEvent) -> None:
+        # After a Redis restart the first command on each pooled connection that went stale fails
+        # (channels_redis's group join, say): the page is told to retry, nothing escapes to the server.
+        try:
+            await super().websocket_connect(message)
+        except (RedisError, OSError) as exc:
+            if self.tasks:  # accepted: the writer says why, then closes
+                self.tell("error", "unavailable", "The lab service is unavailable; retrying.", logging.WARNING)
+                self.close_after(CLOSE_UNAVAILABLE, "service unavailable")
+            else:
+                log.warning("%s socket of %s: Redis unavailable (%s): refused", self.kind, self.session_id, exc)
+                await self.close(code=CLOSE_UNAVAILABLE)
+
     async def load(self, user: Any) -> Subject | None:
         """What the socket serves, if `user` may open it; None refuses it (4403)."""
         raise NotImplementedError
@@ -259,7 +278,8 @@ class LimitedConsumer(AsyncWebsocketConsumer, Generic[Subject]):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for group in list(self.joined):
-            await self.leave(group)
+            with contextlib.suppress(RedisError, OSError):  # Redis away: its groups' members expire
+                await self.leave(group)
         if self.claimed and self.user_id is not None:
             with contextlib.suppress(RedisError):
                 await shared_redis().zrem(sockets_key(self.user_id, self.kind), self.channel_name)
@@ -366,6 +386,11 @@ class LimitedConsumer(AsyncWebsocketConsumer, Generic[Subject]):
             rate, burst = settings.LABS_WS_INPUT_RATE_BPS, settings.LABS_WS_INPUT_BURST_BYTES
             message = f"Sending too fast: {size} bytes dropped (at most {rate} bytes/s, bursts of {burst})."
             self.tell("notice", "input_rate", message, level=logging.WARNING, limit=rate)
+            # Then stop reading this socket until the bucket refills (at most RATE_PAUSE_MAX_S): a
+            # client that keeps sending meets TCP backpressure, instead of this process reading and
+            # dropping every frame (~5,000 of 64 KiB a second from one flooder: bench/isolation.py)
+            # on the CPU that every other socket here shares.
+            await asyncio.sleep(min(RATE_PAUSE_MAX_S, self.bucket.wait_s(size)))
             return
         try:
             await self.handle(text_data, bytes_data)

@@ -409,5 +409,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "filters": {"redis_reconnects": {"()": "portal.log_filters.RedisReconnects"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "channels_redis.pubsub": {"filters": ["redis_reconnects"]},
+    },
 }

@@ -585,7 +585,9 @@ def drain(term: Any) -> None:
 def test_a_flood_of_input_frames_leaves_web_memory_and_redis_flat(live: tuple[lab_stack.LabStack, str]) -> None:
     # The attack: 64 KiB frames as fast as they go. Compressible ones too: with
     # permessage-deflate, uvicorn inflated every frame of a read (a few hundred bytes each on the
-    # wire) into its queue at once: +100 MiB in 2 s from one socket.
+    # wire) into its queue at once: +100 MiB in 2 s from one socket. And the server stops reading
+    # a socket past its rate (TCP backpressure) rather than read and drop ~5,000 frames a second
+    # on the CPU every other socket of the process shares (bench/isolation.py).
     stack, sid = live
     alice = stack.client("alice")
     pid = server_pid(stack.base)
@@ -598,13 +600,15 @@ def test_a_flood_of_input_frames_leaves_web_memory_and_redis_flat(live: tuple[la
         while time.monotonic() < deadline:
             term.send(frame)
             frames += 1
-            if frames % 500 == 0:
+            if frames % 20 == 0:
                 peak = max(peak, rss_mib(pid))
+        peak = max(peak, rss_mib(pid))  # with the socket's queue full
     time.sleep(0.5)
     redis_growth = (int(client.info("memory")["used_memory"]) - redis_before) / 2**20
     print(f"{frames} frames of 64 KiB in 5 s: web RSS {rss_before:.1f} -> peak {peak:.1f} MiB, "
           f"Redis +{redis_growth:.2f} MiB, {client.llen(input_key(sid))} frames queued")  # fmt: skip
-    assert frames > 1000
+    # What the socket buffers and uvicorn's queue (32 frames) hold, and about a frame a second.
+    assert frames < 400, "the server went on reading the flood"
     assert client.llen(input_key(sid)) <= 2, "the burst (one 64 KiB paste) and what 5 s at 4 KiB/s allow"
     assert redis_growth < 1
     assert peak - rss_before < 32
