@@ -82,7 +82,7 @@ class ClassIn(Schema):
 
 
 class ClassActionIn(Schema):
-    action: Literal["open_joining", "close_joining", "add_seats", "provision", "end"]
+    action: Literal["open_joining", "close_joining", "add_seats", "provision", "next_lab", "end"]
     count: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
 
 
@@ -241,7 +241,8 @@ def get_class(request: AuthenticatedRequest, class_id: ClassId) -> ClassOut:
 
 @router.post("/{class_id}/actions", response={200: ClassOut, **ACT})
 def class_action(request: AuthenticatedRequest, class_id: ClassId, body: ClassActionIn) -> ClassOut:
-    """open_joining, close_joining, add_seats (with `count`; admission-checked), provision (now), end (now)."""
+    """open_joining, close_joining, add_seats (with `count`; admission-checked), provision (now),
+    next_lab (the seats move on to the class's next lab), end (now)."""
     klass = lifecycle.class_action(request.user, _class(request, class_id), body.action, body.count)
     klass.refresh_from_db()
     return class_out(request, klass)

@@ -113,6 +113,7 @@ class ClassActionForm(forms.Form):
             ("close_joining", _("Close joining")),
             ("add_seats", _("Add seats")),
             ("provision", _("Prepare the seats now")),
+            ("next_lab", _("Move on to the next lab")),
             ("end", _("End the class now")),
         ]
     )

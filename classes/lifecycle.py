@@ -222,7 +222,31 @@ def provision_now(actor: User | None, klass: LabClass) -> LabClass:
     return klass
 
 
-CLASS_ACTIONS = ("open_joining", "close_joining", "add_seats", "provision", "end")
+def next_lab(actor: User | None, klass: LabClass) -> LabClass:
+    """Move the class on to its next lab: the seats' sessions of this lab end (their results stay),
+    its prepared VMs are released, the hosts prepare the next lab's, and each learner's next
+    "open my lab" starts it."""
+    with transaction.atomic():
+        klass = LabClass.objects.select_for_update().get(pk=klass.pk)
+        if klass.state == LabClass.State.ENDED:
+            raise ClassStateError(_("This class has ended."))
+        if klass.current_lab + 1 >= len(klass.labs):
+            raise ClassStateError(_("This is the class's last lab."))
+        before = klass.lab_slug
+        klass.current_lab += 1
+        start, end = window(klass)
+        klass.host_shares = admit(require_lab(klass.lab_slug).profile, klass.seats, start, end, exclude=klass.pk)
+        klass.save(update_fields=["current_lab", "host_shares"])
+        sessions = LabSession.objects.filter(current_seat__klass=klass, lab_slug=before, state__in=RUNNING)
+        for session_id in list(sessions.values_list("pk", flat=True)):
+            end_session(session_id, SessionState.EXPIRED)
+        release(klass, lab_slug=before)
+        log_action(actor, klass, "next_lab", detail={"from": before, "to": klass.lab_slug})
+        sync_reservations(klass)
+    return klass
+
+
+CLASS_ACTIONS = ("open_joining", "close_joining", "add_seats", "provision", "next_lab", "end")
 
 
 def class_action(actor: User, klass: LabClass, action: str, count: int | None = None) -> LabClass:
@@ -234,6 +258,8 @@ def class_action(actor: User, klass: LabClass, action: str, count: int | None = 
         return add_seats(actor, klass, count or 0)
     if action == "provision":
         return provision_now(actor, klass)
+    if action == "next_lab":
+        return next_lab(actor, klass)
     if action == "end":
         return end_class(actor, klass)
     raise ClassError(_("Unknown action “%(action)s”.") % {"action": action[:40]})

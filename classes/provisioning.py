@@ -87,9 +87,11 @@ def provision(klass: LabClass) -> LabClass:
     return klass
 
 
-def release(klass: LabClass) -> None:
-    """Ask each host to destroy the class's VMs no learner took and drop its reservation."""
-    for reservation in Reservation.objects.filter(key=klass.reservation_key()):
+def release(klass: LabClass, lab_slug: str = "") -> None:
+    """Ask each host to destroy the class's VMs no learner took (of `lab_slug` only, if given) and
+    drop its reservation."""
+    held = Reservation.objects.filter(key=klass.reservation_key())
+    for reservation in held.filter(lab_slug=lab_slug) if lab_slug else held:
         task_calls.release_reservation.on(reservation.host, reservation.pk)
 
 

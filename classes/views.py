@@ -120,6 +120,7 @@ def teacher_context(request: HttpRequest, klass: LabClass) -> dict[str, Any]:
         "seat_form": SeatActionForm(klass), "class_form": ClassActionForm(), "invite_form": InviteForm(),
         "co_form": CoInstructorForm(), "steps": range(1, progress.steps + 1),
         "co_instructors": klass.co_instructors.all(),
+        "has_next_lab": klass.current_lab + 1 < len(klass.labs),
         "seated": sum(not row.waiting for row in progress.seats), "waiting": sum(row.waiting for row in progress.seats),
     }  # fmt: skip
 

@@ -190,3 +190,36 @@ def test_ending_a_class_ends_its_seats_and_releases_its_reservations(
     assert klass_open.state == LabClass.State.ENDED
     with pytest.raises(ClassStateError, match="ended"):
         join(alice, klass_open.invites.get().code)
+
+
+def test_moving_on_to_the_next_lab_ends_this_labs_seats_and_prepares_the_next(
+    teacher: User, alice: User, lab_world: str, settings: Any, sent_tasks: list[SentTask],
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    import shutil
+
+    labs_dir = settings.CONTENT_DIR / "labs"
+    shutil.copytree(labs_dir / lab_world, labs_dir / "relay-two")
+    meta = labs_dir / "relay-two" / "lab.yaml"
+    meta.write_text(meta.read_text().replace(f"slug: {lab_world}", "slug: relay-two"))
+    now = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        made = lifecycle.create_class(teacher, spec(lab_world, labs=[lab_world, "relay-two"], starts_at=now))
+    seat = join(alice, made.invites.get().code)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = start_seat_session(seat)
+    old = Reservation.objects.get(key=made.reservation_key(), lab_slug=lab_world)
+    sent_tasks.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        moved = lifecycle.class_action(teacher, made, "next_lab")
+    assert moved.lab_slug == "relay-two"
+    first.refresh_from_db()
+    assert first.state == SessionState.EXPIRED
+    assert ("labs.host.tasks.release_reservation", (old.pk,)) in {(t.name, t.args) for t in sent_tasks}
+    new = Reservation.objects.get(key=made.reservation_key(), lab_slug="relay-two")
+    assert new.size == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        second = start_seat_session(seat)
+    assert second.lab_slug == "relay-two"
+    with pytest.raises(ClassStateError, match="last lab"):
+        lifecycle.class_action(teacher, moved, "next_lab")

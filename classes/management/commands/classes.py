@@ -55,6 +55,7 @@ class Command(BaseCommand):
         create.add_argument("--ends", type=when, required=True)
         create.add_argument("--grace", type=int, default=15, help="minutes the seats live past the end")
         create.add_argument("--lead", type=int, default=10, help="minutes before the start the seats are prepared")
+        sub.add_parser("tick")
         for name in ("provision", "end"):
             sub.add_parser(name).add_argument("id", type=int)
         status = sub.add_parser("status")
@@ -118,6 +119,9 @@ class Command(BaseCommand):
     def do_end(self, options: dict[str, Any]) -> None:
         klass = lifecycle.end_class(None, self._class(options["id"]))
         self.stdout.write(f"class {klass.pk}: ended at {klass.ended_at:%Y-%m-%d %H:%M:%S %Z}")
+
+    def do_tick(self, options: dict[str, Any]) -> None:
+        self.stdout.write(f"{lifecycle.tick()} class(es) advanced")
 
     def do_status(self, options: dict[str, Any]) -> None:
         klass = self._class(options["id"])
