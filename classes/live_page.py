@@ -35,7 +35,8 @@ def _strings() -> dict[str, str]:
     """Texts the grid's script shows, translated here so the script holds none."""
     return {
         "not_started": _("Not started"), "working": _("Working"), "passed": _("Passed"), "failed": _("Failed"),
-        "waiting": _("Waiting for a seat"), "no_session": _("No VM yet"), "attempts": _("checks"),
+        "waiting": _("Waiting for a seat"), "no_session": _("No VM yet"),
+        "check_one": _("1 check"), "checks_many": _("{n} checks"),
         # "7 learners: <reason>" — the count is filled in by the script.
         "learners_one": _("1 learner"), "learners_many": _("{n} learners"),
         "nobody_stuck": _("No failed checks right now."), "step": _("Step"), "learner": _("Learner"),
@@ -48,4 +49,11 @@ def _strings() -> dict[str, str]:
         "ws_too_many_sockets": _("Too many open class tabs: close some and this one reconnects."),
         "ws_signed_out": _("Signed out: sign in again."),
         "shown": _("{shown} of {total} learners"),
+        # Seat actions (the classes API); {n}: how many seats, {step}: the step.
+        "selected": _("{n} selected"), "select": _("Select {user}"), "select_all": _("Select every learner shown"),
+        "confirm_reset": _("Reset {n} seat(s) to the start of step {step}? What those learners did since is lost."),
+        "confirm_extend": _("Give {n} seat(s) more time?"),
+        "confirm_reprovision": _("Destroy the VM of {n} seat(s) and give each a new one? Their work is lost."),
+        "action_done": _("Done for {done} seat(s)."), "action_skipped": _("Skipped {user}: {why}"),
+        "action_failed": _("The action failed"),
     }  # fmt: skip

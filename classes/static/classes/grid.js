@@ -12,6 +12,7 @@
   var wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
   var ICON = { not_started: "·", working: "…", passed: "✓", failed: "✗" };
   var socket = null, attempts = 0, watching = null, messageSeat = null;
+  var selected = {}; // seat id -> true: the seats the toolbar's actions apply to
 
   function $(sel) { return root.querySelector(sel); }
   function el(tag, cls, text) {
@@ -30,6 +31,7 @@
     var mm = (h && m < 10 ? "0" : "") + m, ss = (sec < 10 ? "0" : "") + sec;
     return (h ? h + ":" : "") + mm + ":" + ss;
   }
+  function checks(n) { return n === 1 ? strings.check_one : fmt(strings.checks_many, { n: n }); }
   function reasonText(reason) { return reason ? (reason[lang] || reason.en) : ""; }
   function stepTitle(n) {
     var s = grid.steps[n - 1];
@@ -74,7 +76,17 @@
   function renderHead() {
     var head = $("[data-head]");
     head.textContent = "";
-    head.appendChild(el("th", "col-learner", strings.learner));
+    var learnerHead = el("th", "col-learner");
+    var all = el("input", "seat-select");
+    all.type = "checkbox";
+    all.dataset.action = "select-all";
+    all.title = strings.select_all;
+    all.setAttribute("aria-label", strings.select_all);
+    var shown = visibleRows();
+    all.checked = shown.length > 0 && shown.every(function (row) { return selected[row.seat]; });
+    learnerHead.appendChild(all);
+    learnerHead.appendChild(document.createTextNode(" " + strings.learner));
+    head.appendChild(learnerHead);
     var stepSelect = root.querySelector('[data-filter="step"]');
     var chosen = stepSelect.value;
     while (stepSelect.options.length > 1) stepSelect.remove(1);
@@ -107,7 +119,7 @@
     var meta = [];
     var t = liveTime(row, cell);
     if (t !== null) meta.push(duration(t));
-    if (cell.attempts) meta.push(cell.attempts + " " + strings.attempts);
+    if (cell.attempts) meta.push(checks(cell.attempts));
     var metaEl = el("span", "cell-meta", meta.join(" · "));
     if (t !== null) metaEl.dataset.ticking = "1";
     td.appendChild(metaEl);
@@ -124,6 +136,13 @@
     tr.dataset.seat = String(row.seat);
     var th = el("th", "row-learner");
     th.scope = "row";
+    var box = el("input", "seat-select");
+    box.type = "checkbox";
+    box.dataset.action = "select";
+    box.dataset.seat = String(row.seat);
+    box.checked = !!selected[row.seat];
+    box.setAttribute("aria-label", fmt(strings.select, { user: row.user }));
+    th.appendChild(box);
     th.appendChild(el("span", "learner-name", row.user));
     var note = row.waiting ? strings.waiting : (!row.session ? strings.no_session : "");
     if (note) th.appendChild(el("span", "learner-note", note));
@@ -188,6 +207,56 @@
     rows.forEach(function (row) { body.appendChild(renderRow(row)); });
     $("[data-shown]").textContent = fmt(strings.shown, { shown: rows.length, total: grid.rows.length });
     renderReasons();
+    renderSeatActions();
+  }
+
+  function renderSeatActions() {
+    var ids = Object.keys(selected).filter(function (id) { return findRow(parseInt(id, 10)); });
+    $("[data-seat-actions]").hidden = ids.length === 0;
+    $("[data-selected-count]").textContent = fmt(strings.selected, { n: ids.length });
+    var stepSelect = $("[data-reset-step]");
+    if (stepSelect.options.length !== grid.steps.length) {
+      stepSelect.textContent = "";
+      grid.steps.forEach(function (_, i) {
+        var opt = el("option", null, (i + 1) + ". " + stepTitle(i + 1));
+        opt.value = String(i + 1);
+        stepSelect.appendChild(opt);
+      });
+    }
+  }
+
+  // --- Seat actions: the classes API, each confirmed; the rows change through the socket -----
+
+  function csrfToken() {
+    var m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  function seatAction(action) {
+    var seats = Object.keys(selected).map(function (id) { return parseInt(id, 10); }).filter(findRow);
+    if (!seats.length) return;
+    var step = parseInt($("[data-reset-step]").value || "1", 10);
+    if (!confirm(fmt(strings["confirm_" + action], { n: seats.length, step: step }))) return;
+    var body = { action: action, seats: seats };
+    if (action === "reset") body.step = step;
+    fetch(root.dataset.api + "classes/" + root.dataset.class + "/seats/actions", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify(body)
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (data) {
+        if (!r.ok) { status(strings.action_failed + ": " + (data.detail || r.status)); return; }
+        var notes = [fmt(strings.action_done, { done: data.done.length })];
+        Object.keys(data.skipped || {}).forEach(function (id) {
+          var row = findRow(parseInt(id, 10));
+          notes.push(fmt(strings.action_skipped, { user: row ? row.user : id, why: data.skipped[id] }));
+        });
+        status(notes.join(" "));
+        selected = {};
+        render();
+      });
+    }, function () { status(strings.action_failed); });
   }
 
   // The time on a running step ticks without a message from the server.
@@ -198,7 +267,7 @@
       if (!row) return;
       var cell = cellOf(row, parseInt(td.dataset.step, 10));
       var parts = [duration(liveTime(row, cell))];
-      if (cell.attempts) parts.push(cell.attempts + " " + strings.attempts);
+      if (cell.attempts) parts.push(checks(cell.attempts));
       meta.textContent = parts.join(" · ");
     });
   }, 1000);
@@ -233,11 +302,18 @@
 
   // --- The socket -------------------------------------------------------------------------------
 
-  function status(text) { $("[data-status]").textContent = text; }
+  // The socket's state, or for a while the outcome of an action (then the socket's state again).
+  var socketStatus = "", statusTimer = null;
+  function status(text, lasting) {
+    clearTimeout(statusTimer);
+    $("[data-status]").textContent = text;
+    if (lasting) socketStatus = text;
+    else statusTimer = setTimeout(function () { $("[data-status]").textContent = socketStatus; }, 8000);
+  }
 
   function connect() {
     socket = new WebSocket(wsBase + "/ws/classes/" + root.dataset.class + "/live/");
-    socket.onopen = function () { attempts = 0; status(strings.live); };
+    socket.onopen = function () { attempts = 0; status(strings.live, true); };
     socket.onmessage = function (ev) {
       var msg = JSON.parse(ev.data);
       if (msg.type === "grid") setGrid(msg);
@@ -250,9 +326,9 @@
     };
     socket.onclose = function (ev) {
       socket = null;
-      if (ev.code === 4403) { status(strings.forbidden); return; }
-      if (ev.code === 4401) { status(strings.ws_signed_out); return; }
-      status(strings.reconnecting);
+      if (ev.code === 4403) { status(strings.forbidden, true); return; }
+      if (ev.code === 4401) { status(strings.ws_signed_out, true); return; }
+      status(strings.reconnecting, true);
       var delay = Math.min(15000, 500 * Math.pow(2, attempts++));
       if (ev.code === 4408) delay = 0;
       if (ev.code === 4429) delay = Math.max(delay, 5000);
@@ -323,7 +399,18 @@
     var button = ev.target.closest("[data-action]");
     if (!button) return;
     var action = button.dataset.action, seat = button.dataset.seat ? parseInt(button.dataset.seat, 10) : null;
-    if (action === "watch") watch(seat);
+    if (action === "select") { if (button.checked) selected[seat] = true; else delete selected[seat]; renderSeatActions(); return; }
+    if (action === "select-all") {
+      selected = {};
+      if (button.checked) visibleRows().forEach(function (row) { selected[row.seat] = true; });
+      render();
+      return;
+    }
+    if (action === "seats-reset") seatAction("reset");
+    else if (action === "seats-extend") seatAction("extend");
+    else if (action === "seats-reprovision") seatAction("reprovision");
+    else if (action === "seats-clear") { selected = {}; render(); }
+    else if (action === "watch") watch(seat);
     else if (action === "unwatch") unwatch();
     else if (action === "message-seat") openMessage(seat);
     else if (action === "message-class") openMessage(null);
@@ -354,6 +441,12 @@
     render();
   });
   $("[data-filters]").addEventListener("submit", function (ev) { ev.preventDefault(); });
+
+  // Every change of a seat's session arrives as it happens; a join (a new row) or a seat that got
+  // its session before it was linked to the seat comes with the next full grid: ask every 20 s.
+  setInterval(function () {
+    if (socket && socket.readyState === WebSocket.OPEN && !document.hidden) socket.send(JSON.stringify({ type: "refresh" }));
+  }, 20000);
 
   try { setProjector(localStorage.getItem("virtlab-projector") === "1"); } catch (e) { /* private mode */ }
   stamp(grid.rows);
