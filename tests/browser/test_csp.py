@@ -138,3 +138,20 @@ def test_the_policy_is_enforced_and_violations_are_seen(stack: lab_stack.LabStac
     assert any("script-src" in v for v in found), found
     assert any("style-src" in v for v in found), found
     watched.page.close()
+
+
+def test_the_api_docs_work_under_the_policy(stack: lab_stack.LabStack, browser: Browser) -> None:
+    """/api/docs (Swagger UI, served from our static files) renders and runs a request, with no violation."""
+    watched = Watched(browser.new_page())
+    page = watched.page
+    watched.visit(stack.base + "/api/docs")
+    operation = page.locator(".opblock", has_text="/api/labs").first
+    expect(operation).to_be_visible(timeout=15_000)
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.get_by_role("button", name="Execute").click()
+    answer = operation.locator(".live-responses-table tbody")
+    expect(answer.locator(".response-col_status")).to_have_text("200", timeout=10_000)
+    expect(answer).to_contain_text(stack.slug)  # the body Swagger fetched, under connect-src 'self'
+    assert_clean(watched, "api docs")
+    page.close()
