@@ -34,3 +34,4 @@ bench:
 	$(PY) bench/docs.py --quick
 	$(PY) bench/labs.py --quick
 	$(PY) bench/faults.py --quick
+	$(PY) bench/isolation.py --quick
