@@ -15,7 +15,9 @@ from .text import Glossary
 HASH_TTL_S = 1.0  # other processes see a new build within a second, at one tiny query per second
 
 # Local memory on purpose: prepared fragments are large and hot; a network cache would cost more.
-fragments = LocMemCache("virtlab-kb", {"TIMEOUT": None, "OPTIONS": {"MAX_ENTRIES": 4000}})
+# Bounded by count, not by the size of the knowledge base: ~60 KB a page and two entries per page
+# (fragment, whole page), so at most ~40 MB per process; the least recently read go first.
+fragments = LocMemCache("virtlab-kb", {"TIMEOUT": None, "OPTIONS": {"MAX_ENTRIES": 600}})
 _lock = threading.Lock()
 _memo: dict[str, Any] = {"hash": "", "read_at": 0.0}
 

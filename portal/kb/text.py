@@ -120,7 +120,7 @@ def parse_query(q: str, glossary: Glossary | None = None) -> Query:
     """Segment a (possibly mixed-language) query, expand it through the glossary.
 
     Chinese runs are segmented by jieba. A Latin compound (driver_override, io.max, human|json)
-    is searched as written (its words adjacent) and word by word. The last Latin word is also a
+    is searched as written (its words adjacent) and, secondarily, word by word. The last Latin word is also a
     prefix unless the query ends in a space: search-as-you-type.
     """
     q = q[:MAX_QUERY]
@@ -142,10 +142,10 @@ def parse_query(q: str, glossary: Glossary | None = None) -> Query:
         parts = tuple(words(chunk))
         if not parts:
             continue
-        if len(parts) > 1:
-            add(Term(parts))
-        for part in parts:
-            add(Term((part,)))
+        add(Term(parts))
+        if len(parts) > 1:  # each word alone too, as a fallback: ranked like a glossary expansion
+            for part in parts:
+                add(Term((part,), expanded=True))
         typing = i == len(chunks) - 1 and not q[-1:].isspace()
         if typing and len(parts[-1]) >= 2 and not parts[-1].isdigit():
             add(Term((*parts[:-1], _typed_prefix(parts[-1])), prefix=True))

@@ -68,31 +68,24 @@ def search(
     query = parse_query(q, corpus().glossary)
     if not query:
         return []
-    backend = get_backend()
-    hits = backend.query(query.terms, Filters(lang or None, section or None, kind or None), min(limit, MAX_LIMIT))
-    pages = SearchPage.objects.in_bulk([h.page_id for h in hits])
-    rows = backend.sections([h.row_id for h in hits])
+    hits = get_backend().query(query.terms, Filters(lang or None, section or None, kind or None), min(limit, MAX_LIMIT))
     pattern = highlighter(query.highlight_words)
     keys = term_keys(query.highlight_words)
     typed = term_keys(query.typed_words)
     results = []
     for hit in hits:
-        page, row = pages.get(hit.page_id), rows.get(hit.row_id)
-        if page is None or row is None:  # removed by a build since the query ran
-            continue
-        anchor, heading, text = row
-        url = doc_url(page.lang, page.slug, anchor) if page.kind == SearchPage.Kind.DOC else lab_url(page.slug, anchor)
+        is_doc = hit.kind == SearchPage.Kind.DOC
         results.append(
             SearchResult(
-                kind=page.kind,
-                lang=page.lang,
-                slug=page.slug,
-                section=page.section,
-                title_html=mark(page.title, pattern),
-                heading_html=mark(heading, pattern) if anchor else "",
-                anchor=anchor,
-                url=url,
-                snippet_html=snippet(text or page.summary, keys, typed),
+                kind=hit.kind,
+                lang=hit.lang,
+                slug=hit.slug,
+                section=hit.section,
+                title_html=mark(hit.title, pattern),
+                heading_html=mark(hit.heading, pattern) if hit.anchor else "",
+                anchor=hit.anchor,
+                url=doc_url(hit.lang, hit.slug, hit.anchor) if is_doc else lab_url(hit.slug, hit.anchor),
+                snippet_html=snippet(hit.text or hit.summary, keys, typed),
                 score=hit.score,
             )
         )

@@ -49,9 +49,23 @@ class IndexDoc:
 
 @dataclass(frozen=True)
 class RawHit:
-    page_id: int
-    row_id: int  # the best-matching section's row
+    """A matching page and its best section, as written."""
+
+    kind: str
+    lang: str
+    slug: str
+    section: str
+    title: str
+    summary: str
+    anchor: str
+    heading: str
+    text: str
     score: float  # higher is better, whatever the backend's native scale
+
+
+# The columns of a hit, read for the few best pages only: the page's from PAGES, the section's
+# from TABLE (aliases `p` and `s`).
+HIT_COLUMNS = "p.kind, p.lang, p.slug, p.section, p.title, p.summary, s.anchor, s.heading_text, s.body_text"
 
 
 @dataclass(frozen=True)
@@ -73,9 +87,6 @@ class SearchBackend(Protocol):
 
     def query(self, terms: list[Term], filters: Filters, limit: int) -> list[RawHit]:
         """Pages matching any term, best first, each with its best section."""
-
-    def sections(self, row_ids: list[int]) -> dict[int, tuple[str, str, str]]:
-        """(anchor, heading, text) of these rows, as written."""
 
 
 def fold(sections: list[IndexSection]) -> list[IndexSection]:

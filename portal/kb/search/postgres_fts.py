@@ -1,5 +1,7 @@
 """PostgreSQL full-text search: `english` config for EN rows, `simple` over jieba tokens for ZH,
-weighted tsvector (title A, heading B, body D) in a GIN index, ranked by ts_rank_cd."""
+weighted tsvector (title A, heading B, body D) in a GIN index, ranked by ts_rank_cd (ts_rank, cheaper,
+averages over the query's alternatives: a short title row then beats the section holding the typed
+phrase)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,33 @@ from collections.abc import Iterable
 from django.db import connection
 
 from ..text import Term, segment
-from .backend import BREADTH, LAB_WEIGHT, PAGES, ROWS_PER_PAGE, TABLE, Filters, IndexDoc, IndexTable, RawHit, fold
+from .backend import (
+    BREADTH,
+    HIT_COLUMNS,
+    LAB_WEIGHT,
+    PAGES,
+    ROWS_PER_PAGE,
+    TABLE,
+    Filters,
+    IndexDoc,
+    IndexTable,
+    RawHit,
+    fold,
+)
 
 CONFIG = {"en": "english", "zh": "simple"}
-# ts_rank_cd weights {D, C, B, A}; normalization 1 divides by 1 + log(document length).
-RANK = "ts_rank_cd('{0.1, 0.2, 0.4, 1.0}', tsv, CASE WHEN lang = 'en' THEN q.en ELSE q.other END, 1)"
-
-
+# ts_rank_cd weights {D, C, B, A}; normalization 1 divides by 1 + log(document length). Words the
+# user typed count fully; what the glossary added (the whole query) counts EXPANDED_WEIGHT more, so a
+# section holding the typed word beats one holding only its synonyms.
+WEIGHTS = "'{0.1, 0.2, 0.4, 1.0}'"
+EXPANDED_WEIGHT = 0.3
+RANK = (
+    f"ts_rank_cd({WEIGHTS}, tsv, CASE WHEN lang = 'en' THEN q.typed_en ELSE q.typed_other END, 1)"
+    f" + {EXPANDED_WEIGHT} * ts_rank_cd({WEIGHTS}, tsv, CASE WHEN lang = 'en' THEN q.en ELSE q.other END, 1)"
+)
 # One tsquery per configuration: a row matches the one of its language (GIN serves both).
-QUERIES = "(SELECT to_tsquery('english', %s) AS en, to_tsquery('simple', %s) AS other) AS q"
+QUERIES = """(SELECT to_tsquery('english', %s) AS en, to_tsquery('simple', %s) AS other,
+                     to_tsquery('english', %s) AS typed_en, to_tsquery('simple', %s) AS typed_other) AS q"""
 MATCHES = "((lang = 'en' AND tsv @@ q.en) OR (lang <> 'en' AND tsv @@ q.other))"
 
 
@@ -69,26 +89,24 @@ class PostgresFtsBackend(IndexTable):
         if not terms:
             return []
         expr = tsquery_text(terms)
-        where, params = "", [expr, expr]
+        typed = tsquery_text([t for t in terms if not t.expanded]) or expr
+        where, params = "", [expr, expr, typed, typed]
         for column, value in (("lang", filters.lang), ("section", filters.section), ("kind", filters.kind)):
             if value:
                 where += f" AND {column} = %s"
                 params.append(value)
-        sql = f"""SELECT page_id, best_id, score * (CASE WHEN kind = 'lab' THEN {LAB_WEIGHT} ELSE 1.0 END) AS score
-                  FROM (SELECT page_id, (array_agg(id ORDER BY rank DESC))[1] AS best_id,
-                               max(rank) + {BREADTH} * (sum(rank) - max(rank)) AS score
-                        FROM (SELECT page_id, id, {RANK} AS rank
-                              FROM {TABLE}, {QUERIES}
-                              WHERE {MATCHES} {where}) AS matched
-                        GROUP BY page_id) AS pages
-                  JOIN {PAGES} ON {PAGES}.id = pages.page_id ORDER BY score DESC LIMIT %s"""  # noqa: S608
+        # MATERIALIZED: each row's rank is computed once (inlined, the planner repeats it per use).
+        sql = f"""WITH matched AS MATERIALIZED (
+                      SELECT page_id, id, {RANK} AS rank FROM {TABLE}, {QUERIES} WHERE {MATCHES} {where}),
+                  top AS MATERIALIZED (
+                      SELECT page_id, best_id, score * (CASE WHEN kind = 'lab' THEN {LAB_WEIGHT} ELSE 1.0 END) AS score
+                      FROM (SELECT page_id, (array_agg(id ORDER BY rank DESC))[1] AS best_id,
+                                   max(rank) + {BREADTH} * (sum(rank) - max(rank)) AS score
+                            FROM matched GROUP BY page_id) AS pages
+                      JOIN {PAGES} ON {PAGES}.id = pages.page_id ORDER BY score DESC LIMIT %s)
+                  SELECT {HIT_COLUMNS}, top.score FROM top
+                  JOIN {PAGES} AS p ON p.id = top.page_id JOIN {TABLE} AS s ON s.id = top.best_id
+                  ORDER BY top.score DESC"""  # noqa: S608
         with connection.cursor() as cur:
             cur.execute(sql, [*params, limit])
-            return [RawHit(int(r[0]), int(r[1]), float(r[2])) for r in cur.fetchall()]
-
-    def sections(self, row_ids: list[int]) -> dict[int, tuple[str, str, str]]:
-        if not row_ids:
-            return {}
-        with connection.cursor() as cur:
-            cur.execute(f"SELECT id, anchor, heading_text, body_text FROM {TABLE} WHERE id = ANY(%s)", [row_ids])  # noqa: S608
-            return {int(r[0]): (r[1], r[2], r[3]) for r in cur.fetchall()}
+            return [RawHit(*row) for row in cur.fetchall()]

@@ -7,7 +7,19 @@ from collections.abc import Iterable
 from django.db import connection
 
 from ..text import Term, segment
-from .backend import BREADTH, LAB_WEIGHT, PAGES, ROWS_PER_PAGE, TABLE, Filters, IndexDoc, IndexTable, RawHit, fold
+from .backend import (
+    BREADTH,
+    HIT_COLUMNS,
+    LAB_WEIGHT,
+    PAGES,
+    ROWS_PER_PAGE,
+    TABLE,
+    Filters,
+    IndexDoc,
+    IndexTable,
+    RawHit,
+    fold,
+)
 
 # bm25 column weights: title, heading, body, tags (filter words only, never ranked).
 WEIGHTS = "10.0, 4.0, 1.0, 0.0"
@@ -73,21 +85,17 @@ class SqliteFtsBackend(IndexTable):
             return []
         # Rows grouped by page (rowid / ROWS_PER_PAGE): ranking reads no stored column. bm25 is
         # negative, more negative is better; the bare `id` beside max() is the best row's (SQLite).
+        # Only the best pages' texts are read, by rowid.
         sql = f"""WITH matched AS MATERIALIZED (
                       SELECT rowid AS id, -bm25({TABLE}, {WEIGHTS}) AS score FROM {TABLE} WHERE {TABLE} MATCH %s),
                   pages AS (SELECT id, id / {ROWS_PER_PAGE} AS page, max(score) AS best, sum(score) AS total
-                            FROM matched GROUP BY id / {ROWS_PER_PAGE})
-                  SELECT pages.id, (best + {BREADTH} * (total - best)) * {KIND_WEIGHT} AS score
-                  FROM pages JOIN {PAGES} ON {PAGES}.id = pages.page ORDER BY score DESC LIMIT %s"""  # noqa: S608
+                            FROM matched GROUP BY id / {ROWS_PER_PAGE}),
+                  top AS MATERIALIZED (
+                      SELECT pages.id, page, (best + {BREADTH} * (total - best)) * {KIND_WEIGHT} AS score
+                      FROM pages JOIN {PAGES} ON {PAGES}.id = pages.page ORDER BY score DESC LIMIT %s)
+                  SELECT {HIT_COLUMNS}, top.score FROM top
+                  JOIN {PAGES} AS p ON p.id = top.page JOIN {TABLE} AS s ON s.rowid = top.id
+                  ORDER BY top.score DESC"""  # noqa: S608
         with connection.cursor() as cur:
             cur.execute(sql, [match_expression(terms, filters), limit])
-            rows = cur.fetchall()
-        return [RawHit(int(r[0]) // ROWS_PER_PAGE, int(r[0]), float(r[1])) for r in rows]
-
-    def sections(self, row_ids: list[int]) -> dict[int, tuple[str, str, str]]:
-        if not row_ids:
-            return {}
-        marks = ", ".join(["%s"] * len(row_ids))
-        with connection.cursor() as cur:
-            cur.execute(f"SELECT rowid, anchor, heading_text, body_text FROM {TABLE} WHERE rowid IN ({marks})", row_ids)  # noqa: S608
-            return {int(r[0]): (r[1], r[2], r[3]) for r in cur.fetchall()}
+            return [RawHit(*row) for row in cur.fetchall()]
