@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.utils import timezone
+from django.utils import timezone, translation
 from pytest_django import Settings
 
 from classes.models import ClassAction, LabClass, Seat
@@ -92,5 +92,8 @@ def test_the_export_cannot_run_in_a_spreadsheet(klass_open: LabClass, teacher: U
 def test_pages_speak_chinese(klass_open: LabClass, teacher: User) -> None:
     client = client_for(teacher)
     client.cookies["django_language"] = "zh-hans"
-    page: Any = client.get(f"/classes/{klass_open.pk}/")
+    try:
+        page: Any = client.get(f"/classes/{klass_open.pk}/")
+    finally:
+        translation.activate("en")  # the request activated Chinese in this thread: later tests read English
     assert "已就绪席位" in page.content.decode()
