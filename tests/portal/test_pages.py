@@ -69,17 +69,16 @@ def test_every_nav_link_answers_200(client: Client, alice: User, who: str) -> No
         assert resp.status_code == 200, f"{href} answered {resp.status_code} to the {who} user"
 
 
-def test_classes_page_is_honest_that_classes_are_not_built_yet(client: Client) -> None:
+def test_classes_page_offers_joining_with_a_code(client: Client) -> None:
     html = client.get("/classes/").content.decode()
-    assert "not available yet" in html
-    assert "invite code" in html
-    assert 'href="/labs/"' in html
+    assert "Join a class" in html
+    assert 'action="/classes/join"' in html
+    assert "New class" not in html  # only instructors create classes (tests/classes/test_pages.py)
     assert 'data-nav="classes"' in html
 
 
 def test_classes_page_in_chinese(client: Client) -> None:
     client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/"})
     html = client.get("/classes/").content.decode()
-    assert "讲师课堂功能尚未开放" in html
-    assert "课堂邀请码" in html
-    assert "浏览实验" in html
+    assert "加入班级" in html
+    assert "邀请码" in html
