@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from labs.catalog.loader import load_catalog
+from labs.host.templates import template_key
 from labs.hypervisor import Hypervisor
 from labs.hypervisor.clones import templates_root
 from labs.hypervisor.disks import DEFAULT_DISKS_ROOT, session_dir
@@ -113,3 +115,17 @@ def test_a_reservation_is_filled_with_clones_taken_only_by_its_key_refilled_and_
     assert not lab_stack.domain_exists(replacement)
     assert not session_dir(DEFAULT_DISKS_ROOT, replacement).exists()
     assert lab_stack.domain_exists(taken[0])
+
+
+def test_a_template_is_keyed_by_the_image_the_profile_and_every_file_of_the_lab(
+    tmp_path: Path, guest_image: Path
+) -> None:
+    slug = lab_stack.write_test_lab(tmp_path)
+    lab = load_catalog(tmp_path / "labs").labs[slug]
+    key = template_key(lab, "tiny", guest_image)
+    assert key == template_key(lab, "tiny", guest_image)  # stable: clones keep coming from one template
+    assert key != template_key(lab, "storage", guest_image)
+    assert key != template_key(None, "tiny", guest_image)
+    step = lab.path / "steps" / "02-world" / "en.md"  # not even step 1: any edit makes a new one
+    step.write_text(step.read_text() + "One more sentence.\n")
+    assert template_key(lab, "tiny", guest_image) != key
