@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -87,3 +88,17 @@ def test_a_completed_lab_shows_every_step_passed_and_time_stops_at_the_end(klass
     row = class_progress(klass).seats[0]
     assert [c.state for c in row.cells] == [CellState.PASSED, CellState.PASSED]
     assert row.passed_steps == 2
+
+
+def test_progress_of_a_class_of_30_takes_a_fixed_number_of_queries(
+    klass: LabClass, django_assert_max_num_queries: Any
+) -> None:
+    """The grid and the export recompute it often: its queries must not grow with the seats."""
+    for n in range(30):
+        seat = seat_with_session(klass, User.objects.create_user(f"learner{n}"), current_step=1, ready_ago_s=60)
+        assert seat.session is not None
+        fail(seat.session, 1, "no file", "没有文件")
+    with django_assert_max_num_queries(6):
+        progress = class_progress(klass)
+    assert progress.counts(1)[CellState.FAILED] == 30
+    assert len(progress.groups[1][0].seat_ids) == 30
