@@ -159,9 +159,7 @@ def main() -> None:
             tmp, redis_url, LABS_MAX_RUNNING_PER_USER="50", LABS_START_RATE="1000", LABS_CHECK_RATE="1000"
         )
         slug = lab_stack.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
-        lab_stack.manage(env, "migrate", "--noinput")
-        lab_stack.manage(env, "collectstatic", "--noinput")
-        lab_stack.create_users(env, lab_stack.STACK_PASSWORD, "bench")
+        lab_stack.prepare(env, "bench")
         db = tmp / "virtlab.sqlite3"
         try:
             with lab_stack.asgi_server(env) as base:

@@ -33,7 +33,7 @@ from tests.lab_stack import (
     free_port,
     host_agent,
     lab_env,
-    manage,
+    prepare,
     private_redis,
     wait_for,
     wait_for_advert,
@@ -359,8 +359,7 @@ def test_fifty_parallel_calls_then_one_more_all_answer_promptly(tmp_path: Path) 
     # this measures the probes themselves: bounded, one run at a time, no pool left exhausted.
     with private_redis() as url:
         env = lab_env(tmp_path, url, HEALTHZ_CACHE_S="0", HEALTHZ_TOKEN=TOKEN)
-        manage(env, "migrate", "--noinput")
-        manage(env, "collectstatic", "--noinput")
+        prepare(env)
         broker = redis.Redis.from_url(url)
         with celery_worker(env), asgi_server(env) as base:
             wait_for(lambda: "1 worker" in json.dumps(timed_get(base + "/healthz", MONITOR)[1]), 30, "worker")

@@ -15,7 +15,7 @@ import pytest
 
 from labs.hypervisor import Hypervisor
 from tests.hypervisor.conftest import libvirt_ready
-from tests.lab_stack import ROOT, destroy_vms_with_prefix, free_port, lab_env, manage, private_redis, wait_for
+from tests.lab_stack import ROOT, destroy_vms_with_prefix, free_port, lab_env, prepare, private_redis, wait_for
 from tests.processes import descendants, kill_process_tree
 
 pytestmark = pytest.mark.slow
@@ -44,8 +44,7 @@ def test_run_serves_the_portal_and_ctrl_c_stops_everything_it_started(tmp_path: 
         env = lab_env(tmp_path, redis_url, PORT=str(port), VIRTLAB_VAR_DIR=str(tmp_path / "var"),
                       WEB_WORKERS="1", WORKER_CONCURRENCY="1")  # fmt: skip
         (tmp_path / "content").mkdir()
-        manage(env, "migrate", "--noinput")
-        manage(env, "collectstatic", "--noinput")
+        prepare(env)
         # Two daemons in the services record: one "started by this run" (its process group), one
         # started by another, still running command: Ctrl-C must stop the first only.
         ours, theirs = redis_server(free_port()), redis_server(free_port())
@@ -112,8 +111,7 @@ def test_ctrl_c_leaves_no_vm_running(tmp_path: Path, libvirt_ready: None) -> Non
                       LABS_POOL_SIZES="tiny=1")  # fmt: skip
         prefix = env["LABS_ID_PREFIX"]
         (tmp_path / "content").mkdir()
-        manage(env, "migrate", "--noinput")
-        manage(env, "collectstatic", "--noinput")
+        prepare(env)
         proc = subprocess.Popen(["scripts/run.sh"], cwd=ROOT, env={**os.environ, **env}, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
