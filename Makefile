@@ -34,4 +34,5 @@ bench:
 	$(PY) bench/docs.py --quick
 	$(PY) bench/labs.py --quick
 	$(PY) bench/faults.py --quick
+	$(PY) bench/classes.py --quick
 	$(PY) bench/isolation.py --quick

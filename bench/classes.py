@@ -1,0 +1,170 @@
+"""Benchmark a class: N seats ready from scratch, and a learner's verdict on the instructor's grid.
+
+    .venv/bin/python bench/classes.py [--seats N] [--checks M] [--quick]
+
+Starts a private stack (Redis, SQLite, uvicorn, a host agent and its check worker) and goes through
+the public flow, as an instructor and N learners would (the classes API over HTTP, websockets):
+the instructor creates a class of N seats (starting in an hour), then asks for it to be prepared
+now: that request is t0. When the class reports every seat prepared, the N learners join with the
+invite code (each gets their seat's session from the class's prepared VMs) and open their
+terminal; a seat is ready when its shell answers `echo`. Measured from t0: all seats ready, and the
+p95 of one seat's readiness. Then, with the instructor's grid open on its websocket, learners press
+Check M times (round robin, a step that fails): the latency from the verdict (the result's stored
+time) to the grid's frame for that seat, p95. Targets on the 2-core TCG machine: 30 seats ready
+<= 20 s, grid update <= 250 ms p95. `--quick` (under 60 s): 3 seats, 12 checks. Last line:
+RESULT seats=<n> seats_ready_s=<x> seat_ready_p95_s=<x> dashboard_p95_ms=<x>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.vm import p95
+from tests import lab_stack
+from tests.lab_stack import LabClient, next_event, read_until
+
+INSTRUCTOR = "teacher"
+GRANT = (
+    "from django.contrib.auth.models import User\n"
+    "from portal.roles import INSTRUCTOR, grant_role\n"
+    f"grant_role(User.objects.get(username={INSTRUCTOR!r}), INSTRUCTOR)\n"
+)
+
+
+def log(t0: float, text: str) -> None:
+    print(f"[{time.monotonic() - t0:7.1f}s] {text}", flush=True)
+
+
+def create_class(teacher: LabClient, slug: str, seats: int) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    body = {"title": "Bench class", "labs": [slug], "seats": seats, "starts_at": (now + timedelta(hours=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=3)).isoformat(), "lead_minutes": 10, "grace_minutes": 5}  # fmt: skip
+    status, klass = teacher.request("POST", "/api/classes", body)
+    if status != 201:
+        raise SystemExit(f"creating the class failed: {status} {klass}")
+    return dict(klass)
+
+
+def wait_prepared(teacher: LabClient, class_id: int, seats: int, timeout: float, t0: float) -> float:
+    """Poll the class until it reports every seat prepared; returns when (monotonic)."""
+    deadline, last = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        _, klass = teacher.request("GET", f"/api/classes/{class_id}")
+        if klass["seats_ready"] != last:
+            last = klass["seats_ready"]
+            log(t0, f"seats ready {last}/{seats} (preparing {klass['seats_preparing']})")
+        if last >= seats:
+            return time.monotonic()
+        time.sleep(0.2)
+    raise SystemExit(f"the class did not get its {seats} seats ready in {timeout:.0f}s")
+
+
+def seat_up(base: str, user: str, code: str, class_id: int, t0: float) -> tuple[str, LabClient, float]:
+    """One learner: log in, join with the code, wait for the seat's shell to answer. Returns the
+    session id, the learner's client and when the shell answered (monotonic)."""
+    client = LabClient(base)
+    client.login(user, lab_stack.STACK_PASSWORD)
+    status, seat = client.request("POST", "/api/classes/join", {"code": code})
+    if status != 200 or not seat.get("session"):
+        raise SystemExit(f"{user} could not take a seat: {status} {seat}")
+    sid = seat["session"]
+    lab_stack.wait_for_state(client, sid, {"ready"}, 300)
+    with client.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+        marker = f"seat-{user}-{{1+1}}".replace("{", "$((").replace("}", "))")
+        deadline = time.monotonic() + 60
+        while True:  # the first keys may arrive before the console is read: ask again
+            term.send(f"echo {marker}\r".encode())
+            try:
+                read_until(term, re.compile(f"seat-{user}-2".encode()), 2)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+    return sid, client, time.monotonic()
+
+
+def verdict_on(sid: str, attempts: int) -> Callable[[dict[str, Any]], bool]:
+    """A grid frame with the seat of session `sid` at `attempts` checks of step 1 or more."""
+
+    def matches(m: dict[str, Any]) -> bool:
+        return m.get("type") == "seat" and m["row"]["session"] == sid and m["row"]["cells"][0]["attempts"] >= attempts
+
+    return matches
+
+
+def grid_latencies(teacher: LabClient, class_id: int, learners: list[tuple[str, LabClient]], checks: int,
+                   t0: float) -> list[float]:  # fmt: skip
+    """Check step 1 (not yet done: it fails) round robin; seconds from each stored verdict to the
+    grid's frame carrying it."""
+    latencies: list[float] = []
+    with teacher.websocket(f"/ws/classes/{class_id}/live/") as grid:
+        first = json.loads(grid.recv(timeout=10))
+        attempts = {row["session"]: row["cells"][0]["attempts"] for row in first["rows"] if row["session"]}
+        for n in range(checks):
+            sid, client = learners[n % len(learners)]
+            want = attempts.get(sid, 0) + 1
+            status, body = client.request("POST", f"/api/sessions/{sid}/check", {"step": 1})
+            if status != 202:
+                raise SystemExit(f"check refused: {status} {body}")
+            frame = next_event(grid, verdict_on(sid, want), 60)
+            arrived = time.time()
+            attempts[sid] = frame["row"]["cells"][0]["attempts"]
+            _, session = client.request("GET", f"/api/sessions/{sid}")
+            stored = datetime.fromisoformat(session["results"]["1"]["at"]).timestamp()
+            latencies.append(arrived - stored)
+        log(t0, f"{checks} checks: grid p95 {p95(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seats", type=int, default=30, help="seats in the class (default 30)")
+    parser.add_argument("--checks", type=int, default=60, help="checks for the grid latency (default 60)")
+    parser.add_argument("--quick", action="store_true", help="3 seats, 12 checks: under a minute")
+    args = parser.parse_args()
+    seats, checks = (3, 12) if args.quick else (args.seats, args.checks)
+    t_start = time.monotonic()
+    learners = [f"learner{i:03d}" for i in range(1, seats + 1)]
+    # Seats share one host: room for them all (slots and check rates are not what this measures).
+    room = {"LABS_TTL_S": "3600", "LABS_CHECK_RATE": "1000", "LABS_TCG_VMS_PER_CPU": str(max(16, seats))}
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")  # lab_stack reads a default or two
+    with tempfile.TemporaryDirectory(prefix="classes-") as tmp, lab_stack.lab_stack(Path(tmp), True, **room) as stack:
+        lab_stack.create_users(stack.env, lab_stack.STACK_PASSWORD, INSTRUCTOR, *learners)
+        stack.shell(GRANT)
+        teacher = stack.client(INSTRUCTOR)
+        klass = create_class(teacher, stack.slug, seats)
+        class_id, code = klass["id"], klass["invites"][0]["code"]
+        log(t_start, f"stack up; class {class_id} of {seats} seats created")
+
+        t0 = time.monotonic()
+        status, body = teacher.request("POST", f"/api/classes/{class_id}/actions", {"action": "provision"})
+        if status != 200:
+            raise SystemExit(f"provisioning refused: {status} {body}")
+        prepared = wait_prepared(teacher, class_id, seats, 600, t0)
+        log(t0, f"all {seats} seats prepared in {prepared - t0:.1f}s; learners join")
+        with ThreadPoolExecutor(max_workers=min(seats, 16)) as pool:
+            up = list(pool.map(lambda u: seat_up(stack.base, u, code, class_id, t0), learners))
+        ready = [at - t0 for _, _, at in up]
+        log(t0, f"every seat's shell answers: all {max(ready):.1f}s, p95 {p95(ready):.1f}s")
+
+        latencies = grid_latencies(teacher, class_id, [(sid, c) for sid, c, _ in up], checks, t0)
+        teacher.request("POST", f"/api/classes/{class_id}/actions", {"action": "end"})
+    print(f"RESULT seats={seats} seats_ready_s={max(ready):.2f} seat_ready_p95_s={p95(ready):.2f} "
+          f"dashboard_p95_ms={p95(latencies) * 1000:.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
