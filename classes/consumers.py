@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 
 from classes import access, live, messages
 from classes.models import LabClass, Seat
-from labs.consumers import BadFrame, LimitedConsumer, parse_control
+from labs.consumers import CLOSE_FORBIDDEN, BadFrame, LimitedConsumer, parse_control
 from labs.services.errors import LabError
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,23 @@ def _class_for(user: Any, class_id: int) -> LabClass | None:
     return access.class_taught_by(user, class_id)
 
 
+class NoLongerTeaching(Exception):
+    """The user was removed from the class's teachers while their grid was open."""
+
+
 @database_sync_to_async
-def _send(klass: LabClass, user: Any, text: str, seat_id: int | None) -> dict[str, Any]:
+def _grid(user: Any, class_id: int) -> dict[str, Any]:
+    klass = access.class_taught_by(user, class_id)  # asked again: co-instructors can be removed
+    if klass is None:
+        raise NoLongerTeaching()
+    return live.grid_json(klass)
+
+
+@database_sync_to_async
+def _send(user: Any, class_id: int, text: str, seat_id: int | None) -> dict[str, Any]:
+    klass = access.class_taught_by(user, class_id)
+    if klass is None:
+        raise NoLongerTeaching()
     seat = None
     if seat_id is not None:
         seat = Seat.objects.filter(klass=klass, pk=seat_id).first()
@@ -57,8 +72,16 @@ class ClassLiveConsumer(LimitedConsumer[LabClass]):
         await self._send_grid()
 
     async def _send_grid(self) -> None:
-        grid = await database_sync_to_async(live.grid_json)(self.klass)
+        try:
+            grid = await _grid(self.scope["user"], self.klass.pk)
+        except NoLongerTeaching:
+            self._revoked()
+            return
         self.push_json({"type": "grid", **grid})
+
+    def _revoked(self) -> None:
+        log.info("class %s: user %s no longer teaches it, closing their grid", self.klass.pk, self.user_id)
+        self.close_after(CLOSE_FORBIDDEN, "no longer a teacher of this class")
 
     async def handle(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if bytes_data is not None:
@@ -74,7 +97,10 @@ class ClassLiveConsumer(LimitedConsumer[LabClass]):
             if seat is not None and type(seat) is not int:
                 raise BadFrame('"seat" is a seat id (a whole number), or null for the whole class.')
             try:
-                sent = await _send(self.klass, self.scope["user"], text, seat)
+                sent = await _send(self.scope["user"], self.klass.pk, text, seat)
+            except NoLongerTeaching:
+                self._revoked()
+                return
             except LabError as exc:
                 self.tell("error", "message_refused", exc.message)
                 return

@@ -309,3 +309,19 @@ def test_messages_are_rate_limited_per_sender(world: World, settings: Settings) 
 
     run(scenario)
     assert ClassMessage.objects.filter(klass=world.klass).count() == 2
+
+
+def test_a_co_instructor_removed_while_watching_the_grid_loses_it(world: World) -> None:
+    def remove() -> None:
+        world.klass.co_instructors.remove(world.users["co-instructor"])
+
+    async def scenario() -> None:
+        grid = Socket(f"/ws/classes/{world.klass.pk}/live/", world.headers("co-instructor"))
+        assert (await grid.connect())[0]
+        assert (await grid.text())["type"] == "grid"
+        await sync_to_async(remove)()
+        await grid.send_json({"type": "message", "text": "still here?", "seat": None})
+        assert await grid.close_code() == 4403
+
+    run(scenario)
+    assert not ClassMessage.objects.filter(klass=world.klass).exists()
