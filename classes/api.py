@@ -87,7 +87,7 @@ class ClassActionIn(Schema):
 
 
 class SeatActionIn(Schema):
-    action: Literal["reset", "extend", "reprovision"]
+    action: Literal["reset", "extend", "reprovision", "remove"]
     seats: list[Annotated[StrictInt, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
     step: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
 
@@ -190,7 +190,7 @@ def class_out(request: HttpRequest, klass: LabClass) -> ClassOut:
         starts_at=klass.starts_at, ends_at=klass.ends_at, ended_at=klass.ended_at, seats=klass.seats,
         grace_minutes=klass.grace_minutes, lead_minutes=klass.lead_minutes, joining_open=klass.joining_open,
         seats_ready=ready.ready, seats_preparing=ready.preparing,
-        learners=klass.seat_set.filter(waiting=False).count(), waiting=klass.seat_set.filter(waiting=True).count(),
+        learners=klass.seat_set.seated().count(), waiting=klass.seat_set.in_line().count(),
         hosts={str(k): int(v) for k, v in klass.host_shares.items()},
         invites=[_invite_out(request, invite) for invite in live],
     )  # fmt: skip
@@ -275,7 +275,8 @@ def progress(request: AuthenticatedRequest, class_id: ClassId) -> ProgressOut:
 
 @router.post("/{class_id}/seats/actions", response={200: SeatActionOut, **ACT})
 def seat_action(request: AuthenticatedRequest, class_id: ClassId, body: SeatActionIn) -> SeatActionOut:
-    """reset (to `step`), extend, reprovision, on the seats named; seats it cannot apply to now are skipped."""
+    """reset (to `step`), extend, reprovision, remove (the learner leaves; the next in line is seated),
+    on the seats named; seats it cannot apply to now are skipped."""
     report = act_on_seats(request.user, _class(request, class_id), body.seats, body.action, body.step)
     return SeatActionOut(done=report.done, skipped={str(k): v for k, v in report.skipped.items()})
 

@@ -23,7 +23,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def rows(klass: LabClass) -> list[dict[str, Any]]:
     """Every learner on every step of every lab of the class, in seat then step order."""
-    seats = class_seats(klass)
+    seats = class_seats(klass, removed=True)
     now = timezone.now()
     out: list[dict[str, Any]] = []
     for slug in klass.labs:

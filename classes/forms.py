@@ -93,6 +93,7 @@ class SeatActionForm(forms.Form):
             (SeatAction.RESET, _("Reset to step")),
             (SeatAction.EXTEND, _("Extend")),
             (SeatAction.REPROVISION, _("Destroy and re-provision")),
+            (SeatAction.REMOVE, _("Remove from the class")),
         ],
     )
     seats = forms.TypedMultipleChoiceField(coerce=int, label=_("Seats"))
@@ -103,7 +104,9 @@ class SeatActionForm(forms.Form):
         super().__init__(*args, **kwargs)
         field = self.fields["seats"]
         assert isinstance(field, forms.TypedMultipleChoiceField)
-        field.choices = [(seat.pk, seat.user.get_username()) for seat in klass.seat_set.select_related("user")]
+        field.choices = [
+            (seat.pk, seat.user.get_username()) for seat in klass.seat_set.present().select_related("user")
+        ]
 
 
 class ClassActionForm(forms.Form):

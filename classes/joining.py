@@ -52,7 +52,7 @@ def waiting_position(seat: Seat) -> int | None:
     """1-based place in line for a seat, or None when the learner has one."""
     if not seat.waiting:
         return None
-    ahead = Seat.objects.filter(klass_id=seat.klass_id, waiting=True, joined_at__lt=seat.joined_at).count()
+    ahead = Seat.objects.in_line().filter(klass_id=seat.klass_id, joined_at__lt=seat.joined_at).count()
     return ahead + 1
 
 
@@ -64,13 +64,14 @@ def join(user: User, code: str) -> Seat:
     with transaction.atomic():
         klass = LabClass.objects.select_for_update().get(pk=invite.klass_id)  # one seat count at a time
         seat = Seat.objects.filter(klass=klass, user=user).first()
+        if seat is not None and seat.left_at is not None:
+            raise ClassStateError(_("Your instructor removed you from this class."))
         if seat is not None:
             return seat
         if not klass.joining_open:
             raise ClassStateError(_("Joining this class is closed. Ask your instructor to open it."))
-        taken = klass.seat_set.filter(waiting=False).count()
-        full = taken >= klass.seats
-        if full and klass.seat_set.filter(waiting=True).count() >= settings.CLASSES_MAX_WAITING:
+        full = klass.seat_set.seated().count() >= klass.seats
+        if full and klass.seat_set.in_line().count() >= settings.CLASSES_MAX_WAITING:
             raise ClassStateError(
                 _("This class is full (%(seats)d seats) and its waiting line too. Ask your instructor for a seat.")
                 % {"seats": klass.seats}
@@ -83,6 +84,8 @@ def start_seat_session(seat: Seat) -> LabSession:
     (a seat whose session ended or failed gets a fresh one, prepared from the same state)."""
     klass = LabClass.objects.get(pk=seat.klass_id)
     seat.refresh_from_db()
+    if seat.left_at is not None:
+        raise ClassStateError(_("Your instructor removed you from this class."))
     if seat.waiting:
         raise ClassStateError(
             _("This class is full: you are number %(position)d in line for a seat.")
@@ -113,8 +116,8 @@ def promote_waiting(klass: LabClass) -> list[Seat]:
     sessions start at once when the class is under way."""
     with transaction.atomic():
         klass = LabClass.objects.select_for_update().get(pk=klass.pk)
-        free = klass.seats - klass.seat_set.filter(waiting=False).count()
-        promoted = list(klass.seat_set.filter(waiting=True).order_by("joined_at", "id")[: max(0, free)])
+        free = klass.seats - klass.seat_set.seated().count()
+        promoted = list(klass.seat_set.in_line()[: max(0, free)])
         Seat.objects.filter(pk__in=[s.pk for s in promoted]).update(waiting=False)
     if klass.state in ACTIVE:
         for seat in promoted:

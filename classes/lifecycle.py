@@ -101,7 +101,7 @@ def update_class(actor: User, klass: LabClass, spec: ClassSpec) -> LabClass:
     if klass.state == LabClass.State.ENDED:
         raise ClassStateError(_("This class has ended."))
     spec.validate()
-    taken = klass.seat_set.filter(waiting=False).count()
+    taken = klass.seat_set.seated().count()
     if spec.seats < taken:
         raise ClassError(_("%(n)d learners hold seats: the class cannot have fewer.") % {"n": taken})
     if klass.state != LabClass.State.SCHEDULED and spec.labs[0:1] != klass.labs[0:1] and klass.current_lab == 0:

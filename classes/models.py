@@ -87,6 +87,20 @@ class Invite(models.Model):
         return f"{self.code} → {self.klass_id}"
 
 
+class SeatQuerySet(models.QuerySet["Seat"]):
+    def present(self) -> SeatQuerySet:
+        """Seats of learners still in the class (an instructor may remove one; its results stay)."""
+        return self.filter(left_at=None)
+
+    def seated(self) -> SeatQuerySet:
+        """Seats that count against the class's seat count."""
+        return self.present().filter(waiting=False)
+
+    def in_line(self) -> SeatQuerySet:
+        """Learners waiting for a seat, first come first served."""
+        return self.present().filter(waiting=True).order_by("joined_at", "id")
+
+
 class Seat(models.Model):
     """A learner's place in a class. `session` is their session of the class's current lab; every
     session the seat ever had stays linked (`sessions`) so results can be exported after the end."""
@@ -100,6 +114,10 @@ class Seat(models.Model):
     # Joined a full class: waits for a seat, in joined_at order (the position is computed).
     waiting = models.BooleanField(default=False)
     joined_at = models.DateTimeField(auto_now_add=True)
+    # Removed by an instructor: the seat frees for the next in line, the results stay for the export.
+    left_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SeatQuerySet.as_manager()
 
     class Meta:
         ordering = ["joined_at", "id"]

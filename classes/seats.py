@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 
 from classes.actionlog import log_action
 from classes.errors import ClassError, ClassStateError
-from classes.joining import start_seat_session
+from classes.joining import promote_waiting, start_seat_session
 from classes.models import LabClass, Seat
 from labs.models import LabSession
 from labs.services import goto_step, limits, stop_lab
@@ -33,6 +33,7 @@ class SeatAction(StrEnum):
     RESET = "reset"  # to step N (the checkpoint taken when it began)
     EXTEND = "extend"  # the session's expiry, by LABS_EXTEND_S
     REPROVISION = "reprovision"  # destroy the VM, start afresh from the class's prepared state
+    REMOVE = "remove"  # the learner leaves the class: VM destroyed, seat freed for the next in line
 
 
 @dataclass
@@ -47,7 +48,7 @@ def class_seats_by_id(klass: LabClass, seat_ids: Iterable[int]) -> list[Seat]:
     wanted = sorted(set(seat_ids))
     if not wanted:
         raise ClassError(_("Choose at least one seat."))
-    seats = list(klass.seat_set.filter(pk__in=wanted).select_related("user"))
+    seats = list(klass.seat_set.present().filter(pk__in=wanted).select_related("user"))
     if len(seats) != len(wanted):
         missing = sorted(set(wanted) - {s.pk for s in seats})
         raise ClassError(_("This class has no seat %(ids)s.") % {"ids": ", ".join(map(str, missing))})
@@ -81,6 +82,13 @@ def _reprovision(seat: Seat) -> None:
     start_seat_session(seat)
 
 
+def _remove(seat: Seat) -> None:
+    session = LabSession.objects.filter(pk=seat.session_id).first() if seat.session_id else None
+    if session is not None and session.state in RUNNING:
+        stop_lab(session)
+    Seat.objects.filter(pk=seat.pk).update(left_at=timezone.now(), waiting=False)
+
+
 def act_on_seats(
     actor: User, klass: LabClass, seat_ids: Iterable[int], action: SeatAction | str, step: int | None = None
 ) -> SeatActionReport:
@@ -101,6 +109,8 @@ def act_on_seats(
                 _reset(seat, step)
             elif action == SeatAction.EXTEND:
                 _extend(seat)
+            elif action == SeatAction.REMOVE:
+                _remove(seat)
             else:
                 _reprovision(seat)
         except LabError as exc:
@@ -111,4 +121,6 @@ def act_on_seats(
     if step is not None and action == SeatAction.RESET:
         detail["step"] = step
     log_action(actor, klass, action, seats, detail)
+    if action == SeatAction.REMOVE and report.done:
+        promote_waiting(klass)
     return report

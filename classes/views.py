@@ -110,7 +110,7 @@ def detail(request: HttpRequest, class_id: int) -> HttpResponse:
 
 def teacher_context(request: HttpRequest, klass: LabClass) -> dict[str, Any]:
     progress = class_progress(klass)
-    seats = {seat.pk: seat for seat in klass.seat_set.select_related("user", "session")}
+    seats = {seat.pk: seat for seat in klass.seat_set.present().select_related("user", "session")}
     rows = [(row, seats[row.seat_id]) for row in progress.seats]
     return {
         "klass": klass, "progress": progress, "rows": rows, "ready": readiness(klass),

@@ -223,3 +223,25 @@ def test_moving_on_to_the_next_lab_ends_this_labs_seats_and_prepares_the_next(
     assert second.lab_slug == "relay-two"
     with pytest.raises(ClassStateError, match="last lab"):
         lifecycle.class_action(teacher, moved, "next_lab")
+
+
+def test_removing_a_learner_frees_their_seat_for_the_next_in_line_and_keeps_their_results(
+    klass_open: LabClass, teacher: User, alice: User, bob: User, carol: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    from classes.export import rows
+
+    code = klass_open.invites.get().code
+    a, _b, c = join(alice, code), join(bob, code), join(carol, code)
+    assert c.waiting
+    with django_capture_on_commit_callbacks(execute=True):
+        session = start_seat_session(a)
+        report = act_on_seats(teacher, klass_open, [a.pk], "remove")
+    assert report.done == [a.pk]
+    session.refresh_from_db()
+    assert session.state == SessionState.DESTROYED
+    c.refresh_from_db()
+    assert not c.waiting, "the next in line took the freed seat"
+    with pytest.raises(ClassStateError, match="removed you"):
+        join(alice, code)
+    assert "alice" in {row["learner"] for row in rows(klass_open)}, "the export keeps the removed learner"
