@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -26,11 +27,14 @@ from django.db import close_old_connections
 from labs import host_registry
 from labs.host import reconcile
 from labs.host.console_relay import RelayManager
+from labs.host.vmwork import libvirt_alive
 from labs.hypervisor import HostCapacity, Hypervisor, HypervisorError, load_image
 from labs.hypervisor.confinement import ConfinementState
 
 log = logging.getLogger(__name__)
 ADVERT_EVERY_S = 10.0
+LIBVIRT_POLL_S = 1.0  # how soon the advert loop notices libvirtd gone, and back
+RECHECKING = "libvirtd reconnected: checking confinement again before taking VMs"
 _stopping = threading.Event()
 _started = False
 # The last host check: it boots a probe QEMU (~1-2 s), so it runs per connection, not per advert.
@@ -119,26 +123,42 @@ def libvirt_down_advert(error: str) -> host_registry.HostAdvert:
 def _advert_loop() -> None:
     reconnect = False  # start() has just checked confinement
     while not _stopping.is_set():
+        wait = LIBVIRT_POLL_S  # libvirt failed: try it again soon, so its return is advertised at once
         try:
             _advertise_on_one_connection(recheck=reconnect)
         except Exception:  # Redis away: advertise again when it is back
             log.exception("host advert failed")
+            wait = ADVERT_EVERY_S
         reconnect = True
-        _stopping.wait(ADVERT_EVERY_S)
+        _stopping.wait(wait)
 
 
 def _advertise_on_one_connection(recheck: bool) -> None:
     """Publish adverts until libvirt fails; without a connection, advertise that libvirt is down
-    (the agent is alive: /healthz must not say there is none)."""
+    (the agent is alive: /healthz must not say there is none). Between adverts the connection is
+    probed every LIBVIRT_POLL_S, so a libvirtd that dies is noticed (and reconnected to) within
+    seconds rather than at the next advert and the one after it."""
     try:
         with Hypervisor.connect(settings.LIBVIRT_URI) as hv:
-            confinement_state(hv, refresh=recheck)  # libvirtd may have restarted with another qemu.conf
+            if recheck:
+                # libvirtd is back: say so now, taking no VMs until confinement is proven again
+                # (it may have restarted with another qemu.conf; the probe boots a QEMU, seconds
+                # under load).
+                advert = build_advert(hv)
+                if advert.libvirt_ok:
+                    host_registry.publish(replace(advert, max_vms=0, confinement=RECHECKING))
+                confinement_state(hv, refresh=True)
             while not _stopping.is_set():
                 advert = build_advert(hv)
                 host_registry.publish(advert)
                 if not advert.libvirt_ok:
                     return  # reconnect: libvirtd may have restarted
-                _stopping.wait(ADVERT_EVERY_S)
+                for _ in range(round(ADVERT_EVERY_S / LIBVIRT_POLL_S)):
+                    if _stopping.wait(LIBVIRT_POLL_S):
+                        return
+                    if not libvirt_alive(hv):
+                        host_registry.publish(libvirt_down_advert("the connection to libvirtd was lost"))
+                        return
     except HypervisorError as exc:
         log.warning("host advert: libvirt unreachable: %s", exc)
         host_registry.publish(libvirt_down_advert(str(exc)))
