@@ -27,12 +27,13 @@ from schemathesis.core import NOT_SET
 from labs.models import LabSession
 from labs.states import SessionState
 from tests.access_matrix import People
+from tests.hostile.budget import fuzz_examples
 
 Case = schemathesis.Case[Any]
 pytestmark = pytest.mark.django_db
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_application())
 # Bounded for CI: each operation gets this many generated requests per caller (3 callers x 8 operations).
-BOUNDED = settings(max_examples=25, deadline=None, database=None,
+BOUNDED = settings(max_examples=fuzz_examples(), deadline=None, database=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                           HealthCheck.filter_too_much])  # fmt: skip
 OWNED, OTHERS = "s-fuzzowned", "s-fuzzothers"  # alice's ready session; bob's

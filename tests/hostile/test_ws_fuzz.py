@@ -33,6 +33,7 @@ from labs.models import LabSession
 from labs.redis_names import events_group, terminal_group
 from portal.asgi import application
 from tests.access_matrix import People, websocket_routes
+from tests.hostile.budget import fuzz_examples
 from tests.labs.test_consumers import headers_for
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumers read the DB from their own thread
@@ -42,7 +43,7 @@ FUZZ_CLASS = 4242  # the class whose grid the fuzzer opens
 FRAME_LIMIT = 64 * 1024  # LABS_WS_MAX_FRAME_BYTES: one paste; uvicorn refuses larger frames
 # A frame is text (a str, as ASGI hands it over: valid UTF-8 already) or binary.
 Frame = tuple[Literal["text"], str] | tuple[Literal["bytes"], bytes]
-FUZZ = settings(max_examples=25, deadline=None, database=None,
+FUZZ = settings(max_examples=fuzz_examples(), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])  # fmt: skip
 
