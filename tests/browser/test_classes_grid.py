@@ -98,6 +98,7 @@ def test_the_grid_follows_a_learner_and_the_instructor_watches_and_messages(
     lab.keyboard.type("echo hi > /root/hello.txt; echo so$((20+22))lved")
     lab.keyboard.press("Enter")
     expect(watch.locator(".xterm-rows")).to_contain_text("so42lved", timeout=20_000)
+    lab.screenshot(path=str(artifacts / "classes-learner-watched.png"), full_page=False)
     grid.screenshot(path=str(artifacts / "classes-grid-watching.png"), full_page=True)
     grid.locator('[data-action="unwatch"]').click()
     expect(lab.locator("[data-watching]")).to_be_hidden(timeout=10_000)
