@@ -22,4 +22,4 @@ pytest_pass() {  # <what> <pytest args...>: run pytest; exit with its status unl
 make --no-print-directory lint  # ruff check, ruff format --check, mypy, shellcheck
 pytest_pass "main run (SQLite)" "$@"
 DATABASE_URL=${TEST_POSTGRES_URL:-postgres://virtlab:virtlab@127.0.0.1:5432/virtlab} \
-  pytest_pass "PostgreSQL pass (-m postgres)" -m postgres -q -p no:cacheprovider
+  pytest_pass "PostgreSQL pass (-m 'postgres and not matrix')" -m "postgres and not matrix" -q -p no:cacheprovider
