@@ -1,6 +1,6 @@
 """A host that stopped answering (its advert gone for LABS_HOST_LOST_S): every session there that
 holds or awaits a VM fails with a message; hosts that still advertise, and other hosts' sessions,
-are left alone. (The same with real agents: test_two_hosts.py.)"""
+are left alone. (The same with real agents and VMs: bench/faults.py --two-hosts.)"""
 
 from __future__ import annotations
 

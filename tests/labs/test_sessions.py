@@ -16,12 +16,12 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from pytest_django import Settings
 
-from labs import services
+from labs import host_registry, services
 from labs.host import reconcile
 from labs.host.host_agent import vm_limit
 from labs.hypervisor import HostCapacity
 from labs.models import LabSession, PoolVM
-from labs.redis_names import events_group
+from labs.redis_names import ADVERT_PREFIX, events_group
 from labs.services import expiry, placement
 from labs.services.transitions import transition
 from labs.states import SessionState
@@ -229,6 +229,24 @@ def test_a_host_short_of_disk_takes_only_what_its_disk_budget_allows(
     assert states == [S.REQUESTED, S.REQUESTED, S.QUEUED]
     stack.advertise_host("h2", disk_free_mib=2047)  # below its reserve: takes nothing
     assert placement.place_queued() == 0
+
+
+def test_starts_spread_over_hosts_by_free_slots_and_boots_and_skip_a_host_whose_advert_is_gone(
+    alice: User, bob: User, carol: User, lab_world: str
+) -> None:
+    """What tests/faults' two-host drill showed with real agents (now in bench/faults.py --two-hosts):
+    the big host takes two starts, then is busy booting, so the third goes to the small one; once the
+    big host stops advertising (lost), a new start goes to the small host."""
+    stack.advertise_host("small", max_vms=2, max_boots=2)
+    stack.advertise_host("big", max_vms=4, max_boots=2)
+    started = [services.start_lab(user, lab_world) for user in (alice, bob, carol)]
+    assert [(s.state, s.host) for s in started] == [(S.REQUESTED, "big"), (S.REQUESTED, "big"), (S.REQUESTED, "small")]
+    for session in started:
+        assert transition(session.id, S.PROVISIONING)
+        assert transition(session.id, S.READY, expected=[S.PROVISIONING])
+    host_registry.redis_client().delete(ADVERT_PREFIX + "big")  # its advert expired: the host is lost
+    newcomer = services.start_lab(User.objects.create_user("dave", "dave@example.com", "pw"), lab_world)
+    assert (newcomer.state, newcomer.host) == (S.REQUESTED, "small")
 
 
 def test_a_full_queue_does_not_refuse_a_start_a_host_has_room_for(
