@@ -170,6 +170,13 @@ class ExportOut(Schema):
     rows: list[ExportRowOut]
 
 
+def spec_of(body: ClassIn) -> lifecycle.ClassSpec:
+    return lifecycle.ClassSpec(
+        title=body.title, labs=body.labs, starts_at=body.starts_at, ends_at=body.ends_at, seats=body.seats,
+        grace_minutes=body.grace_minutes, lead_minutes=body.lead_minutes,
+    )  # fmt: skip
+
+
 def _class(request: AuthenticatedRequest, class_id: int) -> LabClass:
     klass = class_taught_by(request.user, class_id)
     if klass is None:
@@ -213,11 +220,7 @@ def list_classes(request: AuthenticatedRequest) -> list[ClassOut]:
 @router.post("", response={201: ClassOut, **ACT})
 def create_class(request: AuthenticatedRequest, body: ClassIn) -> Status[ClassOut]:
     """Create a class (instructors only; 409 with the shortfall when the hosts cannot hold its seats)."""
-    spec = lifecycle.ClassSpec(
-        title=body.title, labs=body.labs, starts_at=body.starts_at, ends_at=body.ends_at, seats=body.seats,
-        grace_minutes=body.grace_minutes, lead_minutes=body.lead_minutes,
-    )  # fmt: skip
-    return Status(201, class_out(request, lifecycle.create_class(request.user, spec)))
+    return Status(201, class_out(request, lifecycle.create_class(request.user, spec_of(body))))
 
 
 # Before the /{class_id} routes: Django tries the URL patterns in order.
@@ -237,6 +240,13 @@ def join_class(request: AuthenticatedRequest, body: JoinIn) -> SeatOut:
 @router.get("/{class_id}", response={200: ClassOut, **SEE})
 def get_class(request: AuthenticatedRequest, class_id: ClassId) -> ClassOut:
     return class_out(request, _class(request, class_id))
+
+
+@router.post("/{class_id}/edit", response={200: ClassOut, **ACT})
+def edit_class(request: AuthenticatedRequest, class_id: ClassId, body: ClassIn) -> ClassOut:
+    """New title, labs, times or seats (409 with the shortfall when the hosts cannot hold the seats)."""
+    klass = lifecycle.update_class(request.user, _class(request, class_id), spec_of(body))
+    return class_out(request, klass)
 
 
 @router.post("/{class_id}/actions", response={200: ClassOut, **ACT})

@@ -127,6 +127,17 @@ class Seat(models.Model):
         return f"seat of {self.user_id} in {self.klass_id}"
 
 
+# What the class page's log says for each action (ClassAction.action).
+ACTION_LABELS = {
+    "create": _("created the class"), "edit": _("edited the class"), "provision": _("prepared the seats"),
+    "open_joining": _("opened joining"), "close_joining": _("closed joining"), "add_seats": _("added seats"),
+    "new_invite": _("made an invite code"), "revoke_invite": _("revoked an invite code"),
+    "add_co_instructor": _("added a co-instructor"), "remove_co_instructor": _("removed a co-instructor"),
+    "reset": _("reset seats"), "extend": _("extended seats"), "reprovision": _("re-provisioned seats"),
+    "remove": _("removed learners"), "next_lab": _("moved on to the next lab"), "end": _("ended the class"),
+}  # fmt: skip
+
+
 class ClassAction(models.Model):
     """The class's log: every instructor action (who, when, what, on which seats)."""
 
@@ -142,6 +153,10 @@ class ClassAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.action} by {self.actor_id}"
+
+    @property
+    def label(self) -> str:
+        return str(ACTION_LABELS.get(self.action, self.action))
 
 
 class ClassMessage(models.Model):

@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 Who = Literal["owner", "co", "instructor", "learner", "other_learner", "anonymous"]
 WHO: tuple[Who, ...] = ("owner", "co", "instructor", "learner", "other_learner", "anonymous")
 CODE = "{code}"
+EDIT = {"title": "Renamed", "labs": ["relay-check"], "starts_at": "2030-01-01T10:00:00Z",
+        "ends_at": "2030-01-01T12:00:00Z", "seats": 2}  # fmt: skip
 # method, path, body; then the status each caller gets (in WHO's order). 302 from a page POST is the
 # redirect back to the class page after the action (or to the log-in page for the anonymous).
 Row = tuple[str, str, dict[str, Any] | None, tuple[int, int, int, int, int, int]]
@@ -43,6 +45,7 @@ ROWS: list[Row] = [
     ("GET",  "/api/classes/{class}",                   None, (200, 200, 404, 404, 404, 401)),
     ("GET",  "/api/classes/{class}/progress",          None, (200, 200, 404, 404, 404, 401)),
     ("GET",  "/api/classes/{class}/export",            None, (200, 200, 404, 404, 404, 401)),
+    ("POST", "/api/classes/{class}/edit",              EDIT, (200, 200, 404, 404, 404, 401)),
     ("POST", "/api/classes/{class}/actions",           {"action": "close_joining"},
                                                              (200, 200, 404, 404, 404, 401)),
     ("POST", "/api/classes/{class}/seats/actions",     {"action": "extend", "seats": ["{seat}"]},

@@ -308,6 +308,7 @@ MATRIX: list[Row] = [
     ("GET",  "/api/classes",                                200, 200, 200, 401),
     ("POST", "/api/classes",                                403, 403, 403, 401),
     ("GET",  "/api/classes/{class}",                        404, 404, 404, 401),
+    ("POST", "/api/classes/{class}/edit",                   404, 404, 404, 401),
     ("POST", "/api/classes/{class}/actions",                404, 404, 404, 401),
     ("GET",  "/api/classes/{class}/progress",               404, 404, 404, 401),
     ("POST", "/api/classes/{class}/seats/actions",          404, 404, 404, 401),
@@ -402,6 +403,13 @@ BODIES: dict[str, dict[str, Any]] = {
     "api/sessions/<session_id>/check": {"step": 1},
     "api/sessions/<session_id>/goto": {"step": 1},
     "api/classes": {
+        "title": "T",
+        "labs": ["{lab}"],
+        "starts_at": "2030-01-01T10:00:00Z",
+        "ends_at": "2030-01-01T12:00:00Z",
+        "seats": 1,
+    },
+    "api/classes/<class_id>/edit": {
         "title": "T",
         "labs": ["{lab}"],
         "starts_at": "2030-01-01T10:00:00Z",
