@@ -6,13 +6,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from classes import views as class_pages
 from portal import health
 
 
-@require_GET
+@require_safe  # HEAD too: monitors and link checkers ask with HEAD
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/home.html")
 

@@ -53,7 +53,8 @@ def render_code(code: str, lang: str, runnable: bool) -> tuple[str, CodeBlock]:
     lang = (lang or "text").lower()
     copy_text = console_commands(code) if lang in SESSION_LANGS else code.rstrip("\n")
     formatter = HtmlFormatter(cssclass="highlight", wrapcode=True)
-    body = highlight(code, _lexer(lang), formatter)
+    # Focusable: a long line scrolls inside the block, and keyboard users must be able to scroll it.
+    body = highlight(code, _lexer(lang), formatter).replace("<pre>", '<pre tabindex="0">', 1)
     attrs = f' data-lang="{html.escape(lang)}" data-copy="{html.escape(copy_text, quote=True)}"'
     if runnable:
         attrs += ' data-runnable="true"'

@@ -179,6 +179,8 @@ def render_markdown(text: str, *, lang: str, title: str = "") -> Rendered:
         output_format="html",
     )
     html = sanitize_html(_join_cjk_lines(md.convert(text)))
+    # Wide tables scroll sideways inside the page: keyboard users must be able to reach them.
+    html = html.replace("<table>", '<table tabindex="0">')
     headings = [
         Heading(int(m.group(1)), m.group(2), _strip_tags(m.group(3)).strip())
         for m in re.finditer(r'<h([2-6]) id="([^"]+)">(.*?)</h\1>', html, re.S)

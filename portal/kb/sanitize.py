@@ -48,6 +48,7 @@ ATTRIBUTES: dict[str, set[str]] = {
     "th": {"style"},
     "td": {"style"},
     "ol": {"start"},
+    "pre": {"tabindex"},  # a code block that scrolls sideways must be reachable by keyboard
     **{h: {"id"} for h in HEADINGS},
 }
 PYGMENTS_CLASSES = {c for c in STANDARD_TYPES.values() if c} | {"hll"}

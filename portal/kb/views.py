@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from . import cache, navigation, pagecache
 from .content import LANGS, SECTIONS, docs_dir
@@ -22,7 +22,7 @@ def doc_lang_for(request: HttpRequest) -> str:
     return "zh" if (get_language() or "").startswith("zh") else "en"
 
 
-@require_GET
+@require_safe
 def index(request: HttpRequest) -> HttpResponse:
     corpus = cache.corpus()
     ui = doc_lang_for(request)
@@ -37,7 +37,7 @@ def index(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
+@require_safe
 def page(request: HttpRequest, lang: str, slug: str) -> HttpResponse:
     corpus = cache.corpus()
     other = "zh" if lang == "en" else "en"
@@ -58,7 +58,7 @@ def page(request: HttpRequest, lang: str, slug: str) -> HttpResponse:
     return pagecache.render_for_reader(request, "kb/page.html", make_context, key)
 
 
-@require_GET
+@require_safe
 def page_redirect(request: HttpRequest, slug: str) -> HttpResponse:
     corpus = cache.corpus()
     if not any((lang, slug) in corpus.pages for lang in LANGS):
@@ -66,7 +66,7 @@ def page_redirect(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("kb:page", lang=doc_lang_for(request), slug=slug)
 
 
-@require_GET
+@require_safe
 def search(request: HttpRequest) -> HttpResponse:
     q = request.GET.get("q", "").strip()[:200]
     lang = request.GET.get("lang", "")  # "" means both: the query's language comes first
@@ -89,7 +89,7 @@ def search(request: HttpRequest) -> HttpResponse:
     return render(request, "kb/_results.html" if partial else "kb/search.html", context)
 
 
-@require_GET
+@require_safe
 def glossary(request: HttpRequest) -> HttpResponse:
     corpus = cache.corpus()
     ui = doc_lang_for(request)
@@ -100,7 +100,7 @@ def glossary(request: HttpRequest) -> HttpResponse:
     return render(request, "kb/glossary.html", {"entries": entries, "doc_lang": ui})
 
 
-@require_GET
+@require_safe
 def image(request: HttpRequest, name: str) -> FileResponse:
     # `name` is constrained by the URL pattern to [\w-]+.(svg|png): no path separators. A symlink
     # may still lead out of docs/img: only what really lies there is served.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,15 @@ def test_doc_images_are_served_from_content_with_a_strict_csp(
     assert resp["Content-Security-Policy"].startswith("default-src 'none'")
     assert client.get("/docs/img/missing.svg").status_code == 404
     assert client.get("/docs/img/..%2Fen%2Fvfio.md").status_code == 404
+
+
+def test_head_answers_like_get_and_pages_name_a_favicon(client: Client) -> None:
+    for path in ("/", "/docs/", "/docs/en/vfio/", "/docs/search/?q=vfio"):
+        get, head = client.get(path), client.head(path)
+        assert get.status_code == head.status_code == 200, path
+        assert head["Content-Type"] == get["Content-Type"]
+        assert head.content == b""
+    html = client.get("/").content.decode()
+    icon = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', html)
+    assert icon is not None
+    assert static_text("favicon.svg").startswith("<svg")
