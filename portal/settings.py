@@ -233,6 +233,9 @@ LABS_START_RATE_WINDOW_S = env_int("LABS_START_RATE_WINDOW_S", 600)
 # what a check command may print (each of stdout and stderr; at most 1536 KiB, libvirt's limit).
 LABS_CHECK_RATE = env_int("LABS_CHECK_RATE", 20)  # checks per learner per window
 LABS_CHECK_RATE_WINDOW_S = env_int("LABS_CHECK_RATE_WINDOW_S", 60)
+# ... and seconds of check-worker time per learner per window: a quick check takes < 1 s; checks a
+# guest stalls to their timeout (30 s) would hold a worker other learners' checks wait for.
+LABS_CHECK_SECONDS = env_int("LABS_CHECK_SECONDS", 20)
 LABS_CHECK_INFLIGHT_TTL_S = env_int("LABS_CHECK_INFLIGHT_TTL_S", 180)
 LABS_CHECK_OUTPUT_MAX_BYTES = env_int("LABS_CHECK_OUTPUT_MAX_BYTES", 1024 * 1024)
 LABS_STEP_RESULTS_KEPT = env_int("LABS_STEP_RESULTS_KEPT", 20)  # stored check results per step of a session

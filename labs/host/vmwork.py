@@ -161,7 +161,8 @@ def check(session_id: str, step_number: int, claim: str = "") -> None:
         raise CheckpointPending(f"session {session_id}: step {step_number} has no checkpoint yet")
     lab = require_lab(session.lab_slug)
     push_progress(session_id, "checking", str(step_number))
-    with hypervisor() as hv:
+    started = time.monotonic()
+    with hypervisor() as hv, _charged(session, started):
         try:
             _check(hv, session, lab, step_number, claim)
         except HostUnreachable:
@@ -187,6 +188,18 @@ def _in_both_languages(message: str, **values: object) -> dict[str, str]:
     with translation.override("zh-hans"):
         zh = translation.gettext(message) % values
     return {"en": message % values, "zh": zh}
+
+
+@contextlib.contextmanager
+def _charged(session: LabSession, started: float) -> Iterator[None]:
+    """Count the check's worker time against its learner, however it ends."""
+    try:
+        yield
+    finally:
+        try:
+            limits.charge_check_time(int(session.user_id), time.monotonic() - started)
+        except Exception:  # Redis away: the verdict matters more than the account
+            log.warning("session %s: check time not counted", session.id, exc_info=True)
 
 
 def libvirt_alive(hv: Hypervisor) -> bool:

@@ -32,6 +32,28 @@ def check_rate() -> tuple[int, int]:
     return settings.LABS_CHECK_RATE, settings.LABS_CHECK_RATE_WINDOW_S
 
 
+def check_time_budget() -> tuple[int, int]:
+    """(seconds of check-worker time, window seconds) each learner's checks may take."""
+    return settings.LABS_CHECK_SECONDS, settings.LABS_CHECK_RATE_WINDOW_S
+
+
+def charge_check_time(user_id: int, seconds: float) -> None:
+    """Count a finished check's worker time against its learner (the host calls this): a learner
+    whose checks are slow (a guest that stalls them to their timeout) cannot hold a share of the
+    host's check workers that other learners' checks then wait for."""
+    key, window = f"labs:check-ms:{user_id}", check_time_budget()[1]
+    cache.add(key, 0, timeout=window)
+    try:
+        cache.incr(key, max(1, round(seconds * 1000)))
+    except ValueError:  # expired between add and incr
+        cache.set(key, max(1, round(seconds * 1000)), timeout=window)
+
+
+def check_time_spent(user_id: int) -> float:
+    """Seconds of check-worker time the learner's checks took in the current window."""
+    return int(cache.get(f"labs:check-ms:{user_id}") or 0) / 1000
+
+
 def check_output_max_bytes() -> int:
     """Bytes of each of stdout and stderr a check's guest command may print; more fails the assertion."""
     return settings.LABS_CHECK_OUTPUT_MAX_BYTES

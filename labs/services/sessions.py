@@ -92,6 +92,13 @@ def check_step(session: LabSession, step: int) -> None:
         raise CheckInProgress(
             _("A check of this lab is still running. Its result will appear here; check again after it.")
         )
+    budget, window = limits.check_time_budget()
+    if limits.check_time_spent(int(session.user_id)) >= budget:  # before the count: this refusal costs none
+        limits.release_check(session.id, claim)
+        raise RateLimited(
+            _("Your checks have used %(budget)d seconds of checking time in the last %(window)d seconds, the most "
+              "one learner may use. Wait a moment, then check again.") % {"budget": budget, "window": window}
+        )  # fmt: skip
     if limits.hit_check_rate(int(session.user_id)):
         limits.release_check(session.id, claim)
         count, window = limits.check_rate()

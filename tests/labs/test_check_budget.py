@@ -127,6 +127,7 @@ def test_past_its_disk_budget_a_pass_takes_no_checkpoint_says_why_and_the_lab_go
     assert session.state == S.DESTROYED, "completed, and its VM gone"
     kept = list(StepResult.objects.filter(session=session, step=3).order_by("created_at", "id"))
     assert [r.passed for r in kept] == [False, False, True], "the latest 3, the pass among them"
+    assert limits.check_time_spent(alice.id) > 0, "the host counted the checks' time against their learner"
 
 
 def check_now(session: LabSession, step: int) -> None:

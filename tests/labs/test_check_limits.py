@@ -108,6 +108,26 @@ def test_checks_per_learner_are_rate_limited(
     assert not limits.check_running(session.id), "a refused check leaves no marker behind"
 
 
+def test_a_learner_whose_checks_used_their_time_is_refused_and_others_are_not(
+    session: LabSession, alice: User, bob: User, sent_tasks: list[SentTask], settings: Settings
+) -> None:
+    settings.LABS_CHECK_SECONDS = 20
+    limits.charge_check_time(alice.id, 12.0)  # what the host counted for her earlier checks
+    assert check(alice, session.id).status_code == 202, "within the budget"
+    limits.release_check(session.id, claim_sent(sent_tasks))
+    limits.charge_check_time(alice.id, 9.5)  # that check stalled in her guest
+    refused = check(alice, session.id)
+    assert refused.status_code == 429
+    assert refused.json()["detail"] == (
+        "Your checks have used 20 seconds of checking time in the last 60 seconds, the most one learner may use. "
+        "Wait a moment, then check again."
+    )
+    assert "检查时间" in check(alice, session.id, "zh-hans").json()["detail"]
+    assert len(sent_tasks) == 1, "nothing more reached the host's check workers"
+    assert not limits.check_running(session.id)
+    assert limits.check_time_spent(bob.id) == 0.0
+
+
 def test_refused_in_flight_checks_do_not_use_up_the_rate(
     session: LabSession, alice: User, settings: Settings, sent_tasks: list[SentTask]
 ) -> None:
