@@ -16,6 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
+from labs.host_registry import HostAdvert
+from labs.redis_names import ADVERT_PREFIX
 from labs.states import ENDED, SessionState
 from tests import lab_stack
 from tests.faults.drill import BOOT_S, RECOVERY_S, Drill, Outcome, stop_all
@@ -195,8 +199,50 @@ def libvirtd_restarted(drill: Drill, sid: str) -> Outcome:
     type_marker(client, sid, "before-libvirtd")
     outcome.hit()
     box.restart_libvirtd(signal.SIGKILL, down_s=1.0)
+    back = time.monotonic()
+    try:  # libvirtd answers again: the host advertises so within seconds, not at its next advert but one
+        lab_stack.wait_for(lambda: libvirt_advertised(drill, box.name), ADVERT_BACK_S, "libvirt ok in the advert")
+        outcome.phase += f", advert back {time.monotonic() - back:.1f}s after libvirtd"
+    except TimeoutError as exc:
+        outcome.problems.append(str(exc))
     drill.settle(outcome)
     _console_and_check_work(drill, outcome, client, sid, "before-libvirtd")
+    return outcome
+
+
+ADVERT_BACK_S = 10.0  # the advert loop probes libvirtd every second (it took 20-25 s, two advert rounds)
+
+
+def libvirt_advertised(drill: Drill, host: str) -> bool:
+    raw = redis.Redis.from_url(drill.stack.redis_url).get(ADVERT_PREFIX + host)
+    return raw is not None and HostAdvert.from_json(raw).libvirt_ok
+
+
+def libvirtd_killed_mid_check(drill: Drill, sid: str) -> Outcome:
+    """libvirtd dies while a check runs in the guest (step 1's takes CHECK_SECONDS): the check is
+    run again once libvirtd is back, its verdict reaches the page and the lab stays ready."""
+    outcome = Outcome("kill libvirtd: checking", phase="ready", session=sid)
+    client = drill.owner(sid)
+    box = drill.box(sid)
+    events, session = open_events(client, sid)
+    step = int(session["current_step"])
+    before = session["results"].get(str(step), {}).get("at")
+    with events:
+        status, body = client.request("POST", f"/api/sessions/{sid}/check", {"step": step})
+        outcome.expect(status == 202, f"check refused: {status} {body}")
+        next_event(events, lambda m: m.get("type") == "progress" and m.get("stage") == "checking", 60)
+        outcome.phase = "checking"
+        outcome.hit()
+        box.restart_libvirtd(signal.SIGKILL, down_s=1.0)
+        try:
+            verdict = next_event(events, lambda m: _new_result(m, step, before), 90)
+            state = verdict["session"]["state"]
+            outcome.expect(state == S.READY, f"the check ended the lab: {state} {verdict['session']['error']}")
+        except AssertionError as exc:
+            outcome.problems.append(f"no verdict: {exc}")
+    drill.settle(outcome)
+    session = drill.learner_sees_clear_state(outcome, client, sid)
+    outcome.expect(session["state"] == S.READY, f"the lab ended: {session['state']} {session['error']}")
     return outcome
 
 
@@ -368,7 +414,13 @@ def run_matrix(drill: Drill, two_hosts: tuple[str, str] | None, report: Callable
     stop_all(drill)  # a small host (two slots) must have room for what follows
     record(killed_while_provisioning(drill))
     sid = record(killed_while_checkpointing(drill)).session or drill.ready_session()[1]
-    for case in (libvirtd_restarted, redis_restarted, web_worker_killed, redis_lost_its_data):
+    for case in (
+        libvirtd_restarted,
+        libvirtd_killed_mid_check,
+        redis_restarted,
+        web_worker_killed,
+        redis_lost_its_data,
+    ):
         sid = record(case(drill, sid)).session or drill.ready_session()[1]
     record(killed_while_destroying(drill, sid))
     stop_all(drill)

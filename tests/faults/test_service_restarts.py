@@ -11,9 +11,12 @@ from tests.faults.drill import Drill
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 
-def test_libvirtd_restart_keeps_the_lab_and_reattaches_its_console(drill: Drill) -> None:
+def test_libvirtd_restart_keeps_the_lab_and_its_checks_and_reattaches_its_console(drill: Drill) -> None:
     _client, sid = drill.ready_session()
     outcome = scenarios.libvirtd_restarted(drill, sid)
+    assert outcome.ok, outcome
+    # libvirtd dying under a running check: the check is retried, not the lab failed.
+    outcome = scenarios.libvirtd_killed_mid_check(drill, sid)
     assert outcome.ok, outcome
     # And a web worker dying under the same learner's open sockets costs them nothing either.
     outcome = scenarios.web_worker_killed(drill, sid)
