@@ -326,6 +326,7 @@ def destroy_vms_with_prefix(prefix: str) -> list[str]:
     """Remove every VM a test stack created (its ids start with `prefix`), whatever state it is in,
     and then its clone templates (named with the same prefix; see labs/host/templates.py)."""
     from labs.hypervisor import DomainMissing, Hypervisor
+    from labs.hypervisor.clones import remove_markers
 
     removed = []
     with Hypervisor.connect() as hv:
@@ -339,6 +340,7 @@ def destroy_vms_with_prefix(prefix: str) -> list[str]:
         for template in hv.templates():
             if prefix and template.key.startswith(prefix):  # never another deployment's
                 hv.remove_template(template)
+        remove_markers(hv.disks_root, prefix)
     return removed
 
 

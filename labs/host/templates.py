@@ -33,7 +33,8 @@ from labs.models import id_prefixes, new_pool_id
 from labs.services.catalog import require_lab
 
 log = logging.getLogger(__name__)
-BOOT_TIMEOUT_S = 120.0
+# Background work nobody waits on: a boot on a host busy with other VMs may take minutes under TCG.
+BOOT_TIMEOUT_S = 300.0
 _BUILD_LOCK = ".build-"
 _WANTED = ".wanted-"
 
@@ -192,6 +193,7 @@ def reap_stale(hv: Hypervisor) -> list[str]:
             hv.remove_template(template)
         except TemplateInUse:
             continue  # its clones still run: removed by a later round, after they are gone
+        (_root(hv) / f"{_BUILD_LOCK}{template.key}").unlink(missing_ok=True)  # its key is never built again
         removed.append(template.key)
         log.info("template %s removed: stale, and no clone uses it", template.key)
     return removed

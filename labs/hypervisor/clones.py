@@ -481,10 +481,12 @@ def remove(conn: libvirt.virConnect, disks_root: Path, template: Template) -> No
         (templates_root(disks_root) / f"{_LOCK}-{template.key}").unlink(missing_ok=True)
 
 
-def age_s(template: Template) -> float:
-    """Seconds since the template was captured."""
-    try:
-        created = datetime.fromisoformat(template.created_at)
-    except ValueError:
-        return float("inf")
-    return time.time() - created.timestamp()
+def remove_markers(disks_root: Path, key_prefix: str) -> None:
+    """Delete the lock and request files (`.<kind>-<key>`) of keys starting with `key_prefix`:
+    a deployment (or a test stack) that goes away leaves none behind."""
+    root = templates_root(disks_root)
+    if not key_prefix or not root.is_dir():
+        return
+    for marker in root.glob(".*-*"):
+        if marker.is_file() and marker.name.split("-", 1)[1].startswith(key_prefix):
+            marker.unlink(missing_ok=True)

@@ -116,6 +116,18 @@ def test_a_reservation_is_filled_with_clones_taken_only_by_its_key_refilled_and_
     assert not session_dir(DEFAULT_DISKS_ROOT, replacement).exists()
     assert lab_stack.domain_exists(taken[0])
 
+    # The lab is edited: its template is stale, kept while bob's clone runs on it, removed after.
+    lab_yaml = Path(stack.env["VIRTLAB_CONTENT_DIR"]) / "labs" / slug / "lab.yaml"
+    lab_yaml.write_text(lab_yaml.read_text() + "# edited\n")
+    (stale,) = {Path(f).parent for f in backing_files(taken[0])}
+    reconcile = f"from labs.host.reconcile import reconcile_host; print(reconcile_host({host!r})['templates_removed'])"
+    assert shell_result(stack, reconcile) == "[]"
+    assert stale.is_dir()
+    stack.client("bob").request("POST", f"/api/sessions/{bob_session}/stop")
+    lab_stack.wait_for_state(stack.client("bob"), bob_session, {"destroyed"}, 60)
+    assert shell_result(stack, reconcile) == str([stale.name])
+    assert not stale.exists()
+
 
 def test_a_template_is_keyed_by_the_image_the_profile_and_every_file_of_the_lab(
     tmp_path: Path, guest_image: Path
