@@ -23,6 +23,7 @@ __all__ = [
     "RawHit",
     "SearchResult",
     "get_backend",
+    "golden_passes",
     "query_language",
     "search",
     "suggestions",

@@ -27,8 +27,9 @@ KIND_WEIGHT = f"(CASE WHEN kind = 'lab' THEN {LAB_WEIGHT} ELSE 1.0 END)"
 
 
 def tag(name: str, value: str) -> str:
-    """A filter word in the `tags` column: letters only, so the tokenizer keeps it whole."""
-    return f"zz{name}{value.replace('-', '')}"
+    """A filter word in the `tags` column: letters and digits only, so the tokenizer keeps it whole
+    and no filter value can change the MATCH expression around it."""
+    return f"zz{name}" + "".join(c for c in value.lower() if c.isascii() and c.isalnum())
 
 
 def match_expression(terms: list[Term], filters: Filters) -> str:
