@@ -15,6 +15,7 @@ from labs.schemas import AlreadyRunningOut, DetailOut, SessionOut
 from labs.services import access
 from labs.services.catalog import catalog
 from labs.services.session_events import session_out
+from labs.timeline.api import router as timeline_router
 from labs.types import AuthenticatedRequest
 
 # Every endpoint needs a logged-in user (session cookie + CSRF) unless it says `auth=None`.
@@ -65,6 +66,9 @@ START_ERRORS: dict[int, type[Schema]] = {401: DetailOut, 403: DetailOut, 404: De
 # An action the host carries out later (its outcome arrives as a session event), or 409 when the
 # session is not in a state that allows it.
 QUEUED_ACTION: dict[int, type[Schema]] = {202: DetailOut, 409: DetailOut, **DRIVE_ERRORS}
+
+
+api.add_router("", timeline_router)
 
 
 @api.exception_handler(services.LabError)

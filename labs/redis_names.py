@@ -69,6 +69,12 @@ def hold_key(session_id: str) -> str:
     return f"virtlab:term:{session_id}:hold"
 
 
+def timeline_marks_key(session_id: str) -> str:
+    """Markers for a session's timeline (state, step, check, checkpoint, revert), JSON each, pushed by
+    whichever process saw the event and drained by the host's recorder (labs/host/recorder.py)."""
+    return f"virtlab:timeline:{session_id}:marks"
+
+
 def session_keys(session_id: str) -> list[str]:
     """Every key one session's terminal uses: deleted as soon as the session is destroyed."""
     return [f(session_id) for f in (buffer_key, offset_key, input_key, size_key, hold_key)]

@@ -115,6 +115,7 @@ INSTALLED_APPS = [
     "portal",
     "portal.kb",
     "labs",
+    "labs.timeline",
     "classes",
 ]
 
@@ -280,6 +281,15 @@ LABS_WS_PER_USER = env_int("LABS_WS_PER_USER", 8)  # open terminal sockets per u
 # Keystroke frames waiting in Redis for the host's console relay (it holds them while step 1's
 # checkpoint is taken); more are dropped with a notice: at most this x LABS_WS_MAX_FRAME_BYTES.
 LABS_TERMINAL_INPUT_QUEUE = env_int("LABS_TERMINAL_INPUT_QUEUE", 128)
+# Session timelines (labs/timeline/): the host writes each running session's record under
+# LABS_TIMELINE_DIR, then stores it gzipped in the DB when the session ends. A record stops taking
+# terminal bytes at LABS_TIMELINE_MAX_BYTES (it notes the cut; the lab goes on); records are kept
+# LABS_TIMELINE_KEEP_DAYS; staff may replay every session unless LABS_TIMELINE_STAFF_SEES is off.
+LABS_TIMELINE_ENABLED = env_bool("LABS_TIMELINE_ENABLED", True)
+LABS_TIMELINE_DIR = Path(env("LABS_TIMELINE_DIR", str(VAR_DIR / "timelines")))
+LABS_TIMELINE_MAX_BYTES = env_positive_int("LABS_TIMELINE_MAX_BYTES", 8 * 1024 * 1024)
+LABS_TIMELINE_KEEP_DAYS = env_positive_int("LABS_TIMELINE_KEEP_DAYS", 90)
+LABS_TIMELINE_STAFF_SEES = env_bool("LABS_TIMELINE_STAFF_SEES", True)
 # Hooks of the apps built on labs (labs/hooks.py): labs calls them by name and never imports them.
 # A class's instructors observe its seats' sessions; a seat's change goes to the class's live
 # grid; a learner's page replays the class's recent messages when it connects.

@@ -23,6 +23,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from labs import host_registry
+from labs.host import recorder
 from labs.hypervisor import Console, ConsoleClosed, Hypervisor, HypervisorError
 from labs.hypervisor.polling import poll
 from labs.models import LabSession, PoolVM
@@ -116,6 +117,7 @@ class SessionRelay:
         self._last_activity = 0.0
         self.size: tuple[int, int] | None = None  # the page's latest (cols, rows)
         self.size_wanted = threading.Event()
+        self.recorder = _open_recorder(session_id)
         self.threads = [
             threading.Thread(target=self._read_loop, name=f"relay-read-{session_id}", daemon=True),
             threading.Thread(target=self._write_loop, name=f"relay-write-{session_id}", daemon=True),
@@ -130,6 +132,8 @@ class SessionRelay:
         self.stopping.set()
         if self.console is not None:
             self.console.close()
+        if self.recorder is not None:
+            self.recorder.close()
 
     def _read_loop(self) -> None:
         while not self.stopping.is_set():
@@ -156,6 +160,8 @@ class SessionRelay:
                 self.console.close()
 
     def _publish(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.output(data)
         offset = append_output(self.redis, self.session_id, data)
         self.publisher.send(terminal_group(self.session_id), {"type": "term.output", "data": data, "offset": offset})
 
@@ -179,6 +185,8 @@ class SessionRelay:
             else:
                 cols, rows = (int(n) for n in data.split())
                 self.size = (cols, rows)
+                if self.recorder is not None:
+                    self.recorder.resize(cols, rows)
                 self.size_wanted.set()
 
     def _size_loop(self) -> None:
@@ -211,6 +219,8 @@ class SessionRelay:
 
         retry_on = (ConsoleClosed, HypervisorError, TimeoutError)
         if poll(write, timeout_s=5, interval_s=0.05, stop=self.stopping, retry_on=retry_on):
+            if self.recorder is not None:
+                self.recorder.input(data)
             self._note_activity()
             return
         log.info("relay %s: dropped %d input bytes (no console)", self.session_id, len(data))
@@ -221,6 +231,18 @@ class SessionRelay:
             self._last_activity = now
             close_old_connections()
             LabSession.objects.filter(pk=self.session_id).update(last_activity=timezone.now())
+
+
+def _open_recorder(session_id: str) -> recorder.Recorder | None:
+    """The session's timeline record (appended to if an earlier agent began it); a disk problem
+    costs the record, never the terminal."""
+    if not settings.LABS_TIMELINE_ENABLED:
+        return None
+    try:
+        return recorder.Recorder(session_id)
+    except OSError:
+        log.exception("relay %s: cannot open its timeline record; not recording", session_id)
+        return None
 
 
 class RelayManager:
@@ -238,6 +260,7 @@ class RelayManager:
         self.stopping = threading.Event()
         self.relays: dict[str, SessionRelay] = {}
         self.idle_consoles: dict[str, Console] = {}  # warm-pool VM id -> its attached console
+        self._timelines_looked_at = 0.0
         # BLPOP with a timeout: reads must be allowed to outlast it.
         self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=self.POLL_S + 5)
 
@@ -278,6 +301,23 @@ class RelayManager:
                 self.relays[session_id] = relay
                 relay.start()
         self._hold_idle_consoles(hv)
+        self._tend_timelines()
+
+    def _tend_timelines(self) -> None:
+        """Markers into the running sessions' records, buffers flushed; ended sessions' records stored."""
+        # A full disk or a DB blip costs (part of) a record, never the terminals this loop keeps.
+        for relay in self.relays.values():
+            if relay.recorder is not None:
+                try:
+                    relay.recorder.tick(self.redis)
+                except Exception:
+                    log.warning("relay %s: timeline write failed", relay.session_id, exc_info=True)
+        if time.monotonic() - self._timelines_looked_at >= recorder.FINISH_EVERY_S:
+            self._timelines_looked_at = time.monotonic()
+            try:
+                recorder.finish_ended(self.host, set(self.relays), self.redis)
+            except Exception:
+                log.warning("console relay: storing ended timelines failed; trying again later", exc_info=True)
 
     def _hold_idle_consoles(self, hv: Hypervisor) -> None:
         idle = set(PoolVM.objects.filter(host=self.host, state=PoolVM.State.READY).values_list("id", flat=True))

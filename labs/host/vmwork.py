@@ -30,6 +30,7 @@ from labs.services.placement import free_boots, free_slots
 from labs.services.session_events import push_progress, push_session
 from labs.services.transitions import transition, update_fields
 from labs.states import ENDED, SessionState
+from labs.timeline import marks
 
 S = SessionState
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def _provision(hv: Hypervisor, session: LabSession) -> None:
         return
     if not prepared:
         vm.snapshot(checkpoint(1))
+        marks.mark(session_id, "checkpoint", step=1)
         update_fields(session_id, expected=[S.READY], checkpoints=[1])
     if pool_vm is not None or not set_up:
         # Refill the pool (or build the template this cold start asked for) only now: a boot
@@ -225,6 +227,9 @@ def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int, clai
         details=details,
     )  # fmt: skip
     limits.prune_step_results(session_id, step_number)
+    failed = [r.message for r in result.results if not r.ok]
+    reason = {"en": marks.check_reason([m.en for m in failed]), "zh": marks.check_reason([m.zh for m in failed])}
+    marks.mark(session_id, "check", step=step_number, ok=result.passed, reason=reason)
     if not result.passed:
         limits.release_check(session_id, claim)
         push_session(session_id)
@@ -238,6 +243,7 @@ def _check(hv: Hypervisor, session: LabSession, lab: Lab, step_number: int, clai
     checkpoints = sorted(session.checkpoints)
     over_budget = _checkpoint(vm, following)
     if over_budget is None:
+        marks.mark(session_id, "checkpoint", step=following)
         checkpoints = sorted({*checkpoints, following})
     else:
         # The learner reads why on the verdict: a note in both languages, not an assertion.
@@ -283,6 +289,7 @@ def revert(session_id: str, step: int) -> None:
         try:
             vm = hv.vm(session.vm_id)
             vm.revert(checkpoint(step), agent_timeout_s=BOOT_TIMEOUT_S)
+            marks.mark(session_id, "revert", step=step)
             vm.wait_ready(BOOT_TIMEOUT_S)  # the agent reconnects a moment after a revert
             for later in (n for n in session.checkpoints if n > step):
                 with contextlib.suppress(HypervisorError):

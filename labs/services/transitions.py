@@ -12,6 +12,7 @@ from django.utils import timezone
 from labs.models import LabSession
 from labs.services import session_events
 from labs.states import ENDED, TRANSITIONS, SessionState
+from labs.timeline import marks
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ def transition(session_id: str, to: SessionState, *, expected: Iterable[str] | N
         log.info("session %s: transition to %s skipped (not in %s)", session_id, to, sorted(accepted))
         return False
     log.info("session %s -> %s", session_id, to)
+    # Now, not on commit: the recorder must hold an ended session's last marker before storing it.
+    marks.mark(session_id, "state", state=str(to), step=fields.get("current_step"))
     transaction.on_commit(lambda: _announce(session_id, to))
     return True
 
@@ -43,6 +46,8 @@ def update_fields(session_id: str, *, expected: Iterable[str], **fields: Any) ->
         updated_at=timezone.now(), **fields
     )
     if changed:
+        if "current_step" in fields:
+            marks.mark(session_id, "step", step=fields["current_step"])
         transaction.on_commit(lambda: session_events.push_session(session_id))
     return bool(changed)
 

@@ -1,0 +1,27 @@
+"""Web task (beat): records older than LABS_TIMELINE_KEEP_DAYS are deleted."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from labs.timeline.models import SessionTimeline
+
+log = logging.getLogger(__name__)
+
+
+def purge_old_timelines() -> int:
+    cutoff = timezone.now() - timedelta(days=settings.LABS_TIMELINE_KEEP_DAYS)
+    deleted, _ = SessionTimeline.objects.filter(created_at__lt=cutoff).delete()
+    if deleted:
+        log.info("deleted %d session timelines older than %s", deleted, cutoff)
+    return deleted
+
+
+@shared_task(name="labs.timeline.tasks.purge_timelines", ignore_result=True)
+def purge_timelines() -> None:
+    purge_old_timelines()
