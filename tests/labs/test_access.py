@@ -8,8 +8,10 @@ Every surface sends the same SessionOut.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +26,8 @@ from labs.models import LabSession, PoolVM, StepResult
 from labs.redis_names import input_key
 from labs.services.session_events import session_payload
 from labs.states import SessionState
+from labs.timeline import cast
+from labs.timeline.models import SessionTimeline
 from tests import access_matrix
 from tests.access_matrix import (
     WHO,
@@ -339,6 +343,9 @@ MATRIX: list[Row] = [
     ("GET",  "/docs/{doc}/",                                302, 302, 302, 302),
     ("GET",  "/labs/",                                      200, 200, 200, 200),
     ("GET",  "/labs/{lab}/",                                200, 200, 200, 200),
+    ("GET",  "/labs/sessions/{session}/replay/",            200, 404, 200, 302),
+    ("GET",  "/labs/sessions/{session}/replay.cast",        200, 404, 200, 302),
+    ("GET",  "/labs/sessions/{session}/download.cast",      200, 404, 404, 302),
     ("GET",  "/api/",                                       404, 404, 404, 404),
     ("GET",  "/api/openapi.json",                           200, 200, 200, 200),
     ("GET",  "/api/docs",                                   200, 200, 200, 200),
@@ -350,6 +357,8 @@ MATRIX: list[Row] = [
     ("POST", "/api/sessions/{session}/reset",               202, 404, 403, 401),
     ("POST", "/api/sessions/{session}/extend",              200, 404, 403, 401),
     ("POST", "/api/sessions/{session}/stop",                200, 404, 403, 401),
+    ("GET",  "/api/timelines",                              200, 200, 200, 401),
+    ("GET",  "/api/sessions/{session}/timeline",            200, 404, 200, 401),
     ("GET",  "/admin/",                                     302, 302, 200, 302),
     ("GET",  "/admin/login/",                               200, 200, 302, 200),
     ("POST", "/admin/logout/",                              302, 302, 302, 302),
@@ -453,6 +462,8 @@ def world(session: LabSession, people: People, lab_world: str, settings: Setting
     build_content(settings.CONTENT_DIR)
     group = Group.objects.create(name="matrix")
     pool = PoolVM.objects.create(host=session.host, profile="tiny")
+    record = cast.header_line(time.time()) + cast.event_line(0.5, "o", "$ ")  # alice's stored timeline
+    SessionTimeline.objects.create(session=session, cast_gz=gzip.compress(record.encode()), raw_bytes=len(record))
     now = timezone.now()
     klass = LabClass.objects.create(title="Matrix", owner=make_user("matrix-teacher"), labs=[lab_world], seats=1,
                                     starts_at=now, ends_at=now + timedelta(hours=1))  # fmt: skip
