@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--cold-start", action="store_true", help="also time a cold start, booted and cloned")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     args = parser.parse_args()
+    args.image = args.image.resolve()  # one image throughout, even if `current` is switched meanwhile
     runs = 3 if args.quick else args.runs
     t0 = time.monotonic()
     made: list[str] = []
