@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 from labs.models import LabSession
 from labs.services.catalog import catalog, get_lab, hints_html, instructions_html
 from labs.services.session_events import session_payload
+from labs.timeline.models import SessionTimeline
 
 
 @require_GET
@@ -43,6 +44,9 @@ def lab_page(request: HttpRequest, slug: str) -> HttpResponse:
     # here), as the DB has it: the same SessionOut the API returns and the events websocket pushes.
     current = LabSession.objects.driven_by(request.user).running().filter(lab_slug=slug).first()
     session = session_payload(current) if current else None
+    # The visitor's recorded sessions of this lab, newest first, to replay (labs/timeline/).
+    own = LabSession.objects.driven_by(request.user).filter(lab_slug=slug)
+    replays = SessionTimeline.objects.filter(session__in=own).defer("cast_gz").order_by("-created_at")[:5]
     context = {
         "lab": lab,
         "title": lab.title.get(lang),
@@ -50,6 +54,7 @@ def lab_page(request: HttpRequest, slug: str) -> HttpResponse:
         "steps": steps,
         "session": session,
         "strings": _page_strings(),
+        "replays": replays,
     }
     return render(request, "labs/lab.html", context)
 
