@@ -21,6 +21,7 @@ RESULT page_rps=… page_p95_ms=… search_p95_ms=… search_http_p95_ms=… gol
        edit_s=… web_rss_mib=… db=…
   page_rps, page_p95_ms   pages over HTTP (target: >= 500 req/s)
   search_p95_ms           search() called in-process: ranking, snippets, the database query
+  search_cpu_p95_ms       the same in CPU time (SQLite: the query too), steadier on a shared host
   search_http_p95_ms      the same queries as HTTP requests through uvicorn and Django's middleware
   golden_top3             fraction of golden queries passing (page in the top 3, or nothing found)
   pages                   doc pages per language in the corpus
@@ -210,16 +211,18 @@ def golden_passes(g: dict[str, str], keys: list[str]) -> bool:
     return any(key == g["expect"] or key.split("--")[0] == g["expect"] for key in keys)
 
 
-def measure_search(golden: list[dict[str, str]], rounds: int) -> tuple[float, float]:
-    """(p95 ms of in-process search calls, fraction of golden queries passing)."""
+def measure_search(golden: list[dict[str, str]], rounds: int) -> tuple[float, float, float]:
+    """(p95 ms of in-process search calls, the same in CPU time, fraction of golden queries passing).
+    CPU time (SQLite runs in the process) stays meaningful on a host whose cores are shared."""
     passed = sum(golden_passes(g, [r.key for r in search(g["q"], lang=g["lang"] or None, limit=3)]) for g in golden)
-    timings = []
+    timings, cpu = [], []
     for _ in range(rounds):
         for g in golden:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             search(g["q"], lang=g["lang"] or None, limit=10)
             timings.append((time.perf_counter() - started) * 1000)
-    return p95(timings), passed / len(golden)
+            cpu.append((time.process_time() - started_cpu) * 1000)
+    return p95(timings), p95(cpu), passed / len(golden)
 
 
 def worker_rss_mib(server_pid: int) -> float:
@@ -297,8 +300,11 @@ def run(args: argparse.Namespace, duration: int) -> None:
         print(f"one-page edit rebuild: {edit_s:.2f}s")
 
     golden = load_golden(content)
-    search_p95, golden_top3 = measure_search(golden, rounds=2 if args.quick else 10)
-    print(f"search in-process: p95 {search_p95:.2f} ms over {len(golden)} golden queries; top-3 {golden_top3:.3f}")
+    search_p95, search_cpu_p95, golden_top3 = measure_search(golden, rounds=2 if args.quick else 10)
+    print(
+        f"search in-process: p95 {search_p95:.2f} ms (CPU {search_cpu_p95:.2f} ms) over {len(golden)} golden queries;"
+        f" top-3 {golden_top3:.3f}"
+    )
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -352,7 +358,8 @@ def run(args: argparse.Namespace, duration: int) -> None:
         server.wait(15)
     print(
         f"RESULT page_rps={page_stats['rps']:.0f} page_p95_ms={page_stats['p95_us'] / 1000:.1f} "
-        f"search_p95_ms={search_p95:.2f} search_http_p95_ms={search_stats['p95_us'] / 1000:.1f} "
+        f"search_p95_ms={search_p95:.2f} search_cpu_p95_ms={search_cpu_p95:.2f} "
+        f"search_http_p95_ms={search_stats['p95_us'] / 1000:.1f} "
         f"golden_top3={golden_top3:.3f} pages={pages_per_lang} build_s={build_s:.1f} edit_s={edit_s:.2f} "
         f"web_rss_mib={rss:.0f} db={connection.vendor}"
     )

@@ -21,6 +21,15 @@ ROWS_PER_PAGE = 1024  # sections past this are folded into the last row
 # A page scores its best section plus this share of its other matching sections: a page about a
 # word mentions it throughout, a page with one dense paragraph on it does not.
 BREADTH = 0.5
+# Pages are ranked from the best-scoring section rows only: grouping every matching row (tens of
+# thousands for a common word in a large knowledge base) costs far more than ranking them.
+ROWS_PER_RESULT = 20
+
+
+def row_limit(limit: int) -> int:
+    return max(200, limit * ROWS_PER_RESULT)
+
+
 # A lab's step and a doc's section on the same subject: the doc explains it, so it ranks first.
 LAB_WEIGHT = 0.6
 PAGES = SearchPage._meta.db_table

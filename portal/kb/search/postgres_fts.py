@@ -22,6 +22,7 @@ from .backend import (
     IndexTable,
     RawHit,
     fold,
+    row_limit,
 )
 
 CONFIG = {"en": "english", "zh": "simple"}
@@ -97,7 +98,8 @@ class PostgresFtsBackend(IndexTable):
                 params.append(value)
         # MATERIALIZED: each row's rank is computed once (inlined, the planner repeats it per use).
         sql = f"""WITH matched AS MATERIALIZED (
-                      SELECT page_id, id, {RANK} AS rank FROM {TABLE}, {QUERIES} WHERE {MATCHES} {where}),
+                      SELECT page_id, id, {RANK} AS rank FROM {TABLE}, {QUERIES} WHERE {MATCHES} {where}
+                      ORDER BY rank DESC LIMIT %s),
                   top AS MATERIALIZED (
                       SELECT page_id, best_id, score * (CASE WHEN kind = 'lab' THEN {LAB_WEIGHT} ELSE 1.0 END) AS score
                       FROM (SELECT page_id, (array_agg(id ORDER BY rank DESC))[1] AS best_id,
@@ -108,5 +110,5 @@ class PostgresFtsBackend(IndexTable):
                   JOIN {PAGES} AS p ON p.id = top.page_id JOIN {TABLE} AS s ON s.id = top.best_id
                   ORDER BY top.score DESC"""  # noqa: S608
         with connection.cursor() as cur:
-            cur.execute(sql, [*params, limit])
+            cur.execute(sql, [*params, row_limit(limit), limit])
             return [RawHit(*row) for row in cur.fetchall()]

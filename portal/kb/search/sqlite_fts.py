@@ -19,6 +19,7 @@ from .backend import (
     IndexTable,
     RawHit,
     fold,
+    row_limit,
 )
 
 # bm25 column weights: title, heading, body, tags (filter words only, never ranked).
@@ -86,9 +87,10 @@ class SqliteFtsBackend(IndexTable):
             return []
         # Rows grouped by page (rowid / ROWS_PER_PAGE): ranking reads no stored column. bm25 is
         # negative, more negative is better; the bare `id` beside max() is the best row's (SQLite).
-        # Only the best pages' texts are read, by rowid.
+        # Only the best rows are grouped (row_limit) and only the best pages' texts are read, by rowid.
         sql = f"""WITH matched AS MATERIALIZED (
-                      SELECT rowid AS id, -bm25({TABLE}, {WEIGHTS}) AS score FROM {TABLE} WHERE {TABLE} MATCH %s),
+                      SELECT rowid AS id, -bm25({TABLE}, {WEIGHTS}) AS score FROM {TABLE} WHERE {TABLE} MATCH %s
+                      ORDER BY bm25({TABLE}, {WEIGHTS}) LIMIT %s),
                   pages AS (SELECT id, id / {ROWS_PER_PAGE} AS page, max(score) AS best, sum(score) AS total
                             FROM matched GROUP BY id / {ROWS_PER_PAGE}),
                   top AS MATERIALIZED (
@@ -98,5 +100,5 @@ class SqliteFtsBackend(IndexTable):
                   JOIN {PAGES} AS p ON p.id = top.page JOIN {TABLE} AS s ON s.rowid = top.id
                   ORDER BY top.score DESC"""  # noqa: S608
         with connection.cursor() as cur:
-            cur.execute(sql, [match_expression(terms, filters), limit])
+            cur.execute(sql, [match_expression(terms, filters), row_limit(limit), limit])
             return [RawHit(*row) for row in cur.fetchall()]
