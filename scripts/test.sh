@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: SQLite (the embedded default) first, then the database-facing tests again
-# on PostgreSQL (each row of a long matrix once there: the `matrix` marker). pytest's exit 5 ("no tests collected") is a failure in both passes, never a pass:
-# a suite or a postgres marker that silently selects nothing must turn CI red.
+# on PostgreSQL (each row of a long matrix once there: the `matrix` marker). pytest's exit 5
+# ("no tests collected") is a failure in both passes, never a pass: a suite or a postgres marker
+# that silently selects nothing must turn CI red.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
