@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.vm import DEFAULT_IMAGE, p95, summary
 from labs.hypervisor import VM, Hypervisor
 from labs.hypervisor import clones as cl
+from labs.hypervisor.naming import DOMAIN_PREFIX
 
 # Generous: on a loaded 2-core TCG host a boot has taken over 120 s.
 BOOT_TIMEOUT_S = 600.0
@@ -119,8 +120,8 @@ def main() -> None:
             time.sleep(2 if args.quick else 10)  # idle: the guests settle after their restore
             rss = [rss_mib(hv.vm(session_id)) for session_id in made]
         finally:
-            for session_id in made:
-                hv.vm(session_id).destroy()
+            for name in hv.template_users(template):  # every clone, also those of a failed batch
+                hv.vm(name.removeprefix(DOMAIN_PREFIX)).destroy()
             hv.remove_template(template)
     cold = cold_starts() if args.cold_start else None
     print(f"template VM boot (not counted) {boot:.2f} s; capture {capture_s:.2f} s")

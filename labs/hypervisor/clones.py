@@ -58,9 +58,10 @@ import libvirt
 
 from .disks import DiskPlan, create_disks, session_dir
 from .domain_xml import VMIdentity
-from .errors import HypervisorError
+from .errors import GuestAgentTimeout, GuestAgentUnavailable, HypervisorError
 from .guest_agent import GuestAgent
 from .naming import METADATA_NS, domain_name
+from .polling import Deadline, poll
 
 SAVE_MAGIC = b"LibvirtQemudSave"
 SAVE_VERSION = 2
@@ -443,10 +444,22 @@ def restore(
 def fresh_guest_state(agent: GuestAgent, timeout_s: float) -> None:
     """What a restored clone needs before anyone uses it: the host's time (it kept the
     template's clock) and host randomness mixed into its RNG (its vmgenid reseed already made it
-    diverge from its siblings; these bytes are unknown to every other guest)."""
+    diverge from its siblings; these bytes are unknown to every other guest).
+
+    Retried until `timeout_s`: on a busy host libvirt may call the agent "not available for now"
+    for a moment after the first ping answered (it marks the agent erroring on a slow reply)."""
+
+    def refresh() -> bool:
+        agent.command("guest-set-time", {"time": time.time_ns()})
+        agent.write_file("/dev/urandom", secrets.token_bytes(RESEED_BYTES))
+        return True
+
+    deadline = Deadline(timeout_s)
     agent.wait_ready(timeout_s)
-    agent.command("guest-set-time", {"time": time.time_ns()})
-    agent.write_file("/dev/urandom", secrets.token_bytes(RESEED_BYTES))
+    if not poll(
+        refresh, timeout_s=deadline.remaining(), interval_s=0.2, max_interval_s=2, retry_on=(GuestAgentUnavailable,)
+    ):
+        raise GuestAgentTimeout(f"a clone's clock and RNG could not be refreshed within {timeout_s}s")
 
 
 def users(conn: libvirt.virConnect, template: Template) -> list[str]:
