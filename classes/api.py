@@ -2,8 +2,10 @@
 document at /api/docs). Mounted on labs' NinjaAPI by classes/apps.py; its LabError handler turns
 the services' refusals (ClassError is one) into {"detail": …} with their status.
 
-An instructor and the class's co-instructors reach a class's endpoints; a learner reaches only
-their own seat (`/seat`); for anyone else a class does not exist (404).
+An instructor and the class's co-instructors reach a class's endpoints (adding and removing
+co-instructors is the owner's: 403 for a co-instructor); a learner reaches only their own seat
+(`/seat`); for anyone else a class does not exist (404). Every state-changing operation counts
+against the caller's CLASSES_ACTION_RATE (429 past it), as on the pages.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from classes.joining import join, start_seat_session, waiting_position
 from classes.models import Invite, LabClass, Seat
 from classes.progress import Reason, class_progress
 from classes.provisioning import readiness
-from classes.seats import act_on_seats
-from classes.throttles import join_limit_hit
+from classes.seats import act_on_seats, leave_class
+from classes.throttles import check_action_rate, join_limit_hit
 from labs.api import ValidationErrorOut
 from labs.schemas import DetailOut, IsoDatetime
 from labs.services.errors import RateLimited
@@ -39,9 +41,10 @@ Minutes = Annotated[StrictInt, Field(ge=0, le=240)]
 # 401 (not logged in) comes from django_auth; 404: a class the caller does not teach (or none);
 # 422: a path or body that does not match the schema (an id past MAX_ID, say).
 SEE: dict[int, type[Schema]] = {401: DetailOut, 404: DetailOut, 422: ValidationErrorOut}
-# A POST: 403 without the CSRF token (or not an instructor); 400 refused input (or a body that is not
-# JSON); 409 the class's state forbids it, or the hosts have no room.
-ACT: dict[int, type[Schema]] = {**SEE, 400: DetailOut, 403: DetailOut, 409: DetailOut}
+# A POST: 403 without the CSRF token (or not an instructor, or not the class's owner); 400 refused
+# input (or a body that is not JSON); 409 the class's state forbids it, or the hosts have no room;
+# 429 too many actions in the window (CLASSES_ACTION_RATE).
+ACT: dict[int, type[Schema]] = {**SEE, 400: DetailOut, 403: DetailOut, 409: DetailOut, 429: DetailOut}
 
 
 class InviteOut(Schema):
@@ -101,6 +104,15 @@ class InviteIn(Schema):
     expires_in_hours: Annotated[StrictInt, Field(ge=1, le=24 * 90)] | None = None
 
 
+class CoInstructorIn(Schema):
+    name: str = Field(min_length=1, max_length=254, description="username or e-mail address")
+
+
+class CoInstructorOut(Schema):
+    id: int
+    username: str
+
+
 class JoinIn(Schema):
     code: str = Field(max_length=32)
 
@@ -115,6 +127,7 @@ class SeatOut(Schema):
     position: int | None  # in line for a seat
     session: str | None  # their lab session (GET /api/sessions/{id})
     lab: str
+    left: bool  # they left (they may join again with the code) or were removed
 
 
 class ReasonOut(Schema):
@@ -207,7 +220,7 @@ def seat_out(seat: Seat) -> SeatOut:
     klass = seat.klass
     return SeatOut(
         class_id=klass.pk, title=klass.title, class_state=klass.state, waiting=seat.waiting,
-        position=waiting_position(seat), session=seat.session_id, lab=klass.lab_slug,
+        position=waiting_position(seat), session=seat.session_id, lab=klass.lab_slug, left=seat.left_at is not None,
     )  # fmt: skip
 
 
@@ -220,6 +233,7 @@ def list_classes(request: AuthenticatedRequest) -> list[ClassOut]:
 @router.post("", response={201: ClassOut, **ACT})
 def create_class(request: AuthenticatedRequest, body: ClassIn) -> Status[ClassOut]:
     """Create a class (instructors only; 409 with the shortfall when the hosts cannot hold its seats)."""
+    check_action_rate(request)
     return Status(201, class_out(request, lifecycle.create_class(request.user, spec_of(body))))
 
 
@@ -245,6 +259,7 @@ def get_class(request: AuthenticatedRequest, class_id: ClassId) -> ClassOut:
 @router.post("/{class_id}/edit", response={200: ClassOut, **ACT})
 def edit_class(request: AuthenticatedRequest, class_id: ClassId, body: ClassIn) -> ClassOut:
     """New title, labs, times or seats (409 with the shortfall when the hosts cannot hold the seats)."""
+    check_action_rate(request)
     klass = lifecycle.update_class(request.user, _class(request, class_id), spec_of(body))
     return class_out(request, klass)
 
@@ -253,6 +268,7 @@ def edit_class(request: AuthenticatedRequest, class_id: ClassId, body: ClassIn) 
 def class_action(request: AuthenticatedRequest, class_id: ClassId, body: ClassActionIn) -> ClassOut:
     """open_joining, close_joining, add_seats (with `count`; admission-checked), provision (now),
     next_lab (the seats move on to the class's next lab), end (now)."""
+    check_action_rate(request)
     klass = lifecycle.class_action(request.user, _class(request, class_id), body.action, body.count)
     klass.refresh_from_db()
     return class_out(request, klass)
@@ -287,6 +303,7 @@ def progress(request: AuthenticatedRequest, class_id: ClassId) -> ProgressOut:
 def seat_action(request: AuthenticatedRequest, class_id: ClassId, body: SeatActionIn) -> SeatActionOut:
     """reset (to `step`), extend, reprovision, remove (the learner leaves; the next in line is seated),
     on the seats named; seats it cannot apply to now are skipped."""
+    check_action_rate(request)
     report = act_on_seats(request.user, _class(request, class_id), body.seats, body.action, body.step)
     return SeatActionOut(done=report.done, skipped={str(k): v for k, v in report.skipped.items()})
 
@@ -299,6 +316,7 @@ def export_rows(request: AuthenticatedRequest, class_id: ClassId) -> ExportOut:
 
 @router.post("/{class_id}/invites", response={201: InviteOut, **ACT})
 def new_invite(request: AuthenticatedRequest, class_id: ClassId, body: InviteIn) -> Status[InviteOut]:
+    check_action_rate(request)
     hours = body.expires_in_hours
     expires = timezone.now() + timedelta(hours=hours) if hours else None
     return Status(201, _invite_out(request, lifecycle.new_invite(request.user, _class(request, class_id), expires)))
@@ -308,6 +326,7 @@ def new_invite(request: AuthenticatedRequest, class_id: ClassId, body: InviteIn)
 def revoke_invite(
     request: AuthenticatedRequest, class_id: ClassId, code: Annotated[str, Field(max_length=32)]
 ) -> DetailOut:
+    check_action_rate(request)
     lifecycle.revoke_invite(request.user, _class(request, class_id), code)
     return DetailOut(detail="revoked")
 
@@ -324,9 +343,56 @@ def my_seat(request: AuthenticatedRequest, class_id: ClassId) -> SeatOut:
 @router.post("/{class_id}/seat/open", response={200: SeatOut, 429: DetailOut, 503: DetailOut, **ACT})
 def open_my_seat(request: AuthenticatedRequest, class_id: ClassId) -> SeatOut:
     """Start the caller's seat session (a fresh one if theirs ended or failed)."""
+    check_action_rate(request)
     seat = Seat.objects.select_related("klass").filter(klass_id=class_id, user=request.user).first()
     if seat is None:
         raise ClassNotFound()
     start_seat_session(seat)
     seat.refresh_from_db()
     return seat_out(seat)
+
+
+@router.post("/{class_id}/seat/leave", response={200: SeatOut, **ACT})
+def leave_my_seat(request: AuthenticatedRequest, class_id: ClassId) -> SeatOut:
+    """Leave the class (or its waiting line): the seat's VM is destroyed and the seat goes to the next
+    in line; the results stay in the export, and the caller may join again with the invite code."""
+    check_action_rate(request)
+    seat = Seat.objects.select_related("klass").filter(klass_id=class_id, user=request.user).first()
+    if seat is None:
+        raise ClassNotFound()
+    leave_class(seat)
+    seat.refresh_from_db()
+    return seat_out(seat)
+
+
+def _co_instructors(klass: LabClass) -> list[CoInstructorOut]:
+    return [CoInstructorOut(id=u.pk, username=u.get_username()) for u in klass.co_instructors.order_by("username")]
+
+
+@router.get("/{class_id}/co-instructors", response={200: list[CoInstructorOut], **SEE})
+def list_co_instructors(request: AuthenticatedRequest, class_id: ClassId) -> list[CoInstructorOut]:
+    """The class's co-instructors (its owner is `GET /{class_id}`'s instructor)."""
+    return _co_instructors(_class(request, class_id))
+
+
+@router.post("/{class_id}/co-instructors", response={201: list[CoInstructorOut], **ACT})
+def add_co_instructor(
+    request: AuthenticatedRequest, class_id: ClassId, body: CoInstructorIn
+) -> Status[list[CoInstructorOut]]:
+    """Add a co-instructor by username or e-mail address (the class's owner only: 403 for a
+    co-instructor); they see and act on this class as its instructor does. The list after."""
+    check_action_rate(request)
+    klass = _class(request, class_id)
+    lifecycle.add_co_instructor(request.user, klass, body.name)
+    return Status(201, _co_instructors(klass))
+
+
+@router.post("/{class_id}/co-instructors/remove", response={200: list[CoInstructorOut], **ACT})
+def remove_co_instructor(
+    request: AuthenticatedRequest, class_id: ClassId, body: CoInstructorIn
+) -> list[CoInstructorOut]:
+    """Remove a co-instructor by username or e-mail address (the class's owner only). The list after."""
+    check_action_rate(request)
+    klass = _class(request, class_id)
+    lifecycle.remove_co_instructor(request.user, klass, body.name)
+    return _co_instructors(klass)

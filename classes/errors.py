@@ -30,6 +30,12 @@ class NotInstructor(ClassError):
         super().__init__(_("Only instructors can create classes. Ask the site's staff for the instructor role."))
 
 
+class NotOwner(ClassError):
+    """A co-instructor asking for what only the class's owner may do (co-instructors, say)."""
+
+    status = 403
+
+
 class ClassStateError(ClassError):
     """The class is not in a state that allows this (ended, joining closed, …)."""
 

@@ -64,10 +64,10 @@ def join(user: User, code: str) -> Seat:
     with transaction.atomic():
         klass = LabClass.objects.select_for_update().get(pk=invite.klass_id)  # one seat count at a time
         seat = Seat.objects.filter(klass=klass, user=user).first()
-        if seat is not None and seat.left_at is not None:
-            raise ClassStateError(_("Your instructor removed you from this class."))
-        if seat is not None:
+        if seat is not None and seat.left_at is None:
             return seat
+        if seat is not None and not seat.left_by_learner:
+            raise ClassStateError(_("Your instructor removed you from this class."))
         if not klass.joining_open:
             raise ClassStateError(_("Joining this class is closed. Ask your instructor to open it."))
         full = klass.seat_set.seated().count() >= klass.seats
@@ -76,7 +76,13 @@ def join(user: User, code: str) -> Seat:
                 _("This class is full (%(seats)d seats) and its waiting line too. Ask your instructor for a seat.")
                 % {"seats": klass.seats}
             )
-        return Seat.objects.create(klass=klass, user=user, waiting=full)
+        if seat is None:
+            return Seat.objects.create(klass=klass, user=user, waiting=full)
+        # They left and come back: the same seat (its results stay), at the back of the line if full.
+        Seat.objects.filter(pk=seat.pk).update(left_at=None, left_by_learner=False, waiting=full,
+                                               joined_at=timezone.now())  # fmt: skip
+        seat.refresh_from_db()
+        return seat
 
 
 def start_seat_session(seat: Seat) -> LabSession:
@@ -85,6 +91,8 @@ def start_seat_session(seat: Seat) -> LabSession:
     klass = LabClass.objects.get(pk=seat.klass_id)
     seat.refresh_from_db()
     if seat.left_at is not None:
+        if seat.left_by_learner:
+            raise ClassStateError(_("You left this class. Join it again with its invite code."))
         raise ClassStateError(_("Your instructor removed you from this class."))
     if seat.waiting:
         raise ClassStateError(

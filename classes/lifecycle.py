@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 
 from classes.actionlog import log_action
 from classes.admission import admit, admit_class, window
-from classes.errors import ClassError, ClassStateError, NotInstructor
+from classes.errors import ClassError, ClassStateError, NotInstructor, NotOwner
 from classes.joining import promote_waiting
 from classes.models import Invite, LabClass
 from classes.provisioning import ACTIVE, provision, release, sync_reservations
@@ -175,7 +175,7 @@ def find_user(name_or_email: str) -> User:
 def add_co_instructor(actor: User, klass: LabClass, name_or_email: str) -> User:
     """Only the class's owner adds co-instructors (they need not be instructors themselves)."""
     if klass.owner_id != actor.pk:
-        raise ClassError(_("Only the class's instructor can add co-instructors."))
+        raise NotOwner(_("Only the class's instructor can add co-instructors."))
     user = find_user(name_or_email)
     if user.pk == klass.owner_id:
         raise ClassError(_("You teach this class already."))
@@ -187,10 +187,18 @@ def add_co_instructor(actor: User, klass: LabClass, name_or_email: str) -> User:
     return user
 
 
-def remove_co_instructor(actor: User, klass: LabClass, user_id: int) -> None:
+def remove_co_instructor(actor: User, klass: LabClass, who: int | str) -> None:
+    """`who`: the co-instructor's id (the page), or their username or e-mail address (the API),
+    looked up among the class's co-instructors only."""
     if klass.owner_id != actor.pk:
-        raise ClassError(_("Only the class's instructor can remove co-instructors."))
-    user = klass.co_instructors.filter(pk=user_id).first()
+        raise NotOwner(_("Only the class's instructor can remove co-instructors."))
+    if isinstance(who, str):
+        text = who.strip()[:254]
+        match = klass.co_instructors.filter(Q(username__iexact=text) | Q(email__iexact=text))
+    else:
+        match = klass.co_instructors.filter(pk=who)
+    users = list(match[:2])
+    user = users[0] if len(users) == 1 else None
     if user is None:
         raise ClassError(_("This person is not a co-instructor of the class."))
     klass.co_instructors.remove(user)

@@ -114,8 +114,10 @@ class Seat(models.Model):
     # Joined a full class: waits for a seat, in joined_at order (the position is computed).
     waiting = models.BooleanField(default=False)
     joined_at = models.DateTimeField(auto_now_add=True)
-    # Removed by an instructor: the seat frees for the next in line, the results stay for the export.
+    # Removed by an instructor, or left by the learner: the seat frees for the next in line, the
+    # results stay for the export. A learner who left may join again with the code (the same row).
     left_at = models.DateTimeField(null=True, blank=True)
+    left_by_learner = models.BooleanField(default=False)
 
     objects = SeatQuerySet.as_manager()
 
@@ -134,7 +136,8 @@ ACTION_LABELS = {
     "new_invite": _("made an invite code"), "revoke_invite": _("revoked an invite code"),
     "add_co_instructor": _("added a co-instructor"), "remove_co_instructor": _("removed a co-instructor"),
     "reset": _("reset seats"), "extend": _("extended seats"), "reprovision": _("re-provisioned seats"),
-    "remove": _("removed learners"), "next_lab": _("moved on to the next lab"), "end": _("ended the class"),
+    "remove": _("removed learners"), "leave": _("left the class"), "next_lab": _("moved on to the next lab"),
+    "end": _("ended the class"),
 }  # fmt: skip
 
 

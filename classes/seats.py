@@ -1,5 +1,6 @@
 """Seat actions an instructor takes on one seat or many: reset to step N, extend, destroy and
-re-provision. Each is logged in the class's ClassAction log (who, when, what, which seats).
+re-provision, remove; and a learner leaving on their own, which is a removal they may undo by
+joining again. Each is logged in the class's ClassAction log (who, when, what, which seats).
 
 The instructor acts with the labs services directly (goto_step, stop_lab, …): these take a
 session, and the authority check is here (the caller teaches the class; the seat is of it). A
@@ -82,11 +83,12 @@ def _reprovision(seat: Seat) -> None:
     start_seat_session(seat)
 
 
-def _remove(seat: Seat) -> None:
+def _remove(seat: Seat, by_learner: bool = False) -> None:
+    """The seat leaves the class: its VM goes, its results stay (the export reads every session)."""
     session = LabSession.objects.filter(pk=seat.session_id).first() if seat.session_id else None
     if session is not None and session.state in RUNNING:
         stop_lab(session)
-    Seat.objects.filter(pk=seat.pk).update(left_at=timezone.now(), waiting=False)
+    Seat.objects.filter(pk=seat.pk).update(left_at=timezone.now(), waiting=False, left_by_learner=by_learner)
 
 
 def act_on_seats(
@@ -124,3 +126,17 @@ def act_on_seats(
     if action == SeatAction.REMOVE and report.done:
         promote_waiting(klass)
     return report
+
+
+def leave_class(seat: Seat) -> None:
+    """The learner leaves their seat (or place in line) themselves: removed as an instructor
+    removes them, the next in line seated, but they may join again with the invite code."""
+    klass = LabClass.objects.get(pk=seat.klass_id)
+    if klass.state == LabClass.State.ENDED:
+        raise ClassStateError(_("This class has ended: its seats are gone."))
+    seat.refresh_from_db()
+    if seat.left_at is not None:
+        raise ClassStateError(_("You are no longer in this class."))
+    _remove(seat, by_learner=True)
+    log_action(seat.user, klass, "leave", [seat], {"waiting": seat.waiting})
+    promote_waiting(klass)

@@ -19,6 +19,7 @@ urlpatterns = [
     path("<int:class_id>/invites/<str:code>/revoke", views.revoke_invite, name="revoke_invite"),
     path("<int:class_id>/co-instructors", views.co_instructors, name="co_instructors"),
     path("<int:class_id>/seat", views.open_seat, name="open_seat"),
+    path("<int:class_id>/leave", views.leave, name="leave"),
     path("<int:class_id>/export.csv", views.export_csv, name="export_csv"),
     path("<int:class_id>/export.json", views.export_json, name="export_json"),
 ]

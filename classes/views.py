@@ -29,8 +29,8 @@ from classes.joining import find_invite, join, start_seat_session, waiting_posit
 from classes.models import LabClass, Seat
 from classes.progress import class_progress
 from classes.provisioning import readiness
-from classes.seats import act_on_seats
-from classes.throttles import join_limit_hit
+from classes.seats import act_on_seats, leave_class
+from classes.throttles import join_limit_hit, limit_class_actions
 from labs.services.errors import LabError
 from portal.accounts import throttle
 from portal.roles import INSTRUCTOR, has_role
@@ -79,6 +79,7 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
+@limit_class_actions
 def create(request: HttpRequest) -> HttpResponse:
     if not has_role(request.user, INSTRUCTOR):
         raise Http404("not an instructor")
@@ -128,6 +129,7 @@ def teacher_context(request: HttpRequest, klass: LabClass) -> dict[str, Any]:
 
 @require_http_methods(["GET", "POST"])
 @login_required
+@limit_class_actions
 def edit(request: HttpRequest, class_id: int) -> HttpResponse:
     klass = teaching_class(request.user, class_id)
     form = ClassForm.for_class(klass, request.POST if request.method == "POST" else None)
@@ -149,6 +151,7 @@ def confirm_page(request: HttpRequest, klass: LabClass, what: str, fields: dict[
 
 @require_POST
 @login_required
+@limit_class_actions
 def seat_action(request: HttpRequest, class_id: int) -> HttpResponse:
     klass = teaching_class(request.user, class_id)
     form = SeatActionForm(klass, request.POST)
@@ -177,6 +180,7 @@ def seat_action(request: HttpRequest, class_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+@limit_class_actions
 def class_action(request: HttpRequest, class_id: int) -> HttpResponse:
     klass = teaching_class(request.user, class_id)
     form = ClassActionForm(request.POST)
@@ -201,6 +205,7 @@ def class_action(request: HttpRequest, class_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+@limit_class_actions
 def invites(request: HttpRequest, class_id: int) -> HttpResponse:
     klass = teaching_class(request.user, class_id)
     form = InviteForm(request.POST)
@@ -215,6 +220,7 @@ def invites(request: HttpRequest, class_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+@limit_class_actions
 def revoke_invite(request: HttpRequest, class_id: int, code: str) -> HttpResponse:
     klass = teaching_class(request.user, class_id)
     try:
@@ -228,11 +234,13 @@ def revoke_invite(request: HttpRequest, class_id: int, code: str) -> HttpRespons
 
 @require_POST
 @login_required
+@limit_class_actions
 def co_instructors(request: HttpRequest, class_id: int) -> HttpResponse:
     klass = teaching_class(request.user, class_id)
     try:
         if "remove" in request.POST:
             lifecycle.remove_co_instructor(_user(request), klass, int(request.POST.get("remove", "0") or 0))
+            messages.success(request, _("Co-instructor removed."))
         else:
             form = CoInstructorForm(request.POST)
             if not form.is_valid():
@@ -315,8 +323,30 @@ def open_seat_and_go(request: HttpRequest, seat: Seat) -> HttpResponse:
 
 @require_POST
 @login_required
+@limit_class_actions
 def open_seat(request: HttpRequest, class_id: int) -> HttpResponse:
     seat = seat_of(request.user, class_id)
     if seat is None:
         raise Http404("no such class")
     return open_seat_and_go(request, seat)
+
+
+@require_POST
+@login_required
+@limit_class_actions
+def leave(request: HttpRequest, class_id: int) -> HttpResponse:
+    """A learner leaves the class themselves, once confirmed; they may join again with the code."""
+    seat = seat_of(request.user, class_id)
+    if seat is None or seat.left_at is not None:
+        raise Http404("no such class")
+    if not request.POST.get("confirm"):
+        what = _("Leave this class? Your lab's VM is destroyed and your seat goes to the next learner in line. "
+                 "Your results stay with your instructor, and you can join again with the invite code.")  # fmt: skip
+        return confirm_page(request, seat.klass, what, {}, reverse("classes:leave", args=[class_id]))
+    try:
+        leave_class(seat)
+    except LabError as exc:
+        messages.error(request, exc.message)
+        return redirect("classes:detail", class_id=class_id)
+    messages.success(request, _("You left %(title)s.") % {"title": seat.klass.title})
+    return redirect("classes")

@@ -309,6 +309,10 @@ CLASSES_MAX_HOURS = env_positive_int("CLASSES_MAX_HOURS", 12)
 CLASSES_JOIN_RATE = env_positive_int("CLASSES_JOIN_RATE", 10)  # join attempts per account per window
 CLASSES_JOIN_IP_RATE = env_positive_int("CLASSES_JOIN_IP_RATE", 120)  # per IP per window
 CLASSES_JOIN_RATE_WINDOW_S = env_positive_int("CLASSES_JOIN_RATE_WINDOW_S", 300)
+# State-changing class actions (pages and API: seat and class actions, invites, co-instructors,
+# leaving, …) per account per window: a script or a stuck button cannot flood the hosts with work.
+CLASSES_ACTION_RATE = env_positive_int("CLASSES_ACTION_RATE", 60)
+CLASSES_ACTION_RATE_WINDOW_S = env_positive_int("CLASSES_ACTION_RATE_WINDOW_S", 60)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -42,6 +42,7 @@ ROWS: list[Row] = [
     ("POST", "/classes/{class}/co-instructors",        {"name": "nobody-at-all"},
                                                              (302, 302, 404, 404, 404, 302)),
     ("POST", "/classes/{class}/seat",                  {}, (404, 404, 404, 302, 404, 302)),
+    ("POST", "/classes/{class}/leave",                 {}, (404, 404, 404, 200, 404, 302)),
     ("GET",  "/api/classes/{class}",                   None, (200, 200, 404, 404, 404, 401)),
     ("GET",  "/api/classes/{class}/progress",          None, (200, 200, 404, 404, 404, 401)),
     ("GET",  "/api/classes/{class}/export",            None, (200, 200, 404, 404, 404, 401)),
@@ -52,6 +53,13 @@ ROWS: list[Row] = [
                                                              (200, 200, 404, 404, 404, 401)),
     ("POST", "/api/classes/{class}/invites",           {}, (201, 201, 404, 404, 404, 401)),
     ("GET",  "/api/classes/{class}/seat",              None, (404, 404, 404, 200, 404, 401)),
+    ("POST", "/api/classes/{class}/seat/leave",        {}, (404, 404, 404, 200, 404, 401)),
+    # Co-instructors: every teacher sees them; only the owner adds or removes one (403 for a co-instructor).
+    ("GET",  "/api/classes/{class}/co-instructors",    None, (200, 200, 404, 404, 404, 401)),
+    ("POST", "/api/classes/{class}/co-instructors",    {"name": "rival"},
+                                                             (201, 403, 404, 404, 404, 401)),
+    ("POST", "/api/classes/{class}/co-instructors/remove", {"name": "ta"},
+                                                             (200, 403, 404, 404, 404, 401)),
 ]  # fmt: skip
 
 
@@ -92,7 +100,7 @@ def test_class_matrix(row: Row, who: Who, world: dict[str, Any]) -> None:
     else:
         resp = client.post(url, fill(body, world))  # a form; the first POST of an action is its confirmation page
     assert resp.status_code == expected[WHO.index(who)], f"{who} {method} {url}: {resp.status_code}"
-    if resp.status_code in (401, 404) or (resp.status_code == 302 and who == "anonymous"):
+    if resp.status_code in (401, 403, 404) or (resp.status_code == 302 and who == "anonymous"):
         assert ClassAction.objects.count() == before, "a refused caller changed nothing"
         if url.startswith("/api/") and resp.status_code == 404:
             assert resp.json() == {"detail": "Not found"}  # the same as for a class that does not exist

@@ -97,3 +97,60 @@ def test_pages_speak_chinese(klass_open: LabClass, teacher: User) -> None:
     finally:
         translation.activate("en")  # the request activated Chinese in this thread: later tests read English
     assert "已就绪席位" in page.content.decode()
+
+
+def test_a_learner_leaves_from_their_seat_page_once_confirmed_and_may_join_again(
+    klass_open: LabClass, alice: User
+) -> None:
+    client = client_for(alice)
+    code = klass_open.invites.get().code
+    client.post(f"/classes/join/{code}")
+    seat = Seat.objects.get(user=alice)
+    first = seat.session
+    assert first is not None
+    leave = f"/classes/{klass_open.pk}/leave"
+    assert f'action="{leave}"' in client.get(f"/classes/{klass_open.pk}/").content.decode()
+    asked = client.post(leave)
+    assert asked.status_code == 200
+    assert "Yes, do it" in asked.content.decode()
+    seat.refresh_from_db()
+    assert seat.left_at is None, "nothing happens before the learner confirms"
+    done = client.post(leave, {"confirm": "on"})
+    assert done["Location"] == "/classes/"
+    gone = Seat.objects.get(pk=seat.pk)
+    assert gone.left_at is not None
+    assert gone.left_by_learner
+    assert LabSession.objects.get(pk=first.pk).state == "destroyed"
+    page = client.get(f"/classes/{klass_open.pk}/").content.decode()
+    assert "You left this class. Join it again with its invite code." in page
+    assert f'action="{leave}"' not in page
+    assert client.post(leave, {"confirm": "on"}).status_code == 404, "a seat left already cannot be left again"
+    ClassAction.objects.get(action="leave", actor=alice)
+    rejoined = client.post(f"/classes/join/{code}")
+    assert rejoined["Location"] == f"/labs/{klass_open.lab_slug}/", "back in, with a fresh lab"
+    seat.refresh_from_db()
+    assert seat.left_at is None
+    assert seat.session is not None
+    assert seat.session.pk != first.pk
+
+
+def test_class_actions_are_rate_limited_with_a_message_in_both_languages(
+    settings: Settings, klass_open: LabClass, teacher: User
+) -> None:
+    settings.CLASSES_ACTION_RATE = 2
+    client = client_for(teacher)
+    url = f"/classes/{klass_open.pk}/actions"
+    statuses = [client.post(url, {"action": "close_joining", "confirm": "on"}).status_code for _ in range(3)]
+    assert statuses == [302, 302, 429]
+    assert ClassAction.objects.filter(action="close_joining").count() == 2, "the refused action did not run"
+    refused = client.post(f"/classes/{klass_open.pk}/invites", {})
+    assert "Too many class actions in a short time" in refused.content.decode()
+    assert int(refused["Retry-After"]) > 0
+    client.cookies["django_language"] = "zh-hans"
+    try:
+        chinese = client.post(f"/classes/{klass_open.pk}/seats", {"action": "extend", "seats": [1]})
+    finally:
+        translation.activate("en")
+    assert chinese.status_code == 429
+    assert "短时间内的班级操作太多" in chinese.content.decode()
+    assert client_for(teacher).get(f"/classes/{klass_open.pk}/").status_code == 200, "looking is never limited"

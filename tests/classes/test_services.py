@@ -16,7 +16,7 @@ from classes.joining import join, start_seat_session, waiting_position
 from classes.lifecycle import ClassSpec
 from classes.models import ClassAction, LabClass, Seat
 from classes.provisioning import readiness
-from classes.seats import act_on_seats
+from classes.seats import act_on_seats, leave_class
 from labs.models import LabSession, PoolVM, Reservation
 from labs.states import SessionState
 from tests import lab_stack
@@ -244,3 +244,38 @@ def test_removing_a_learner_frees_their_seat_for_the_next_in_line_and_keeps_thei
     with pytest.raises(ClassStateError, match="removed you"):
         join(alice, code)
     assert "alice" in {row["learner"] for row in rows(klass_open)}, "the export keeps the removed learner"
+
+
+def test_a_learner_who_leaves_frees_their_seat_keeps_their_results_and_may_join_again(
+    klass_open: LabClass, teacher: User, alice: User, bob: User, carol: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:  # fmt: skip
+    from classes.export import rows
+
+    code = klass_open.invites.get().code
+    a, _b, c = join(alice, code), join(bob, code), join(carol, code)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = start_seat_session(a)
+        leave_class(a)
+    first.refresh_from_db()
+    assert first.state == SessionState.DESTROYED
+    assert not Seat.objects.get(pk=c.pk).waiting, "the next in line took the freed seat, as after a removal"
+    entry = ClassAction.objects.get(action="leave")
+    assert (entry.actor, list(entry.seats.all())) == (alice, [a])
+    assert "alice" in {row["learner"] for row in rows(klass_open)}, "the export keeps the learner who left"
+    with pytest.raises(ClassStateError, match="You left this class"):
+        start_seat_session(a)
+    with pytest.raises(ClassStateError, match="no longer in this class"):
+        leave_class(a)
+    again = join(alice, code)
+    assert (again.pk, again.left_at, again.waiting) == (a.pk, None, True), "the same seat, in line: the class is full"
+    assert waiting_position(again) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        act_on_seats(teacher, klass_open, [c.pk], "remove")
+    again.refresh_from_db()
+    assert not again.waiting
+    assert again.session is not None
+    assert again.session.pk != first.pk
+    assert set(again.sessions.values_list("pk", flat=True)) == {first.pk, again.session.pk}, "both sessions' results"
+    with pytest.raises(ClassStateError, match="removed you"):
+        join(carol, code)  # unlike a learner who left, a removed one stays out

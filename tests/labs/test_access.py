@@ -304,6 +304,7 @@ MATRIX: list[Row] = [
     ("POST", "/classes/{class}/invites/ABCDEFGHJK/revoke",  404, 404, 404, 302),
     ("POST", "/classes/{class}/co-instructors",             404, 404, 404, 302),
     ("POST", "/classes/{class}/seat",                       404, 404, 404, 302),
+    ("POST", "/classes/{class}/leave",                      404, 404, 404, 302),
     ("GET",  "/classes/{class}/export.csv",                 404, 404, 404, 302),
     ("GET",  "/classes/{class}/export.json",                404, 404, 404, 302),
     ("POST", "/classes/new",                                404, 404, 404, 302),
@@ -322,6 +323,10 @@ MATRIX: list[Row] = [
     ("POST", "/api/classes/join",                           404, 404, 404, 401),
     ("GET",  "/api/classes/{class}/seat",                   404, 404, 404, 401),
     ("POST", "/api/classes/{class}/seat/open",              404, 404, 404, 401),
+    ("POST", "/api/classes/{class}/seat/leave",             404, 404, 404, 401),
+    ("GET",  "/api/classes/{class}/co-instructors",         404, 404, 404, 401),
+    ("POST", "/api/classes/{class}/co-instructors",         404, 404, 404, 401),
+    ("POST", "/api/classes/{class}/co-instructors/remove",  404, 404, 404, 401),
     ("GET",  "/accounts/signup/",                           302, 302, 302, 200),
     ("GET",  "/accounts/profile/",                          200, 200, 200, 302),
     ("POST", "/accounts/verify/resend/",                    302, 302, 302, 302),
@@ -429,6 +434,8 @@ BODIES: dict[str, dict[str, Any]] = {
     "api/classes/<class_id>/seats/actions": {"action": "extend", "seats": [1]},
     "api/classes/<class_id>/invites": {"expires_in_hours": 1},
     "api/classes/join": {"code": "ABCDEFGHJK"},
+    "api/classes/<class_id>/co-instructors": {"name": "alice"},
+    "api/classes/<class_id>/co-instructors/remove": {"name": "alice"},
 }
 HTTP_ROWS = [row for row in MATRIX if row[0] != "WS"]
 WS_ROWS = [row for row in MATRIX if row[0] == "WS"]
