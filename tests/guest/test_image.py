@@ -58,10 +58,23 @@ def test_vmlinux_leaves_its_zero_tail_to_the_loader(guest_image: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def pc_guest(boot_guest: BootGuest) -> Iterator[SerialGuest]:
-    """One plain `pc` guest with 128 MiB shared by the tests below (boots cost seconds)."""
+def agent_socket(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the `pc` guest's agent channel (virtio-serial) comes out on the host."""
+    return tmp_path_factory.mktemp("qga") / "qga.sock"
+
+
+@pytest.fixture(scope="module")
+def pc_guest(boot_guest: BootGuest, agent_socket: Path) -> Iterator[SerialGuest]:
+    """One plain `pc` guest with 128 MiB and the guest agent's channel, shared by the tests below
+    (boots cost seconds)."""
     # virtio-rng: without host entropy getrandom() blocks for seconds under TCG (mkfs stalls).
-    with boot_guest(machine="pc", memory_mib=128, extra=["-device", "virtio-rng-pci"]) as vm:
+    extra = [
+        "-device", "virtio-rng-pci",
+        "-device", "virtio-serial-pci",
+        "-chardev", f"socket,id=qga,path={agent_socket},server=on,wait=off",
+        "-device", f"virtserialport,chardev=qga,name={GUEST_AGENT_CHANNEL}",
+    ]  # fmt: skip
+    with boot_guest(machine="pc", memory_mib=128, extra=extra) as vm:
         yield vm
 
 
@@ -168,40 +181,34 @@ class GuestAgent:
                     raise
 
 
-def test_guest_agent_ping_and_exec(boot_guest: BootGuest, tmp_path: Path) -> None:
-    sock_path = tmp_path / "qga.sock"
-    extra = [
-        "-device", "virtio-serial-pci",
-        "-chardev", f"socket,id=qga,path={sock_path},server=on,wait=off",
-        "-device", f"virtserialport,chardev=qga,name={GUEST_AGENT_CHANNEL}",
-    ]  # fmt: skip
-    with boot_guest(extra=extra) as vm:
-        agent = GuestAgent(_connect_unix(sock_path))
-        agent.sync(timeout=20)
-        assert agent.call("guest-ping") == {}
+def test_guest_agent_ping_and_exec(pc_guest: SerialGuest, agent_socket: Path) -> None:
+    vm = pc_guest
+    agent = GuestAgent(_connect_unix(agent_socket))
+    agent.sync(timeout=20)
+    assert agent.call("guest-ping") == {}
 
-        started = agent.call(
-            "guest-exec", path="/bin/sh", arg=["-c", "uname -r; echo err >&2; exit 3"], **{"capture-output": True}
-        )
-        assert isinstance(started, dict)
-        deadline = time.monotonic() + 10
-        while True:
-            status = agent.call("guest-exec-status", pid=started["pid"])
-            assert isinstance(status, dict)
-            if status["exited"]:
-                break
-            assert time.monotonic() < deadline, status
-            time.sleep(0.05)
-        assert status["exitcode"] == 3
-        assert base64.b64decode(status["out-data"]).decode().startswith("6.12.")
-        assert base64.b64decode(status["err-data"]) == b"err\n"
+    started = agent.call(
+        "guest-exec", path="/bin/sh", arg=["-c", "uname -r; echo err >&2; exit 3"], **{"capture-output": True}
+    )
+    assert isinstance(started, dict)
+    deadline = time.monotonic() + 10
+    while True:
+        status = agent.call("guest-exec-status", pid=started["pid"])
+        assert isinstance(status, dict)
+        if status["exited"]:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
+    assert status["exitcode"] == 3
+    assert base64.b64decode(status["out-data"]).decode().startswith("6.12.")
+    assert base64.b64decode(status["err-data"]) == b"err\n"
 
-        # The agent logs to a file, never to the learner's console; it is supervised.
-        assert "qemu-ga" not in vm.check("echo console-clean")
-        vm.check("kill $(pidof qemu-ga)")
-        agent2 = GuestAgent(agent.sock)
-        agent2.sync(timeout=20)
-        assert agent2.call("guest-ping") == {}
+    # The agent logs to a file, never to the learner's console; it is supervised.
+    assert "qemu-ga" not in vm.check("echo console-clean")
+    vm.check("kill $(pidof qemu-ga)")
+    agent2 = GuestAgent(agent.sock)
+    agent2.sync(timeout=20)
+    assert agent2.call("guest-ping") == {}
 
 
 def test_vfio_user_space_driver_for_edu(boot_guest: BootGuest) -> None:
