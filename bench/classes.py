@@ -11,8 +11,9 @@ and open their terminal; a seat is ready when its shell answers `echo`. Measured
 ready, and the p95 of one seat's readiness (also printed: from a learner's join to their shell).
 Then, with the instructor's grid open on its websocket, learners press Check M times (round robin,
 a step that fails): the latency from the verdict (the result's stored time) to the grid's frame for
-that seat, p95 (a check the host could not run, so no verdict, is counted and its seat dropped). Targets on the 2-core TCG machine: 30 seats ready
-<= 20 s, grid update <= 250 ms p95. `--quick` (under 60 s): 3 seats, 12 checks. Last line:
+that seat, p95 (a check the host could not run, so no verdict, is counted and its seat dropped).
+Targets on the 2-core TCG machine: 30 seats ready <= 20 s, grid update <= 250 ms p95. `--quick`:
+3 seats, 12 checks (under 60 s on a quiet machine). Last line:
 RESULT seats=<n> seats_ready_s=<x> seat_ready_p95_s=<x> dashboard_p95_ms=<x>
 """
 
