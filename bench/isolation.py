@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -99,6 +100,12 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def redis_mib(client: redis.Redis) -> float:
     return int(client.info("memory")["used_memory"]) / MIB
 
@@ -151,7 +158,7 @@ class Learner:
     got_result: asyncio.Event = field(default_factory=asyncio.Event)
     echo: dict[str, list[float]] = field(default_factory=dict)  # by phase
     checks: dict[str, list[float]] = field(default_factory=dict)
-    refused: int = 0
+    refused: list[str] = field(default_factory=list)  # status and reason of each refused check
 
     def ws_headers(self) -> dict[str, str]:
         cookies = "; ".join(f"{c.name}={c.value}" for c in self.client.jar)
@@ -224,10 +231,11 @@ class Learner:
         while time.monotonic() < until:
             self.got_result.clear()
             started = time.monotonic()
-            status, _body = await asyncio.to_thread(self.client.request, "POST", f"/api/sessions/{self.sid}/check",
-                                                    {"step": 1})  # fmt: skip
+            status, body = await asyncio.to_thread(self.client.request, "POST", f"/api/sessions/{self.sid}/check",
+                                                   {"step": 1})  # fmt: skip
             if status != 202:
-                self.refused += 1
+                detail = body.get("detail", body) if isinstance(body, dict) else body
+                self.refused.append(f"{status} {str(detail)[:50]}")
             else:
                 try:
                     await asyncio.wait_for(self.got_result.wait(), 30)
@@ -447,17 +455,21 @@ def main() -> None:
         marks: dict[str, float] = {}
         sampler = Sampler(redis_url, web_pid)
         loads: list[float] = []  # this machine's 1-minute load average, as the abuse began and ended
+        web_cpu: list[tuple[float, float]] = []  # (when, the web process's CPU seconds) at each phase
 
         async def run() -> None:
             learning = asyncio.create_task(run_learners(learners, phases, marks))
-            while "abuse" not in marks and not learning.done():
-                await asyncio.sleep(0.05)
+            for phase in ("baseline", "abuse"):
+                while phase not in marks and not learning.done():
+                    await asyncio.sleep(0.05)
+                web_cpu.append((time.monotonic(), cpu_s(web_pid)))
             # The baseline: every learner connected and typing, before any abuse.
             with sampler:
                 loads.append(os.getloadavg()[0])
                 go.set()
                 await learning
                 loads.append(os.getloadavg()[0])
+            web_cpu.append((time.monotonic(), cpu_s(web_pid)))
 
         asyncio.run(run())
         counts = report.get(timeout=120)
@@ -471,8 +483,11 @@ def main() -> None:
         return [v for lr in learners for v in getattr(lr, kind).get(phase, [])]
 
     print(f"machine load average (2 cores): {loads[0]:.1f} as the abuse began, {loads[-1]:.1f} after it")
+    (t0_, c0), (t1, c1), (t2, c2) = web_cpu
+    print(f"web process CPU: {(c1 - c0) / (t1 - t0_):.2f} s/s in the baseline, {(c2 - c1) / (t2 - t1):.2f} s/s abused")
     print(f"abuser: {json.dumps(counts, sort_keys=True)}")
-    print(f"learners' checks refused: {sum(lr.refused for lr in learners)}")
+    refusals = Counter(reason for lr in learners for reason in lr.refused)
+    print(f"learners' checks refused: {sum(refusals.values())} {dict(refusals)}")
     for phase in ("baseline", "abuse"):
         for kind, unit, scale in (("echo", "ms", 1000), ("checks", "s", 1)):
             values = of(phase, kind)
