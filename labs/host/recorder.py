@@ -110,8 +110,8 @@ class Recorder:
             t = max(t, 0.0)
             line = cast.event_line(t, code, data)
             size = len(line.encode())
-            if not marker and self.size + size > self.max_bytes:
-                if self.cut:
+            if not marker and (self.cut or self.size + size > self.max_bytes):
+                if self.cut:  # past the cut, the terminal is not recorded (even a chunk that would fit)
                     return
                 self.cut = True  # the record says where it stopped taking the terminal; the lab goes on
                 line = cast.event_line(t, "m", cast.mark_data("cut", max_bytes=self.max_bytes))

@@ -66,11 +66,13 @@ def test_the_cap_is_noted_once_and_markers_still_go_in(redis_url: str) -> None:
     rec = recorder.Recorder("s-cap", max_bytes=1000)
     for _ in range(50):
         rec.output(b"x" * 50)
+    rec.output(b"y")  # would fit in what the cut left: still not recorded
     rec.marker(time.time(), "check", step=1, ok=True)
     rec.close()
     _, events = cast.parse(rec.path.read_text())
     kinds = [(e.mark or {}).get("kind") for e in events if e.code == "m"]
     assert kinds == ["cut", "check"]
+    assert "y" not in [e.data for e in events]
     assert rec.cut
     assert rec.path.stat().st_size <= 1000 + recorder.MARKER_RESERVE_BYTES
 

@@ -60,20 +60,21 @@
     holder.replaceChildren();
     player = AsciinemaPlayer.create({ data: recording }, holder, {
       speed: Number(speedSelect.value), idleTimeLimit: idleBox.checked ? IDLE_LIMIT_S : undefined,
-      startAt, autoPlay, fit: "width", terminalFontSize: "15px", preload: true,
+      startAt, autoPlay, fit: "width", preload: true, controls: true,
     });
     player.addEventListener("marker", ({ index }) => highlight(index));
-    colourScrubber();
   }
 
-  // The player's scrubber ticks are plain; give each the colour of what it marks, once they exist.
-  function colourScrubber(tries = 20) {
-    const ticks = holder.querySelectorAll(".ap-marker-container");
-    if (ticks.length < marks.length) {
-      if (tries > 0) setTimeout(() => colourScrubber(tries - 1), 100);
-      return;
-    }
-    ticks.forEach((tick, i) => tick.classList.add(`replay-tick-${kindClass(marks[i].mark)}`));
+  // The player's scrubber ticks are plain: give each the colour of what it marks, whenever the
+  // player (re)draws them.
+  const observer = new MutationObserver(() => colourScrubber());
+  observer.observe(holder, { childList: true, subtree: true });
+
+  function colourScrubber() {
+    holder.querySelectorAll(".ap-marker-container").forEach((tick, i) => {
+      const cls = marks[i] ? `replay-tick-${kindClass(marks[i].mark)}` : "";
+      if (cls && !tick.classList.contains(cls)) tick.classList.add(cls);
+    });
   }
 
   const kindClass = (mark) => (mark.kind === "check" ? (mark.ok ? "ok" : "fail") : mark.kind);
