@@ -6,6 +6,7 @@ widths and inside the screen on a phone, their long code lines scrolling inside 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from playwright.sync_api import Browser, Page
@@ -17,6 +18,7 @@ from tests.kb.conftest import CONTENT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+Scheme = Literal["light", "dark"]
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 PAGES = [
     "/",
@@ -66,7 +68,8 @@ def test_main_pages_pass_axe_and_lab_steps_fit_beside_the_terminal(
 ) -> None:
     assert AXE.is_file(), "npm ci (scripts/assets.sh) installs axe-core"
     found: list[str] = []
-    for scheme, language in (("light", "en"), ("dark", "zh-hans")):
+    modes: list[tuple[Scheme, str]] = [("light", "en"), ("dark", "zh-hans")]
+    for scheme, language in modes:
         # axe is injected as a script: the test lifts the page's CSP, which test_csp.py checks.
         context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme, bypass_csp=True)
         context.add_cookies([{"name": "django_language", "value": language, "url": site}])
@@ -77,7 +80,8 @@ def test_main_pages_pass_axe_and_lab_steps_fit_beside_the_terminal(
         context.close()
     assert not found, "\n".join(found)
 
-    for width, scheme in ((1280, "light"), (1440, "dark"), (390, "dark")):
+    layouts: list[tuple[int, Scheme]] = [(1280, "light"), (1440, "dark"), (390, "dark")]
+    for width, scheme in layouts:
         context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
         page = context.new_page()
         page.goto(site + WIDE_LAB)
