@@ -14,6 +14,7 @@ Last line: RESULT template_s=… restore_p50_s=… restore_p95_s=… clones30_re
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -57,6 +58,7 @@ def rss_mib(vm: VM) -> float:
 
 def cold_starts() -> tuple[float, float]:
     """Click → prompt for a lab's first start (a boot) and for one once its template exists."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")  # lab_stack reads a default or two
     from bench import labs
     from tests import lab_stack
 
@@ -75,7 +77,7 @@ def cold_starts() -> tuple[float, float]:
                 labs.stop(client, sid, term, wait=True)
                 prefix = f"{env['LABS_ID_PREFIX']}pool-{slug}."
                 with Hypervisor.connect() as hv:
-                    lab_stack.wait_for(lambda: any(t.key.startswith(prefix) for t in hv.templates()), 180, "template")
+                    lab_stack.wait_for(lambda: any(t.key.startswith(prefix) for t in hv.templates()), 600, "template")
                 sid, cloned, term = labs.start_to_prompt(client, slug)
                 labs.stop(client, sid, term, wait=True)
         finally:
@@ -123,12 +125,12 @@ def main() -> None:
             for name in hv.template_users(template):  # every clone, also those of a failed batch
                 hv.vm(name.removeprefix(DOMAIN_PREFIX)).destroy()
             hv.remove_template(template)
-    cold = cold_starts() if args.cold_start else None
     print(f"template VM boot (not counted) {boot:.2f} s; capture {capture_s:.2f} s")
     print(summary("one clone restored+usable", singles, "s"))
     print(summary(f"{args.clones} clones, {args.parallel} at once", [s for _, s in batch], "s"))
     print(f"{args.clones} clones all usable after {all_ready_s:.2f} s")
-    print(summary("idle RSS per clone", rss, "MiB"))
+    print(summary("idle RSS per clone", rss, "MiB"), flush=True)
+    cold = cold_starts() if args.cold_start else None
     if cold is not None:
         print(f"cold start click->prompt: booted {cold[0]:.2f} s, cloned {cold[1]:.2f} s")
     print(f"total {time.monotonic() - t0:.1f}s")
