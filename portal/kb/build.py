@@ -19,7 +19,7 @@ from .search import IndexDoc, IndexSection, get_backend
 from .text import USER_DICT
 
 # Bump when rendering changes so that every page is rendered again.
-RENDERER_VERSION = "7"
+RENDERER_VERSION = "8"
 
 
 @dataclass

@@ -92,10 +92,21 @@ class _LinkRewriter(Treeprocessor):
             kind, slug, anchor = m.group(1), m.group(2), m.group(3) or ""
             self.found[kind].append((slug, anchor))
             a.set("href", doc_url(self.lang, slug, anchor) if kind == "doc" else lab_url(slug, anchor))
-        for img in root.iter("img"):
-            m = IMG_RE.match(img.get("src", ""))
-            if m:
-                img.set("src", reverse("kb:image", kwargs={"name": m.group(1)}))
+        # A picture links to its own file, and sits in a box that scrolls sideways: on a phone a
+        # diagram shrunk to the column is unreadable, so it keeps a readable width (kb.css) and a
+        # tap opens it full size.
+        for parent in list(root.iter()):
+            for index, img in enumerate(list(parent)):
+                m = IMG_RE.match(img.get("src", "")) if img.tag == "img" else None
+                if m is None:
+                    continue
+                src = reverse("kb:image", kwargs={"name": m.group(1)})
+                img.set("src", src)
+                link = ET.Element("a", {"class": "kb-figure", "href": src})
+                link.tail, img.tail = img.tail, None
+                parent.remove(img)
+                link.append(img)
+                parent.insert(index, link)
 
 
 class _VirtLabExtension(Extension):

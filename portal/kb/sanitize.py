@@ -55,6 +55,7 @@ PYGMENTS_CLASSES = {c for c in STANDARD_TYPES.values() if c} | {"hll"}
 CLASSES: dict[str, set[str]] = {
     "div": {"codeblock", "runnable", "highlight", "admonition", "note", "warning", "tip", "danger", "info"},
     "p": {"admonition-title"},
+    "a": {"kb-figure"},  # a picture linking to its full-size file (markdown.py)
     "pre": {"highlight"},
     "span": PYGMENTS_CLASSES,
     "code": set(),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from portal.kb.content import page_files
+from portal.kb.markdown import render_markdown
 
 from .conftest import CONTENT
 
@@ -63,3 +64,15 @@ def test_svg_is_safe_accessible_and_themed(svg: Path) -> None:
 @pytest.mark.parametrize("svg", [p for p in SVGS if p.name.endswith("-en.svg")], ids=lambda p: p.name)
 def test_every_picture_has_a_chinese_twin(svg: Path) -> None:
     assert svg.with_name(svg.name.replace("-en.svg", "-zh.svg")).is_file()
+
+
+def test_a_picture_opens_full_size_and_scrolls_on_a_phone() -> None:
+    """Shrunk to a 390 px column a diagram's words are unreadable: the picture links to its own file
+    and sits in a box that scrolls sideways (kb.css gives it a readable width on narrow screens)."""
+    html = render_markdown("Before ![The VFIO model](img/vfio-model-en.svg) after.", lang="en").html
+    assert (
+        '<a class="kb-figure" href="/docs/img/vfio-model-en.svg" rel="noopener noreferrer">'
+        '<img alt="The VFIO model" src="/docs/img/vfio-model-en.svg"></a> after.'
+    ) in html
+    css = (Path(__file__).resolve().parents[2] / "portal/kb/static/kb/kb.css").read_text()
+    assert re.search(r"a\.kb-figure \{[^}]*overflow-x: auto", css)
