@@ -122,7 +122,9 @@ def test_checks_reach_the_grid_live_with_the_reason_and_the_instructor_watches_a
         assert shown["message"]["text"] == "Well done — now step 2"
 
     # The verdict is stored, then pushed; a failed one is pushed at once, a pass after step 2's
-    # setup and checkpoint (so its gap includes that guest work, not only the push).
-    assert 0 <= failed_latency < 1.0, f"a failed verdict took {failed_latency:.3f}s to reach the grid"
+    # setup and checkpoint (so its gap includes that guest work, not only the push). The target
+    # (250 ms p95) is bench/classes.py's to measure; this bound only a path that polls or waits
+    # for a reload misses, even on a machine as loaded as CI's.
+    assert 0 <= failed_latency < 2.0, f"a failed verdict took {failed_latency:.3f}s to reach the grid"
     status, _ = alice.request("POST", f"/api/sessions/{sid}/stop")
     assert status == 200
