@@ -6,11 +6,11 @@ API's OpenAPI document and the websocket router, so a new route cannot go untest
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pytest
 import redis
@@ -29,6 +29,9 @@ WHO: tuple[Who, ...] = ("owner", "other", "staff", "anonymous")
 HOST = "apitest"  # the host the lab world advertises and the owner's session runs on
 
 
+R = TypeVar("R")
+
+
 @dataclass(frozen=True)
 class People:
     """Alice owns the session; Bob is another learner; Charlie is staff."""
@@ -39,6 +42,22 @@ class People:
 
     def user(self, who: Who) -> User | None:
         return {"owner": self.alice, "other": self.bob, "staff": self.charlie, "anonymous": None}[who]
+
+
+def matrix_cells(rows: Sequence[R], who: Sequence[str], statuses: Callable[[R], Sequence[int]],
+                 row_id: Callable[[R], str]) -> list[Any]:  # fmt: skip
+    """Every (row, who) cell of a permission matrix, as pytest params. The PostgreSQL pass
+    (`-m "postgres and not matrix"`) runs each row once, as the first caller the row lets in (a 2xx,
+    or 101 for a websocket; else the first caller), so every route's queries run on both databases;
+    the other cells (`matrix`) are refusals, the same Python on either, and run on SQLite."""
+    params = []
+    for row in rows:
+        answered = zip(who, statuses(row), strict=True)
+        lets_in = next((w for w, status in answered if 200 <= status < 300 or status == 101), who[0])
+        for w in who:
+            mark = () if w == lets_in else pytest.mark.matrix
+            params.append(pytest.param(row, w, id=f"{row_id(row)}-{w}", marks=mark))
+    return params
 
 
 def client_for(user: User | None) -> Client:

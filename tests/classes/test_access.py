@@ -16,7 +16,7 @@ from django.utils import timezone
 from classes import lifecycle
 from classes.joining import join
 from classes.models import ClassAction, LabClass
-from tests.access_matrix import client_for
+from tests.access_matrix import client_for, matrix_cells
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -86,8 +86,7 @@ def fill(value: Any, world: dict[str, Any]) -> Any:
     return value
 
 
-@pytest.mark.parametrize("who", WHO)
-@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r[0]} {r[1]}")
+@pytest.mark.parametrize(("row", "who"), matrix_cells(ROWS, WHO, lambda r: r[3], lambda r: f"{r[0]} {r[1]}"))
 def test_class_matrix(row: Row, who: Who, world: dict[str, Any]) -> None:
     method, path, body, expected = row
     client = client_for(world["users"][who])

@@ -36,6 +36,7 @@ from tests.access_matrix import (
     api_operations,
     build_content,
     client_for,
+    matrix_cells,
     url_route_of,
     url_routes,
     websocket_route_of,
@@ -447,17 +448,7 @@ def cell_id(row: Row) -> str:
 
 
 def cells(rows: list[Row]) -> list[Any]:
-    """Every (row, who) cell. The PostgreSQL pass (`-m "postgres and not matrix"`) runs each row
-    once, as the first caller the row lets in, so every route's queries run on both databases; the
-    refusals are the same Python on either and run on SQLite."""
-    params = []
-    for row in rows:
-        answered = zip(WHO, row[2:], strict=True)
-        lets_in = next((who for who, status in answered if 200 <= status < 300 or status == ACCEPTED), WHO[0])
-        for who in WHO:
-            mark = () if who == lets_in else pytest.mark.matrix
-            params.append(pytest.param(row, who, id=f"{cell_id(row)}-{who}", marks=mark))
-    return params
+    return matrix_cells(rows, WHO, lambda row: row[2:], cell_id)
 
 
 @pytest.fixture
