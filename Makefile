@@ -36,3 +36,4 @@ bench:
 	$(PY) bench/faults.py --quick
 	$(PY) bench/classes.py --quick
 	$(PY) bench/isolation.py --quick
+	$(PY) bench/timeline.py --quick
