@@ -48,6 +48,11 @@ def restore_one(template: cl.Template, image: Path) -> tuple[str, float]:
     return session_id, time.monotonic() - started
 
 
+def destroy(session_id: str) -> None:
+    with Hypervisor.connect() as hv:
+        hv.vm(session_id).destroy()
+
+
 def rss_mib(vm: VM) -> float:
     pid = int(Path(f"/run/libvirt/qemu/{vm.name}.pid").read_text())
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -122,8 +127,9 @@ def main() -> None:
             time.sleep(2 if args.quick else 10)  # idle: the guests settle after their restore
             rss = [rss_mib(hv.vm(session_id)) for session_id in made]
         finally:
-            for name in hv.template_users(template):  # every clone, also those of a failed batch
-                hv.vm(name.removeprefix(DOMAIN_PREFIX)).destroy()
+            # Every clone, also those of a failed batch; in parallel (each waits on libvirt).
+            with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+                list(pool.map(destroy, [name.removeprefix(DOMAIN_PREFIX) for name in hv.template_users(template)]))
             hv.remove_template(template)
     print(f"template VM boot (not counted) {boot:.2f} s; capture {capture_s:.2f} s")
     print(summary("one clone restored+usable", singles, "s"))
