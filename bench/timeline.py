@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,10 @@ def terminal(client: lab_stack.LabClient, sid: str) -> Any:
                 raise
     drain(term)
     return term
+
+
+def checkpointed(client: lab_stack.LabClient, sid: str) -> bool:
+    return bool(client.request("GET", f"/api/sessions/{sid}")[1]["checkpoints"])
 
 
 def type_commands(term: Any, seconds: float) -> int:
@@ -186,8 +191,7 @@ def main() -> None:
                     sid = body["id"]
                     # Measured once the VM is idle: ready and step 1's checkpoint taken.
                     lab_stack.wait_for_state(alice, sid, {"ready"}, 180)
-                    lab_stack.wait_for(lambda s=sid: alice.request("GET", f"/api/sessions/{s}")[1]["checkpoints"], 60,
-                                       "step 1's checkpoint")  # fmt: skip
+                    lab_stack.wait_for(partial(checkpointed, alice, sid), 60, "step 1's checkpoint")
                 with terminal(alice, sid) as term:
                     echo_latencies(term, 10)  # warm-up: the new agent's first keystrokes
                     latencies = echo_latencies(term, samples)
