@@ -13,6 +13,7 @@ import pytest
 import redis
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 from pytest_django import Settings
 
@@ -136,3 +137,18 @@ def test_export_writes_a_classs_records(alice: User, bob: User, tmp_path: Path) 
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert [entry["session"] for entry in index] == [seated.pk]
     assert (tmp_path / "out" / index[0]["file"]).read_text() == record
+
+
+@pytest.mark.parametrize("staff_sees", [True, False])
+def test_staff_replay_only_as_configured(alice: User, settings: Settings, staff_sees: bool) -> None:
+    settings.LABS_TIMELINE_STAFF_SEES = staff_sees
+    session = ended_session(alice)
+    record = cast.header_line(time.time()) + cast.event_line(0.1, "o", "$ ")
+    SessionTimeline.objects.create(session=session, cast_gz=gzip.compress(record.encode()), raw_bytes=len(record))
+    staff = User.objects.create_user("staffer", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    expected = 200 if staff_sees else 404
+    assert client.get(f"/api/sessions/{session.pk}/timeline").status_code == expected
+    assert client.get(f"/labs/sessions/{session.pk}/replay.cast").status_code == expected
+    assert client.get(f"/labs/sessions/{session.pk}/download.cast").status_code == 404  # the learner's alone
