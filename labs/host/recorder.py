@@ -19,7 +19,6 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections
 
 from labs.models import LabSession
 from labs.redis_names import timeline_marks_key
@@ -205,7 +204,6 @@ def finish_ended(host: str, recording: set[str], client: redis.Redis) -> None:
     waiting = {p.stem for p in directory.glob("*.cast")} - recording
     if not waiting:
         return
-    close_old_connections()
     rows = LabSession.objects.filter(pk__in=waiting).values_list("id", "host", "state", "ended_at", "updated_at")
     known = set()
     for session_id, session_host, state, ended_at, updated_at in rows:

@@ -27,7 +27,7 @@ from labs.timeline.models import SessionTimeline
 from labs.timeline.tasks import purge_old_timelines
 from tests import lab_stack
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
 
 @pytest.fixture
