@@ -84,9 +84,9 @@ def provision(session_id: str) -> None:
         console_relay.wake(session.host)  # attach the console now: the page shows the VM coming up
         try:
             _provision(hv, session)
-        except (HypervisorError, verify.StepCommandFailed, TimeoutError) as exc:
+        except (HypervisorError, verify.StepCommandFailed, TimeoutError):
             log.exception("session %s: provisioning failed", session_id)
-            end_here(session_id, S.FAILED, error=f"The VM could not be started: {exc}")
+            end_here(session_id, S.FAILED, error=VM_NOT_STARTED)  # the detail is logged, never shown
         finally:
             console_relay.release_input(session_id)
             if LabSession.objects.filter(state=S.QUEUED).exists():
@@ -178,6 +178,10 @@ def check(session_id: str, step_number: int, claim: str = "") -> None:
             end_here(session_id, S.FAILED, error=VM_STOPPED_ANSWERING)
 
 
+# What a failed session tells its learner (message ids: the page shows them in the learner's
+# language); libvirt's own words, which may name hosts and paths, go to the log only.
+VM_NOT_STARTED = gettext_noop("Your VM could not be started. Please start the lab again.")
+CHECKPOINT_NOT_RESTORED = gettext_noop("The checkpoint could not be restored. Please start the lab again.")
 VM_STOPPED_ANSWERING = gettext_noop("Your VM stopped answering. Please start the lab again.")
 NO_MORE_CHECKPOINTS = gettext_noop(
     "Your lab's disks and checkpoints use %(used)d MiB, over its %(budget)d MiB budget: no checkpoint was "
@@ -294,9 +298,15 @@ def revert(session_id: str, step: int) -> None:
             for later in (n for n in session.checkpoints if n > step):
                 with contextlib.suppress(HypervisorError):
                     vm.delete_snapshot(checkpoint(later))
+        except HostUnreachable:
+            # Still resetting: the task's retry reverts again once libvirt is back (idempotent).
+            log.warning("session %s: libvirt went away during the revert; retrying", session_id)
+            raise
         except HypervisorError as exc:
+            if not libvirt_alive(hv):
+                raise HostUnreachable(f"libvirt connection lost during the revert: {exc}") from exc
             log.exception("session %s: revert failed", session_id)
-            end_here(session_id, S.FAILED, error=f"Restoring the checkpoint failed: {exc}")
+            end_here(session_id, S.FAILED, error=CHECKPOINT_NOT_RESTORED)
             return
     with transaction.atomic():
         StepResult.objects.filter(session_id=session_id, step__gte=step).delete()

@@ -55,3 +55,20 @@ def test_a_start_that_fails_for_good_tells_the_learner_and_logs_the_detail(
     assert SOCKET not in session.error
     logged = [r for r in caplog.records if r.name == "labs.host.tasks" and session.id in r.getMessage()]
     assert any(SOCKET in r.getMessage() for r in logged), "the operator gets the detail"
+
+
+def test_a_start_whose_vm_cannot_be_made_names_no_path(
+    session: LabSession, alice: User, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """libvirt answers, but the VM cannot be made (here: no guest image where the host looks): the
+    learner reads a message in their language; the path in the error goes to the log only."""
+    settings.LIBVIRT_URI = "qemu:///system"
+    settings.GUEST_IMAGE_DIR = missing = tmp_path / "virtlab-internal-no-image"
+    with caplog.at_level(logging.ERROR, logger="labs.host.vmwork"):
+        host_tasks.provision_session.apply(args=(session.id,))
+    session.refresh_from_db()
+    assert session.state in {S.FAILED, S.DESTROYED}
+    assert error_shown(alice, session.id, "en") == "Your VM could not be started. Please start the lab again."
+    assert error_shown(alice, session.id, "zh-hans") == "你的虚拟机无法启动。请重新开始实验。"
+    assert str(missing) not in session.error
+    assert any(str(missing) in r.getMessage() + str(r.exc_info) for r in caplog.records), "the operator gets it"
