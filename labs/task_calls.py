@@ -147,6 +147,11 @@ def reconcile_all() -> None:
     """Beat's heartbeat: expire sessions, start queued ones, let each host repair itself."""
 
 
+@web_task
+def purge_timelines() -> None:
+    """Beat, hourly: delete session timelines older than LABS_TIMELINE_KEEP_DAYS."""
+
+
 HOST_TASKS: tuple[HostTaskCall[Any], ...] = (
     provision_session,
     check_session_step,
@@ -157,4 +162,4 @@ HOST_TASKS: tuple[HostTaskCall[Any], ...] = (
     release_reservation,
     reconcile_host,
 )
-WEB_TASKS: tuple[WebTaskCall[Any], ...] = (place_queued_sessions, reconcile_all)
+WEB_TASKS: tuple[WebTaskCall[Any], ...] = (place_queued_sessions, reconcile_all, purge_timelines)

@@ -10,6 +10,7 @@ from celery import shared_task
 
 from labs import host_registry, task_calls
 from labs.services import expiry, lost_hosts, placement
+from labs.timeline import retention
 
 
 @shared_task(name=task_calls.place_queued_sessions.name, ignore_result=True)
@@ -26,3 +27,8 @@ def reconcile_all() -> None:
     placement.place_queued()
     for advert in host_registry.list_hosts():
         task_calls.reconcile_host.on(advert.name)
+
+
+@shared_task(name=task_calls.purge_timelines.name, ignore_result=True)
+def purge_timelines() -> None:
+    retention.purge_old_timelines()

@@ -20,7 +20,7 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "labs-reconcile": {"task": "labs.tasks.reconcile_all", "schedule": 30.0, "options": {"queue": "web"}},
     # Classes: seats prepared ahead, opened, kept filled, ended at their end plus grace (classes.task_calls).
-    # Session timelines past LABS_TIMELINE_KEEP_DAYS are deleted (labs.timeline.tasks).
-    "timelines-purge": {"task": "labs.timeline.tasks.purge_timelines", "schedule": 3600.0, "options": {"queue": "web"}},
     "classes-tick": {"task": "classes.tasks.tick_classes", "schedule": 30.0, "options": {"queue": "web"}},
+    # Session timelines past LABS_TIMELINE_KEEP_DAYS are deleted (labs.timeline.retention).
+    "timelines-purge": {"task": "labs.tasks.purge_timelines", "schedule": 3600.0, "options": {"queue": "web"}},
 }

@@ -24,7 +24,7 @@ from labs.redis_names import timeline_marks_key
 from labs.states import SessionState
 from labs.timeline import cast
 from labs.timeline.models import SessionTimeline
-from labs.timeline.tasks import purge_old_timelines
+from labs.timeline.retention import purge_old_timelines
 from tests import lab_stack
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]

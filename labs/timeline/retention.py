@@ -1,11 +1,10 @@
-"""Web task (beat): records older than LABS_TIMELINE_KEEP_DAYS are deleted."""
+"""Retention: records older than LABS_TIMELINE_KEEP_DAYS are deleted (beat runs labs.tasks.purge_timelines)."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
@@ -20,8 +19,3 @@ def purge_old_timelines() -> int:
     if deleted:
         log.info("deleted %d session timelines older than %s", deleted, cutoff)
     return deleted
-
-
-@shared_task(name="labs.timeline.tasks.purge_timelines", ignore_result=True)
-def purge_timelines() -> None:
-    purge_old_timelines()
