@@ -15,7 +15,7 @@ from pathlib import Path
 from labs.profiles import Profile
 
 from .errors import HypervisorError
-from .naming import check_session_id
+from .naming import check_session_id, is_session_id
 
 DEFAULT_DISKS_ROOT = Path("/var/lib/virtlab/disks")
 QEMU_IMG_TIMEOUT_S = 30
@@ -80,7 +80,8 @@ def remove_session_disks(root: Path, session_id: str) -> bool:
 
 
 def list_disk_sessions(root: Path) -> list[str]:
-    """Session ids that have a disk directory under `root`."""
+    """Session ids that have a disk directory under `root` (not the clones' `_templates`, or
+    anything else whose name is no session id)."""
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir())
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_session_id(p.name))

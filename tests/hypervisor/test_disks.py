@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labs.hypervisor import Hypervisor
+from labs.hypervisor.disks import list_disk_sessions
 
 from .conftest import BOOT_TIMEOUT_S, new_session_id
 
@@ -67,3 +68,11 @@ def test_scratch_disk_is_an_overlay_on_the_image_base_disk(
     raw = tmp_path / "base.raw"
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(base), str(raw)], check=True)
     assert raw.read_bytes().startswith(MARKER)
+
+
+def test_disk_listing_names_sessions_only(tmp_path: Path) -> None:
+    """The clones' `_templates` directory (and any stray name) is no session: the reaper and the
+    audits that list session disks must never count it as an orphan."""
+    for name in ("s-abc123", "_templates", "lost+found"):
+        (tmp_path / name).mkdir()
+    assert list_disk_sessions(tmp_path) == ["s-abc123"]
