@@ -28,8 +28,7 @@ from classes.progress import Reason, class_progress
 from classes.provisioning import readiness
 from classes.seats import act_on_seats, leave_class
 from classes.throttles import check_action_rate, join_limit_hit
-from labs.api import ValidationErrorOut
-from labs.schemas import DetailOut, IsoDatetime
+from labs.schemas import DetailOut, IsoDatetime, ValidationErrorOut
 from labs.services.errors import RateLimited
 from labs.types import AuthenticatedRequest
 

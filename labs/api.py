@@ -11,7 +11,7 @@ from ninja.security import django_auth
 from pydantic import StrictInt
 
 from labs import services
-from labs.schemas import AlreadyRunningOut, DetailOut, SessionOut
+from labs.schemas import AlreadyRunningOut, DetailOut, SessionOut, ValidationErrorOut
 from labs.services import access
 from labs.services.catalog import catalog
 from labs.services.session_events import session_out
@@ -38,20 +38,6 @@ class StartIn(Schema):
 
 class StepIn(Schema):
     step: StrictInt  # a JSON integer: not true (which pydantic would otherwise take for 1), "1" or 1.0
-
-
-class ValidationIssueOut(Schema):
-    """One field of a request that does not match the schema, as django-ninja reports it."""
-
-    type: str
-    loc: list[str | int]
-    msg: str
-
-
-class ValidationErrorOut(Schema):
-    """422: the request's body (or path) does not match the schema; one issue per field."""
-
-    detail: list[ValidationIssueOut]
 
 
 # The refusals a session endpoint may answer with (401 comes from `django_auth`): 404 for a session

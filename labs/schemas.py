@@ -75,3 +75,17 @@ class SessionOut(Schema):
     def _in_readers_language(cls, error: str) -> str:
         # The host stores a message id (labs/host/tasks.py): shown in the reader's language.
         return gettext(error) if error else error
+
+
+class ValidationIssueOut(Schema):
+    """One field of a request that does not match the schema, as django-ninja reports it."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorOut(Schema):
+    """422: the request's body (or path) does not match the schema; one issue per field."""
+
+    detail: list[ValidationIssueOut]

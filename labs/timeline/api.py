@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from ninja import Field, Query, Router, Schema
 
 from labs.models import LabSession
-from labs.schemas import DetailOut, IsoDatetime
+from labs.schemas import DetailOut, IsoDatetime, ValidationErrorOut
 from labs.timeline import cast
 from labs.timeline.access import replayable_by, timeline_for
 from labs.timeline.models import SessionTimeline
@@ -91,7 +91,10 @@ def list_timelines(request: AuthenticatedRequest) -> list[dict[str, Any]]:
     return [_summary(r) for r in replayable_records(request).order_by("-created_at")[:200]]
 
 
-@router.get("/sessions/{session_id}/timeline", response={200: TimelineEventsOut, 401: DetailOut, 404: DetailOut})
+@router.get(
+    "/sessions/{session_id}/timeline",
+    response={200: TimelineEventsOut, 401: DetailOut, 404: DetailOut, 422: ValidationErrorOut},
+)
 def get_timeline(request: AuthenticatedRequest, session_id: str, query: Query[EventsQuery]) -> dict[str, Any]:
     """One record's events in order, a page at a time (`marks_only` for the steps, checks and reverts)."""
     record = timeline_for(request.user, session_id)
