@@ -442,7 +442,10 @@ def test_output_waiting_for_a_slow_client_is_coalesced(session: LabSession, alic
 
     run(scenario)
     frames = [m["bytes"] for m in sent if m.get("bytes")]
-    assert frames == [b"".join(f"line {n}\r\n".encode() for n in range(100))], "one frame for the 100 chunks"
+    assert b"".join(frames) == b"".join(f"line {n}\r\n".encode() for n in range(100)), "every byte, in order"
+    # One frame on a quiet machine; a loaded one may deliver the publish to the relay in a few
+    # batches. Without coalescing it is 100 frames.
+    assert len(frames) <= 4, f"{len(frames)} frames for 100 chunks waiting for a slow client"
 
 
 # --- Origin ---------------------------------------------------------------------------------------
