@@ -151,12 +151,24 @@ class Hypervisor:
             raise
         return vm
 
+    @contextlib.contextmanager
+    def _disks_removed_on_failure(self, session_id: str) -> Iterator[None]:
+        """Making a VM (a boot or a clone) that fails leaves no disk of the session behind."""
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            remove_session_disks(self.disks_root, session_id)
+            raise map_libvirt_error(exc) from exc
+        except (HypervisorError, OSError):
+            remove_session_disks(self.disks_root, session_id)
+            raise
+
     def _define(self, session_id: str, profile: Profile, image: GuestImage, clonable: bool = False) -> VM:
         self._check_memory(profile)
         base = image.directory / "disk.qcow2"
         disks = plan_disks(self.disks_root, session_id, profile, base if base.is_file() else None)
         accelerator = self.accelerator(image).accelerator
-        try:
+        with self._disks_removed_on_failure(session_id):
             create_disks(disks)
             # Owner-only session files: libvirt hands them to this VM's uid while it runs (confinement.py).
             confinement.make_private(d.path for d in disks)
@@ -167,12 +179,6 @@ class Hypervisor:
                 spec = DomainSpec(session_id, profile, image, tuple(disks), accelerator, datetime.now(UTC), identity)
                 xml = build_domain_xml(spec)
                 domain = self.conn.defineXML(clones.with_genid(xml) if clonable else xml)
-        except libvirt.libvirtError as exc:
-            remove_session_disks(self.disks_root, session_id)
-            raise map_libvirt_error(exc) from exc
-        except (HypervisorError, OSError):
-            remove_session_disks(self.disks_root, session_id)
-            raise
         return VM(self.conn, domain, session_id, self.disks_root)
 
     def capture_template(self, vm: VM, directory: Path, labels: dict[str, str]) -> clones.Template:
@@ -209,25 +215,21 @@ class Hypervisor:
         profile = get_profile(template.profile)
         self._check_memory(profile)
         directory = session_dir(self.disks_root, session_id)
-        try:
-            with clones.template_lock(self.disks_root, template.key, exclusive=False):
-                template = clones.load_template(template.directory)  # not removed meanwhile
-                saved = clones.read_save_image(template.save_image)
-                plans = clones.plan_overlays(template, self.disks_root, session_id)
-                clones.create_overlays(plans)
-                kernel, initrd = confinement.private_boot_files(image, directory)
-                with confinement.id_lock(self.disks_root):
-                    uid = confinement.allocate_id(confinement.used_ids(self.conn))
-                    files = clones.CloneFiles({p.target: p.path for p in plans}, VMIdentity(uid, uid, kernel, initrd))
-                    xml = clones.clone_xml(saved.xml, template, session_id, files)
-                    domain = self.conn.defineXML(xml)
-                clones.restore(self.conn, domain, template, saved, xml, directory / "restore.save")
-        except libvirt.libvirtError as exc:
-            remove_session_disks(self.disks_root, session_id)
-            raise map_libvirt_error(exc) from exc
-        except (HypervisorError, OSError):
-            remove_session_disks(self.disks_root, session_id)
-            raise
+        with (
+            self._disks_removed_on_failure(session_id),
+            clones.template_lock(self.disks_root, template.key, exclusive=False),
+        ):
+            template = clones.load_template(template.directory)  # not removed meanwhile
+            saved = clones.read_save_image(template.save_image)
+            plans = clones.plan_overlays(template, self.disks_root, session_id)
+            clones.create_overlays(plans)
+            kernel, initrd = confinement.private_boot_files(image, directory)
+            with confinement.id_lock(self.disks_root):
+                uid = confinement.allocate_id(confinement.used_ids(self.conn))
+                files = clones.CloneFiles({p.target: p.path for p in plans}, VMIdentity(uid, uid, kernel, initrd))
+                xml = clones.clone_xml(saved.xml, template, session_id, files)
+                domain = self.conn.defineXML(xml)
+            clones.restore(self.conn, domain, template, saved, xml, directory / "restore.save")
         vm = VM(self.conn, domain, session_id, self.disks_root)
         try:
             clones.fresh_guest_state(vm.agent, ready_timeout_s)
