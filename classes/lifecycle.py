@@ -20,7 +20,7 @@ from classes.admission import admit, admit_class, window
 from classes.errors import ClassError, ClassStateError, NotInstructor, NotOwner
 from classes.joining import promote_waiting
 from classes.models import Invite, LabClass
-from classes.provisioning import ACTIVE, provision, release, sync_reservations
+from classes.provisioning import ACTIVE, prepare_templates, provision, release, sync_reservations
 from labs.models import LabSession
 from labs.services import end_session
 from labs.services.catalog import get_lab, require_lab
@@ -93,6 +93,7 @@ def create_class(owner: User, spec: ClassSpec) -> LabClass:
         )  # fmt: skip
         Invite.objects.create(klass=klass, created_by=owner)
         log_action(owner, klass, "create", detail={"seats": spec.seats, "labs": spec.labs, "hosts": shares})
+        prepare_templates(klass)
     return advance(klass)
 
 
@@ -119,6 +120,7 @@ def update_class(actor: User, klass: LabClass, spec: ClassSpec) -> LabClass:
         klass.save()
         changed = {f: str(v) for f, v in before.items() if getattr(klass, f) != v}
         log_action(actor, klass, "edit", detail={"changed": changed})
+        prepare_templates(klass)
         sync_reservations(klass)
     promote_waiting(klass)
     return advance(klass)
@@ -142,6 +144,7 @@ def add_seats(actor: User, klass: LabClass, count: int) -> LabClass:
         klass.seats += count
         klass.save(update_fields=["host_shares", "seats"])
         log_action(actor, klass, "add_seats", detail={"count": count, "seats": klass.seats})
+        prepare_templates(klass)
         sync_reservations(klass)
     promote_waiting(klass)
     return klass
@@ -250,6 +253,7 @@ def next_lab(actor: User | None, klass: LabClass) -> LabClass:
             end_session(session_id, SessionState.EXPIRED)
         release(klass, lab_slug=before)
         log_action(actor, klass, "next_lab", detail={"from": before, "to": klass.lab_slug})
+        prepare_templates(klass)
         sync_reservations(klass)
     return klass
 

@@ -120,6 +120,11 @@ def fill_pool() -> None:
 
 
 @host_task
+def prepare_template(lab_slug: str) -> None:
+    """Build the lab's template on this host now if it has none (a class will clone its seats from it)."""
+
+
+@host_task
 def fill_reservation(reservation_id: int) -> None:
     """Prepare VMs of the reservation's lab on this host until it holds `size` not yet handed out."""
 
@@ -158,6 +163,7 @@ HOST_TASKS: tuple[HostTaskCall[Any], ...] = (
     revert_session,
     destroy_session_vm,
     fill_pool,
+    prepare_template,
     fill_reservation,
     release_reservation,
     reconcile_host,

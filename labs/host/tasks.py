@@ -97,6 +97,11 @@ def fill_pool() -> None:
     vmwork.fill_pool(settings.VIRTLAB_HOST_NAME)
 
 
+@shared_task(name=task_calls.prepare_template.name, ignore_result=True, **RETRY_LIBVIRT)
+def prepare_template(lab_slug: str) -> None:
+    vmwork.prepare_template(settings.VIRTLAB_HOST_NAME, lab_slug)
+
+
 @shared_task(name=task_calls.fill_reservation.name, ignore_result=True, **RETRY_LIBVIRT)
 def fill_reservation(reservation_id: int) -> None:
     vmwork.fill_reservation(reservation_id)

@@ -347,6 +347,18 @@ def fill_pool(host: str) -> None:
     task_calls.place_queued_sessions.send()
 
 
+def prepare_template(host: str, lab_slug: str) -> None:
+    """Have the lab's template built on this host ahead of need (a class's seats are cloned from
+    it): asked for as a cold start asks, and built by fill_pool when the host has room for a boot
+    (else by a later round; the request stays until it is built)."""
+    lab = require_lab(lab_slug)
+    with hypervisor() as hv:
+        if templates.find(hv, lab.slug, lab.profile) is not None:
+            return
+        templates.request(hv, lab.slug, lab.profile)
+    fill_pool(host)
+
+
 def fill_reservation(reservation_id: int) -> None:
     """Prepare VMs for a reservation (a class's seats) until it holds `size` not yet handed out.
 

@@ -76,6 +76,11 @@ def test_provisioning_ahead_reserves_the_seats_and_asks_the_host_to_fill_them(
         made = lifecycle.create_class(teacher, spec(lab_world, starts_at=far, ends_at=far + timedelta(hours=1)))
     assert made.state == LabClass.State.SCHEDULED
     assert not Reservation.objects.exists()  # before its lead time: nothing held yet
+    # ...but the host builds the lab's template at once: at the lead time only clones are left to make.
+    assert [(t.name, t.queue, t.args) for t in sent_tasks] == [
+        ("labs.host.tasks.prepare_template", f"host.{HOST}", (lab_world,))
+    ]
+    sent_tasks.clear()
     with django_capture_on_commit_callbacks(execute=True):
         lifecycle.tick(now=far - timedelta(minutes=9))
     made.refresh_from_db()

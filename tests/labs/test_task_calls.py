@@ -85,6 +85,7 @@ HOST_QUEUES = {
     task_calls.revert_session: "host.h1",
     task_calls.destroy_session_vm: "host.h1",
     task_calls.fill_pool: "host.h1",
+    task_calls.prepare_template: "host.h1",
     task_calls.fill_reservation: "host.h1",
     task_calls.release_reservation: "host.h1",
     task_calls.reconcile_host: "host.h1",
