@@ -2,19 +2,22 @@
 
     .venv/bin/python bench/classes.py [--seats N] [--checks M] [--quick]
 
-Starts a private stack (Redis, SQLite, uvicorn, a host agent and its check worker) and goes through
-the public flow, as an instructor and N learners would (the classes API over HTTP, websockets):
-the instructor creates a class of N seats (starting in an hour) while N learners log in, then asks
-for it to be prepared now: that request is t0. When the class reports every seat prepared, the
-learners join with the invite code (each gets their seat's session from the class's prepared VMs)
-and open their terminal; a seat is ready when its shell answers `echo`. Measured from t0: all seats
+Starts a private stack (Redis, SQLite, uvicorn, a host agent and its check worker with the
+Procfile's concurrency, 4 and 2) and goes through the public flow, as an instructor and N learners
+would (the classes API over HTTP, websockets): the instructor creates a class of N seats (starting
+in an hour) while N learners log in. Creating the class has the host build the lab's template (one
+boot and step 1's setup, once per lab and host: every later class of the lab finds it); its time
+is printed as template_s. Then the instructor asks for the seats to be prepared now: that request
+is t0. Learners wait for the class as a room does: learner i joins with the invite code once the
+class reports i seats prepared (each gets their seat's session from the class's prepared VMs) and
+opens their terminal; a seat is ready when its shell answers `echo`. Measured from t0: all seats
 ready, and the p95 of one seat's readiness (also printed: from a learner's join to their shell).
 Then, with the instructor's grid open on its websocket, learners press Check M times (round robin,
 a step that fails): the latency from the verdict (the result's stored time) to the grid's frame for
 that seat, p95 (a check the host could not run, so no verdict, is counted and its seat dropped).
 Targets on the 2-core TCG machine: 30 seats ready <= 20 s, grid update <= 250 ms p95. `--quick`:
 3 seats, 12 checks (under 60 s on a quiet machine). Last line:
-RESULT seats=<n> seats_ready_s=<x> seat_ready_p95_s=<x> dashboard_p95_ms=<x>
+RESULT seats=<n> seats_ready_s=<x> seat_ready_p95_s=<x> dashboard_p95_ms=<x> template_s=<x>
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.labs import agent
 from bench.vm import p95
 from tests import lab_stack
 from tests.lab_stack import LabClient, next_event, read_until
@@ -60,17 +65,37 @@ def create_class(teacher: LabClient, slug: str, seats: int) -> dict[str, Any]:
     return dict(klass)
 
 
-def wait_prepared(teacher: LabClient, class_id: int, seats: int, timeout: float, t0: float) -> float:
-    """Poll the class until it reports every seat prepared; returns when (monotonic)."""
-    deadline, last = time.monotonic() + timeout, -1
+def wait_template(stack: lab_stack.LabStack, timeout: float) -> None:
+    """Wait until the host has built the lab's template (asked for when the class was created)."""
+    from labs.hypervisor.clones import list_templates
+    from labs.hypervisor.disks import DEFAULT_DISKS_ROOT
+
+    prefix = f"{stack.env['LABS_ID_PREFIX']}pool-{stack.slug}."
+
+    def built() -> bool:
+        return any(t.key.startswith(prefix) for t in list_templates(DEFAULT_DISKS_ROOT))
+
+    lab_stack.wait_for(built, timeout, "the lab's template")
+
+
+def follow_prepared(teacher: LabClient, class_id: int, seats: int, timeout: float, t0: float,
+                    prepared: list[threading.Semaphore]) -> float:  # fmt: skip
+    """Poll the class, releasing one waiting learner per seat it reports prepared, until all are;
+    returns when (monotonic)."""
+    deadline, last = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         _, klass = teacher.request("GET", f"/api/classes/{class_id}")
-        if klass["seats_ready"] != last:
-            last = klass["seats_ready"]
-            log(t0, f"seats ready {last}/{seats} (preparing {klass['seats_preparing']})")
+        now = min(seats, klass["seats_ready"])
+        if now > last:
+            log(t0, f"seats ready {now}/{seats} (preparing {klass['seats_preparing']})")
+            for release in prepared[last:now]:
+                release.release()
+            last = now
         if last >= seats:
             return time.monotonic()
-        time.sleep(0.2)
+        time.sleep(0.1)
+    for release in prepared[last:]:  # the learners still waiting give up (no seat) rather than hang
+        release.release()
     raise SystemExit(f"the class did not get its {seats} seats ready in {timeout:.0f}s")
 
 
@@ -80,10 +105,12 @@ def logged_in(base: str, user: str) -> LabClient:
     return client
 
 
-def seat_up(client: LabClient, user: str, code: str) -> tuple[str, LabClient, float, float]:
-    """One learner (logged in already, as one waiting for the class): join with the code, wait for
-    the seat's shell to answer. Returns the session id, the client, when they joined and when the
-    shell answered (monotonic)."""
+def seat_up(client: LabClient, user: str, code: str, turn: threading.Semaphore) -> tuple[str, LabClient, float, float]:
+    """One learner (logged in already, as one waiting for the class): join with the code once
+    `turn` is released, wait for the seat's shell to answer. Returns the session id, the client,
+    when they joined and when the shell answered (monotonic)."""
+    if not turn.acquire(timeout=600):
+        raise SystemExit(f"{user}: no seat was prepared for them")
     joined = time.monotonic()
     status, seat = client.request("POST", "/api/classes/join", {"code": code})
     if status != 200 or not seat.get("session"):
@@ -159,24 +186,34 @@ def main() -> None:
     # Seats share one host: room for them all (slots and check rates are not what this measures).
     room = {"LABS_TTL_S": "3600", "LABS_CHECK_RATE": "1000", "LABS_TCG_VMS_PER_CPU": str(max(16, seats))}
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")  # lab_stack reads a default or two
-    with tempfile.TemporaryDirectory(prefix="classes-") as tmp, lab_stack.lab_stack(Path(tmp), True, **room) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="classes-") as tmp,
+        lab_stack.lab_stack(Path(tmp), False, **room) as stack,
+        agent(stack.env, 4, "tiny=0", checks=2),  # the Procfile's concurrency
+    ):
         lab_stack.create_users(stack.env, lab_stack.STACK_PASSWORD, INSTRUCTOR, *learners)
         stack.shell(GRANT)
         teacher = stack.client(INSTRUCTOR)
+        created = time.monotonic()
         klass = create_class(teacher, stack.slug, seats)
         class_id, code = klass["id"], klass["invites"][0]["code"]
         with ThreadPoolExecutor(max_workers=min(seats, 16)) as pool:  # learners waiting for the class
             clients = list(pool.map(lambda u: logged_in(stack.base, u), learners))
-        log(t_start, f"stack up; class {class_id} of {seats} seats created; {seats} learners logged in")
+        wait_template(stack, 300)
+        template_s = time.monotonic() - created
+        log(t_start, f"stack up; class {class_id} of {seats} seats created, its lab's template built in "
+                     f"{template_s:.1f}s; {seats} learners logged in")  # fmt: skip
 
-        t0 = time.monotonic()
-        status, body = teacher.request("POST", f"/api/classes/{class_id}/actions", {"action": "provision"})
-        if status != 200:
-            raise SystemExit(f"provisioning refused: {status} {body}")
-        prepared = wait_prepared(teacher, class_id, seats, 600, t0)
-        log(t0, f"all {seats} seats prepared in {prepared - t0:.1f}s; learners join")
-        with ThreadPoolExecutor(max_workers=min(seats, 16)) as pool:
-            up = list(pool.map(lambda cu: seat_up(cu[0], cu[1], code), zip(clients, learners, strict=True)))
+        turns = [threading.Semaphore(0) for _ in learners]
+        with ThreadPoolExecutor(max_workers=seats) as pool:
+            t0 = time.monotonic()
+            status, body = teacher.request("POST", f"/api/classes/{class_id}/actions", {"action": "provision"})
+            if status != 200:
+                raise SystemExit(f"provisioning refused: {status} {body}")
+            joining = pool.map(lambda a: seat_up(*a), zip(clients, learners, [code] * seats, turns, strict=True))
+            prepared = follow_prepared(teacher, class_id, seats, 600, t0, turns)
+            log(t0, f"all {seats} seats prepared in {prepared - t0:.1f}s")
+            up = list(joining)
         ready = [at - t0 for _, _, _, at in up]
         waited = [at - joined for _, _, joined, at in up]
         log(t0, f"every seat's shell answers: all {max(ready):.1f}s, p95 {p95(ready):.1f}s "
@@ -185,7 +222,7 @@ def main() -> None:
         latencies = grid_latencies(teacher, class_id, [(sid, c) for sid, c, _, _ in up], checks, t0)
         teacher.request("POST", f"/api/classes/{class_id}/actions", {"action": "end"})
     print(f"RESULT seats={seats} seats_ready_s={max(ready):.2f} seat_ready_p95_s={p95(ready):.2f} "
-          f"dashboard_p95_ms={p95(latencies) * 1000:.0f}")  # fmt: skip
+          f"dashboard_p95_ms={p95(latencies) * 1000:.0f} template_s={template_s:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -35,9 +35,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from math import inf
 from pathlib import Path
@@ -51,9 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.labs import worker
+from bench.labs import agent
 from bench.vm import PROMPT, p95, summary
-from tests import lab_stack, processes
+from tests import lab_stack
 
 TARGETS = {"echo_p95_ms": 50.0, "check_p95_s": 1.0, "redis_growth_mib": 32.0, "web_rss_growth_mib": 64.0}
 KEYS = b"abcdefghijklmnopqrstuvwxyz"
@@ -62,20 +61,6 @@ GUEST_ABUSE = (
     b"dd if=/dev/zero of=/root/fill bs=1M 2>/dev/null & while :; do :; done & f(){ f|f & }; (sleep 5; f) & yes\n"
 )
 MIB = 1024 * 1024
-
-
-@contextmanager
-def host(env: dict[str, str]) -> Iterator[None]:
-    """The host agent and check worker with the Procfile's default concurrency (4 and 2)."""
-    name = env["VIRTLAB_HOST_NAME"]
-    procs = [worker(env, name, f"host.{name},web", 4, "tiny=0"),
-             worker(env, f"{name}-checks", f"host.{name}.checks", 2, "tiny=0")]  # fmt: skip
-    try:
-        lab_stack.wait_for_advert(env["REDIS_URL"], name)
-        yield
-    finally:
-        for proc in procs:
-            processes.stop_process(proc, 30)
 
 
 def uvicorn_pid(base: str) -> int:
@@ -429,7 +414,7 @@ def main() -> None:
         lab_stack.create_users(env, lab_stack.STACK_PASSWORD, "abuser", *names)
         stack.callback(lab_stack.destroy_vms_with_prefix, env["LABS_ID_PREFIX"])
         base = stack.enter_context(lab_stack.asgi_server(env))
-        stack.enter_context(host(env))
+        stack.enter_context(agent(env, 4, "tiny=0", checks=2))  # the Procfile's concurrency
         web_pid = uvicorn_pid(base)
         print(f"[{time.monotonic() - t0:.0f}s] stack up", flush=True)
         abuser = lab_stack.LabClient(base)

@@ -35,12 +35,15 @@ ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
 
 
 @contextmanager
-def agent(env: dict[str, str], concurrency: int, pool: str, stop_timeout: float = 30) -> Iterator[None]:
+def agent(
+    env: dict[str, str], concurrency: int, pool: str, stop_timeout: float = 30, checks: int | None = None
+) -> Iterator[None]:
     """The host agent (worker on host.<name> + web, with relay and adverts) and the host's check
-    worker (host.<name>.checks), as `make run` starts them."""
+    worker (host.<name>.checks, `checks` processes; default: as many as the agent), as `make run`
+    starts them."""
     host = env["VIRTLAB_HOST_NAME"]
-    procs = [worker(env, name, queues, concurrency, pool)
-             for name, queues in ((host, f"host.{host},web"), (f"{host}-checks", f"host.{host}.checks"))]  # fmt: skip
+    procs = [worker(env, host, f"host.{host},web", concurrency, pool),
+             worker(env, f"{host}-checks", f"host.{host}.checks", checks or concurrency, pool)]  # fmt: skip
     try:
         lab_stack.wait_for_advert(env["REDIS_URL"], host)
         yield

@@ -169,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     # Recording on and off in turn on the same VM (ABBA, so neither side gets the quieter moments).
     phases = (False, True) if args.quick else (False, True, True, False, False, True)
-    samples, typing_s, opens = (60, 12, 3) if args.quick else (150, 60, 5)
+    samples, typing_s, opens = (50, 8, 3) if args.quick else (150, 60, 5)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     django.setup()  # lab_stack reads a few defaults from the settings
     started = time.monotonic()
