@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: SQLite (the embedded default) first, then the database-facing tests again
-# on PostgreSQL (each row of a long matrix once there: the `matrix` marker). pytest's exit 5
-# ("no tests collected") is a failure in both passes, never a pass: a suite or a postgres marker
-# that silently selects nothing must turn CI red.
+# The whole test suite on SQLite (the embedded default), and the database-facing tests again on
+# PostgreSQL (each row of a long matrix once there: the `matrix` marker), in passes arranged to
+# keep both cores busy (below). pytest's exit 5 ("no tests collected") is a failure in every pass,
+# never a pass: a suite or a marker that silently selects nothing must turn CI red.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -21,6 +21,37 @@ pytest_pass() {  # <what> <pytest args...>: run pytest; exit with its status unl
 }
 
 make --no-print-directory lint  # ruff check, ruff format --check, mypy, shellcheck
-pytest_pass "main run (SQLite)" "$@"
-DATABASE_URL=${TEST_POSTGRES_URL:-postgres://virtlab:virtlab@127.0.0.1:5432/virtlab} \
-  pytest_pass "PostgreSQL pass (-m 'postgres and not matrix')" -m "postgres and not matrix" -q -p no:cacheprovider
+postgres_url=${TEST_POSTGRES_URL:-postgres://virtlab:virtlab@127.0.0.1:5432/virtlab}
+if (($#)); then  # a developer's selection: one SQLite pass over exactly that
+  pytest_pass "main run (SQLite)" "$@"
+  exit 0
+fi
+
+# Two cores, and most tests keep one busy: a guest under TCG, or Python. So the self-contained VM
+# tests (lab solves, doc blocks, guest image: one VM at a time, no stack, nothing timed against
+# the clock) run in the background beside the tests that boot no VM (then the PostgreSQL pass);
+# the VM tests that time a whole stack (terminals, checks, classes, faults) run after, alone.
+solo_vm=(tests/labs/test_solve_labs.py tests/kb/test_runnable_blocks.py tests/guest tests/hypervisor/test_vm_profiles.py)
+solo_log=$(mktemp -t virtlab-solo-vm.XXXXXX)
+.venv/bin/pytest "${solo_vm[@]}" -p no:cacheprovider >"$solo_log" 2>&1 &
+solo_pid=$!
+# A pass failing ends the script: the background tests finish first (their VMs are destroyed by
+# their fixtures), and their output is shown.
+trap 'wait "$solo_pid" 2>/dev/null; cat "$solo_log"; rm -f "$solo_log"' EXIT
+pytest_pass "tests without a VM (SQLite)" -m "not vm"
+DATABASE_URL=$postgres_url pytest_pass "PostgreSQL pass (-m 'postgres and not matrix')" \
+  -m "postgres and not matrix" -q -p no:cacheprovider
+solo_status=0
+wait "$solo_pid" || solo_status=$?
+trap - EXIT
+echo "test.sh: self-contained VM tests (run alongside; their output follows)"
+cat "$solo_log"
+rm -f "$solo_log"
+case $solo_status in
+  0) ;;
+  5) echo "test.sh: self-contained VM tests: pytest collected no tests (exit 5); counted as a failure" >&2; exit 5 ;;
+  *) echo "test.sh: self-contained VM tests: pytest failed (exit $solo_status)" >&2; exit "$solo_status" ;;
+esac
+ignored=()
+for path in "${solo_vm[@]}"; do ignored+=("--ignore=$path"); done
+pytest_pass "VM tests with a stack (SQLite)" -m vm "${ignored[@]}"

@@ -65,7 +65,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             verdict = "solved" if passed else "FAILED"
             terminalreporter.write_line(
                 f"{slug}: {steps} steps {verdict} in {solving:.1f} s; {total:.1f} s with every checkpoint"
-                " taken, restored and solved again (boot excluded)"
+                " taken and the revisited ones restored and solved again (boot excluded)"
             )
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "lab-solve-times.json").write_text(
