@@ -1,6 +1,6 @@
 """Benchmark the knowledge base: rendered-page throughput, search latency, rebuild time, memory.
 
-    .venv/bin/python bench/docs.py [--quick] [--pages N] [--duration 10] [--connections 32] [--workers N]
+    .venv/bin/python bench/docs.py [--quick] [--pages N] [--keep DIR] [--profile] [--duration 10] [--connections 32]
     DATABASE_URL=postgres://user:pw@host/db .venv/bin/python bench/docs.py ...   # on PostgreSQL
 
 Builds content/docs into a throw-away database (full rebuild timed): a SQLite file, or with a
@@ -15,6 +15,10 @@ queries as search requests (results fragment) from --search-connections clients 
 connection per request, so that requests spread over the workers as many clients' would (4).
 Loopback only; every load run is bounded by --duration. --quick: 4 s load runs and 2 in-process
 rounds, well under a minute.
+--keep DIR: the corpus and the database are kept (in DIR; on PostgreSQL, database
+virtlab_bench_docs_keep) and reused by the next run with --keep DIR: a 2,000-page build costs ~10 min
+of CPU, a rerun only the no-change rebuild (build_s=0 then); the edited page is put back after its
+timing. --profile: cProfile's top functions over one in-process round of the golden queries.
 
 The last line is machine-readable:
 RESULT page_rps=… page_p95_ms=… search_p95_ms=… search_http_p95_ms=… golden_top3=… pages=… build_s=…
@@ -50,9 +54,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-WORKDIR = Path(tempfile.mkdtemp(prefix="virtlab-bench-docs-"))
+# --keep decides where the database lives, which the settings read at import: parsed here already.
+_keep = argparse.ArgumentParser(add_help=False)
+_keep.add_argument("--keep", type=Path)
+KEEP: Path | None = _keep.parse_known_args()[0].keep
+if KEEP is not None:
+    KEEP = KEEP.resolve()
+    KEEP.mkdir(parents=True, exist_ok=True)
+WORKDIR = KEEP or Path(tempfile.mkdtemp(prefix="virtlab-bench-docs-"))
 SOURCE_DB = os.environ.get("DATABASE_URL", "")
-BENCH_PG_DB = f"virtlab_bench_docs_{os.getpid()}"
+BENCH_PG_DB = "virtlab_bench_docs_keep" if KEEP else f"virtlab_bench_docs_{os.getpid()}"
 
 
 def _admin_pg(statement: str) -> None:
@@ -66,7 +77,9 @@ def _admin_pg(statement: str) -> None:
 # Settings read the environment at import: point the database at a throw-away one first.
 ON_POSTGRES = SOURCE_DB.startswith(("postgres://", "postgresql://"))
 if ON_POSTGRES:
-    _admin_pg(f'CREATE DATABASE "{BENCH_PG_DB}"')
+    if KEEP is None or not (KEEP / "postgresql.built").exists():
+        _admin_pg(f'DROP DATABASE IF EXISTS "{BENCH_PG_DB}"')
+        _admin_pg(f'CREATE DATABASE "{BENCH_PG_DB}"')
     os.environ["DATABASE_URL"] = urllib.parse.urlsplit(SOURCE_DB)._replace(path=f"/{BENCH_PG_DB}").geturl()
 else:
     os.environ["DATABASE_URL"] = f"sqlite:///{WORKDIR / 'bench.sqlite3'}"
@@ -83,6 +96,7 @@ from django.db import connection  # noqa: E402
 from portal.kb.build import build_docs  # noqa: E402
 from portal.kb.content import GOLDEN_NOTHING, load_golden, page_files  # noqa: E402
 from portal.kb.search import search  # noqa: E402
+from portal.kb.text import jieba  # noqa: E402
 
 SECTION_RE = re.compile(r"(?m)^(?=## )")
 
@@ -179,6 +193,11 @@ def synthetic_corpus(pages: int) -> Path:
     seeded random two thirds of the original's sections (so copies differ, as real pages do)."""
     real = ROOT / "content"
     out = WORKDIR / "content"
+    marker = WORKDIR / "pages"
+    if KEEP is not None and out.exists():
+        if marker.read_text().strip() != str(pages):
+            sys.exit(f"{KEEP} holds a corpus of {marker.read_text().strip()} pages per language, not {pages}")
+        return out
     shutil.copytree(real / "labs", out / "labs")
     for part in ("glossary", "golden", "img"):
         if (real / "docs" / part).exists():
@@ -201,6 +220,7 @@ def synthetic_corpus(pages: int) -> Path:
             intro, *sections = SECTION_RE.split(body)
             kept = [s for s in sections if rng.random() < 2 / 3] or sections[:1]
             (out / "docs" / lang / f"{slug}.md").write_text(front + "\n---\n" + intro + "".join(kept))
+    marker.write_text(f"{pages}\n")
     return out
 
 
@@ -209,6 +229,19 @@ def golden_passes(g: dict[str, str], keys: list[str]) -> bool:
     if g["expect"] == GOLDEN_NOTHING:
         return not keys
     return any(key == g["expect"] or key.split("--")[0] == g["expect"] for key in keys)
+
+
+def profile_search(golden: list[dict[str, str]]) -> None:
+    """Where one round of the golden queries spends its time (--profile)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for g in golden:
+        search(g["q"], lang=g["lang"] or None, limit=10)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
 def measure_search(golden: list[dict[str, str]], rounds: int) -> tuple[float, float, float]:
@@ -256,6 +289,8 @@ def main() -> None:
     )
     parser.add_argument("--search-connections", type=int, default=4, help="concurrent search clients")
     parser.add_argument("--pages", type=int, help="a synthetic corpus of N doc pages per language")
+    parser.add_argument("--keep", type=Path, help="keep the corpus and database in DIR; reuse them if there")
+    parser.add_argument("--profile", action="store_true", help="cProfile one in-process round of golden queries")
     args = parser.parse_args()
     duration = 4 if args.quick else args.duration
     if shutil.which("wrk") is None:
@@ -264,10 +299,11 @@ def main() -> None:
     try:
         run(args, duration)
     finally:
-        shutil.rmtree(WORKDIR, ignore_errors=True)
         connection.close()
-        if ON_POSTGRES:
-            _admin_pg(f'DROP DATABASE IF EXISTS "{BENCH_PG_DB}"')
+        if KEEP is None:
+            shutil.rmtree(WORKDIR, ignore_errors=True)
+            if ON_POSTGRES:
+                _admin_pg(f'DROP DATABASE IF EXISTS "{BENCH_PG_DB}"')
 
 
 def run(args: argparse.Namespace, duration: int) -> None:
@@ -281,25 +317,38 @@ def run(args: argparse.Namespace, duration: int) -> None:
     report = build_docs(content)
     build_s = time.monotonic() - started
     pages_per_lang = len(page_files(content)) // 2
-    print(
-        f"full build: {len(report.rendered)} pages ({pages_per_lang} per language) rendered and indexed, "
-        f"{len(report.labs_indexed)} lab pages, in {build_s:.2f}s on {connection.vendor}"
-    )
+    if KEEP is not None and not report.rendered:
+        build_s = 0.0
+        print(f"full build: reused from {KEEP} ({pages_per_lang} pages per language) on {connection.vendor}")
+    else:
+        print(
+            f"full build: {len(report.rendered)} pages ({pages_per_lang} per language) rendered and indexed, "
+            f"{len(report.labs_indexed)} lab pages, in {build_s:.2f}s on {connection.vendor}"
+        )
+    if KEEP is not None:
+        (KEEP / f"{connection.vendor}.built").touch()
     started = time.monotonic()
     build_docs(content)
     print(f"no-change rebuild: {time.monotonic() - started:.3f}s")
     edit_s = 0.0
     if content is not None:
         edited = min((content / "docs" / "en").glob("*--0.md"))
-        edited.write_text(edited.read_text() + "\n## Edited {#edited}\n\nOne more paragraph: zebrafishedit.\n")
+        original = edited.read_text()
+        jieba()  # loaded by a full build; a reused one has not, and its load is no part of an edit
+        edited.write_text(original + "\n## Edited {#edited}\n\nOne more paragraph: zebrafishedit.\n")
         started = time.monotonic()
         edit_report = build_docs(content)
         edit_s = time.monotonic() - started
         assert edit_report.rendered == [f"en/{edited.stem}"], edit_report.rendered
         assert [r.slug for r in search("zebrafishedit", lang="en")] == [edited.stem]
         print(f"one-page edit rebuild: {edit_s:.2f}s")
+        if KEEP is not None:  # the kept corpus stays as generated
+            edited.write_text(original)
+            build_docs(content)
 
     golden = load_golden(content)
+    if args.profile:
+        profile_search(golden)
     search_p95, search_cpu_p95, golden_top3 = measure_search(golden, rounds=2 if args.quick else 10)
     print(
         f"search in-process: p95 {search_p95:.2f} ms (CPU {search_cpu_p95:.2f} ms) over {len(golden)} golden queries;"
