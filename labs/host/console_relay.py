@@ -61,6 +61,23 @@ def release_input(session_id: str) -> None:
         host_registry.redis_client().delete(hold_key(session_id))
 
 
+# Sent on a session's size list instead of "cols rows": set the tty size the relay last had again.
+SIZE_AGAIN = b"again"
+
+
+def size_again(session_id: str) -> None:
+    """After a revert: the snapshot brought back its own tty size. The relay sets it again on
+    reattaching, but that may run before the revert is complete (a loaded host widens the gap), so
+    the revert, once done, asks for it once more."""
+    with (
+        _unless_redis_away(f"asking for the tty size of {session_id} again"),
+        host_registry.redis_client().pipeline(transaction=True) as pipe,
+    ):
+        pipe.rpush(size_key(session_id), SIZE_AGAIN)
+        pipe.expire(size_key(session_id), 24 * 3600)
+        pipe.execute()
+
+
 def wake(host: str) -> None:
     """Make `host`'s relay manager look at the sessions now rather than at its next poll."""
     with _unless_redis_away(f"waking the console relay of {host}"):
@@ -182,6 +199,9 @@ class SessionRelay:
             key, data = (part if isinstance(part, bytes) else part.encode() for part in item)
             if key.decode() == keys[0]:
                 self._write(data)
+            elif data == SIZE_AGAIN:
+                if self.size is not None:
+                    self.size_wanted.set()
             else:
                 cols, rows = (int(n) for n in data.split())
                 self.size = (cols, rows)

@@ -295,6 +295,7 @@ def revert(session_id: str, step: int) -> None:
             vm.revert(checkpoint(step), agent_timeout_s=BOOT_TIMEOUT_S)
             marks.mark(session_id, "revert", step=step)
             vm.wait_ready(BOOT_TIMEOUT_S)  # the agent reconnects a moment after a revert
+            console_relay.size_again(session_id)
             for later in (n for n in session.checkpoints if n > step):
                 with contextlib.suppress(HypervisorError):
                     vm.delete_snapshot(checkpoint(later))
