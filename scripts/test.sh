@@ -30,7 +30,8 @@ fi
 # Two cores, and most tests keep one busy: a guest under TCG, or Python. So the self-contained VM
 # tests (lab solves, doc blocks, guest image: one VM at a time, no stack, nothing timed against
 # the clock) run in the background beside the tests that boot no VM (then the PostgreSQL pass);
-# the VM tests that time a whole stack (terminals, checks, classes, faults) run after, alone.
+# the VM tests that time a whole stack (terminals, checks, classes, faults) and the tests marked
+# `alone` (memory or latency bounds under a flood) run after, with the machine to themselves.
 solo_vm=(tests/labs/test_solve_labs.py tests/kb/test_runnable_blocks.py tests/guest tests/hypervisor/test_vm_profiles.py)
 solo_log=$(mktemp -t virtlab-solo-vm.XXXXXX)
 .venv/bin/pytest "${solo_vm[@]}" -p no:cacheprovider >"$solo_log" 2>&1 &
@@ -38,7 +39,7 @@ solo_pid=$!
 # A pass failing ends the script: the background tests finish first (their VMs are destroyed by
 # their fixtures), and their output is shown.
 trap 'wait "$solo_pid" 2>/dev/null; cat "$solo_log"; rm -f "$solo_log"' EXIT
-pytest_pass "tests without a VM (SQLite)" -m "not vm"
+pytest_pass "tests without a VM (SQLite)" -m "not vm and not alone"
 DATABASE_URL=$postgres_url pytest_pass "PostgreSQL pass (-m 'postgres and not matrix')" \
   -m "postgres and not matrix" -q -p no:cacheprovider
 solo_status=0
@@ -54,4 +55,4 @@ case $solo_status in
 esac
 ignored=()
 for path in "${solo_vm[@]}"; do ignored+=("--ignore=$path"); done
-pytest_pass "VM tests with a stack (SQLite)" -m vm "${ignored[@]}"
+pytest_pass "VM tests with a stack, and tests that need the machine alone (SQLite)" -m "vm or alone" "${ignored[@]}"

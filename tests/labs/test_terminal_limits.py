@@ -425,6 +425,7 @@ def test_a_client_that_falls_behind_is_told_to_resync_and_closed(session: LabSes
     assert "reconnect" in sent[-1]["reason"]
 
 
+@pytest.mark.alone
 def test_output_waiting_for_a_slow_client_is_coalesced(session: LabSession, alice: User) -> None:
     headers = headers_for(alice)
     sent: list[dict[str, Any]] = []
@@ -585,6 +586,7 @@ def drain(term: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_a_flood_of_input_frames_leaves_web_memory_and_redis_flat(live: tuple[lab_stack.LabStack, str]) -> None:
     # The attack: 64 KiB frames as fast as they go. Compressible ones too: with
     # permessage-deflate, uvicorn inflated every frame of a read (a few hundred bytes each on the
@@ -676,6 +678,7 @@ def flood(redis_url: str, group: str, seconds: float, bytes_per_s: int) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_twenty_clients_that_never_read_leave_web_memory_flat(live: tuple[lab_stack.LabStack, str]) -> None:
     stack, sid = live
     alice = stack.client("alice")
