@@ -31,7 +31,7 @@ fi
 # tests (lab solves, doc blocks, guest image: one VM at a time, no stack, nothing timed against
 # the clock) run in the background beside the tests that boot no VM (then the PostgreSQL pass);
 # the VM tests that time a whole stack (terminals, checks, classes, faults) and the tests marked
-# `alone` (memory or latency bounds under a flood) run after, with the machine to themselves.
+# `alone` (bounds on memory, latency or timing under a flood) run after, with the machine to themselves.
 solo_vm=(tests/labs/test_solve_labs.py tests/kb/test_runnable_blocks.py tests/guest tests/hypervisor/test_vm_profiles.py)
 solo_log=$(mktemp -t virtlab-solo-vm.XXXXXX)
 .venv/bin/pytest "${solo_vm[@]}" -p no:cacheprovider >"$solo_log" 2>&1 &
