@@ -11,7 +11,8 @@ session, then measures, in the same run on the same VM:
 - record size per minute of active typing (commands typed at a human rate, with their output),
   gzip-compressed as stored, as MiB per hour;
 - time to open the replay of a synthesised 45-minute session in Chromium (navigation to the
-  player holding the record with its marks).
+  player holding the record with its marks); --quick opens it while the VM boots, which only
+  makes that figure pessimistic, so that the whole run stays under a minute.
 Targets: echo overhead ≤ 5 ms p95, ≤ 1 MiB per hour of typing, replay opens ≤ 1 s. Last line:
 RESULT echo_overhead_ms=<x> mib_per_hour=<x> replay_open_s=<x>
 """
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
@@ -141,6 +143,14 @@ def store_synthetic(stack: lab_stack.LabStack, text: str) -> str:
     return out.strip().splitlines()[-1]
 
 
+def replay_of_synthetic(stack: lab_stack.LabStack, opens: int) -> list[float]:
+    """A 45-minute session's record stored, then its replay opened `opens` times (seconds each)."""
+    text = synthetic_record(SESSION_S)
+    print(f"synthetic 45-minute session: {len(text.encode()) / 1024:.0f} KiB, "
+          f"{len(gzip.compress(text.encode())) / 1024:.0f} KiB gzipped")  # fmt: skip
+    return replay_open_s(stack, store_synthetic(stack, text), opens)
+
+
 def replay_open_s(stack: lab_stack.LabStack, sid: str, runs: int) -> list[float]:
     """Seconds from navigating to the replay page to the player holding the record with its marks."""
     from playwright.sync_api import sync_playwright
@@ -169,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     # Recording on and off in turn on the same VM (ABBA, so neither side gets the quieter moments).
     phases = (False, True) if args.quick else (False, True, True, False, False, True)
-    samples, typing_s, opens = (50, 8, 3) if args.quick else (150, 60, 5)
+    samples, typing_s, opens = (50, 6, 3) if args.quick else (150, 60, 5)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     django.setup()  # lab_stack reads a few defaults from the settings
     started = time.monotonic()
@@ -183,12 +193,15 @@ def main() -> None:
         per_phase: list[str] = []
         typed_bytes: list[tuple[int, float]] = []
         sid = ""
+        replay: Future[list[float]] | None = None
         for recording in phases:
             with agent(stack.env, recording):
                 if not sid:
                     status, body = alice.request("POST", "/api/sessions", {"lab": stack.slug})
                     assert status == 201, body
                     sid = body["id"]
+                    if args.quick:  # the replay is measured while the VM boots (a pessimistic figure)
+                        replay = ThreadPoolExecutor(1).submit(replay_of_synthetic, stack, opens)
                     # Measured once the VM is idle: ready and step 1's checkpoint taken.
                     lab_stack.wait_for_state(alice, sid, {"ready"}, 180)
                     lab_stack.wait_for(partial(checkpointed, alice, sid), 60, "step 1's checkpoint")
@@ -208,11 +221,7 @@ def main() -> None:
                         print(f"typed {typed} chars in {typing_s} s: {len(chunk)} bytes recorded, "
                               f"{typed_bytes[-1][0]} gzipped")  # fmt: skip
         alice.request("POST", f"/api/sessions/{sid}/stop")
-        text = synthetic_record(SESSION_S)
-        print(f"synthetic 45-minute session: {len(text.encode()) / 1024:.0f} KiB, "
-              f"{len(gzip.compress(text.encode())) / 1024:.0f} KiB gzipped")  # fmt: skip
-        synthetic = store_synthetic(stack, text)
-        opened = replay_open_s(stack, synthetic, opens)
+        opened = replay.result() if replay is not None else replay_of_synthetic(stack, opens)
     print(f"bench took {time.monotonic() - started:.0f} s")
     print(summary("echo, recording on", echo[True], "ms", 1000))
     print(summary("echo, recording off", echo[False], "ms", 1000))
