@@ -34,12 +34,12 @@ fi
 # `alone` (bounds on memory, latency or timing under a flood) run after, with the machine to themselves.
 solo_vm=(tests/labs/test_solve_labs.py tests/kb/test_runnable_blocks.py tests/guest tests/hypervisor/test_vm_profiles.py)
 solo_log=$(mktemp -t virtlab-solo-vm.XXXXXX)
-.venv/bin/pytest "${solo_vm[@]}" -p no:cacheprovider >"$solo_log" 2>&1 &
+.venv/bin/pytest "${solo_vm[@]}" -p no:cacheprovider --durations=15 >"$solo_log" 2>&1 &
 solo_pid=$!
 # A pass failing ends the script: the background tests finish first (their VMs are destroyed by
 # their fixtures), and their output is shown.
 trap 'wait "$solo_pid" 2>/dev/null; cat "$solo_log"; rm -f "$solo_log"' EXIT
-pytest_pass "tests without a VM (SQLite)" -m "not vm and not alone"
+pytest_pass "tests without a VM (SQLite)" -m "not vm and not alone" --durations=25
 DATABASE_URL=$postgres_url pytest_pass "PostgreSQL pass (-m 'postgres and not matrix')" \
   -m "postgres and not matrix" -q -p no:cacheprovider
 solo_status=0
@@ -55,4 +55,4 @@ case $solo_status in
 esac
 ignored=()
 for path in "${solo_vm[@]}"; do ignored+=("--ignore=$path"); done
-pytest_pass "VM tests with a stack, and tests that need the machine alone (SQLite)" -m "vm or alone" "${ignored[@]}"
+pytest_pass "VM tests with a stack, and tests that need the machine alone (SQLite)" -m "vm or alone" --durations=25 "${ignored[@]}"
