@@ -65,19 +65,6 @@ def create_class(teacher: LabClient, slug: str, seats: int) -> dict[str, Any]:
     return dict(klass)
 
 
-def wait_template(stack: lab_stack.LabStack, timeout: float) -> None:
-    """Wait until the host has built the lab's template (asked for when the class was created)."""
-    from labs.hypervisor.clones import list_templates
-    from labs.hypervisor.disks import DEFAULT_DISKS_ROOT
-
-    prefix = f"{stack.env['LABS_ID_PREFIX']}pool-{stack.slug}."
-
-    def built() -> bool:
-        return any(t.key.startswith(prefix) for t in list_templates(DEFAULT_DISKS_ROOT))
-
-    lab_stack.wait_for(built, timeout, "the lab's template")
-
-
 def follow_prepared(teacher: LabClient, class_id: int, seats: int, timeout: float, t0: float,
                     prepared: list[threading.Semaphore]) -> float:  # fmt: skip
     """Poll the class, releasing one waiting learner per seat it reports prepared, until all are;
@@ -199,7 +186,7 @@ def main() -> None:
         class_id, code = klass["id"], klass["invites"][0]["code"]
         with ThreadPoolExecutor(max_workers=min(seats, 16)) as pool:  # learners waiting for the class
             clients = list(pool.map(lambda u: logged_in(stack.base, u), learners))
-        wait_template(stack, 300)
+        lab_stack.wait_for(lambda: lab_stack.lab_templates(stack), 300, "the lab's template")
         template_s = time.monotonic() - created
         log(t_start, f"stack up; class {class_id} of {seats} seats created, its lab's template built in "
                      f"{template_s:.1f}s; {seats} learners logged in")  # fmt: skip

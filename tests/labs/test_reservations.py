@@ -15,7 +15,7 @@ import pytest
 from labs.catalog.loader import load_catalog
 from labs.host.templates import template_key
 from labs.hypervisor import Hypervisor
-from labs.hypervisor.clones import list_templates, templates_root
+from labs.hypervisor.clones import templates_root
 from labs.hypervisor.disks import DEFAULT_DISKS_ROOT, session_dir
 from tests import lab_stack
 
@@ -63,13 +63,9 @@ def test_a_reservation_is_filled_with_clones_taken_only_by_its_key_refilled_and_
     host, slug = stack.host, stack.slug
     # A class asks for its lab's template when it is made: one boot, before any seat is prepared.
     templates = templates_root(DEFAULT_DISKS_ROOT)
-    key_prefix = f"{stack.env['LABS_ID_PREFIX']}pool-{slug}.tiny."
     stack.shell(f"from labs import task_calls; task_calls.prepare_template.on({host!r}, {slug!r})")
-
-    def built() -> list[str]:
-        return [t.key for t in list_templates(DEFAULT_DISKS_ROOT) if t.key.startswith(key_prefix)]
-
-    lab_stack.wait_for(built, 240, "the lab's template")
+    lab_stack.wait_for(lambda: lab_stack.lab_templates(stack), 240, "the lab's template")
+    (template_key_built,) = lab_stack.lab_templates(stack)
     assert rows(stack) == []  # a template only: no VM is prepared before the class's lead time
     reservation_id = shell_result(
         stack,
@@ -81,7 +77,7 @@ def test_a_reservation_is_filled_with_clones_taken_only_by_its_key_refilled_and_
     seats = ready(stack)
     for vm_id in seats:
         assert lab_stack.snapshots_of(vm_id) == ["step-1"]  # ready for a learner's reset
-        assert all(f.startswith(f"{templates}/{built()[0]}/") for f in backing_files(vm_id))
+        assert all(f.startswith(f"{templates}/{template_key_built}/") for f in backing_files(vm_id))
 
     # A start without the key never takes a reserved VM; with no warm pool it clones the template.
     alice = stack.client("alice")
