@@ -9,15 +9,19 @@ export PYTHONUNBUFFERED=1
 # Every real component is installed by now: a test that would skip for lack of one fails instead.
 export VIRTLAB_REQUIRE_ALL=1
 
+passed_or_exit() {  # <what> <pytest's status>: exit with that status unless it is 0
+  case $2 in
+    0) ;;
+    5) echo "test.sh: $1: pytest collected no tests (exit 5); counted as a failure" >&2; exit 5 ;;
+    *) echo "test.sh: $1: pytest failed (exit $2)" >&2; exit "$2" ;;
+  esac
+}
+
 pytest_pass() {  # <what> <pytest args...>: run pytest; exit with its status unless it passed
   local what=$1 status=0
   shift
   .venv/bin/pytest "$@" || status=$?
-  case $status in
-    0) ;;
-    5) echo "test.sh: $what: pytest collected no tests (exit 5); counted as a failure" >&2; exit 5 ;;
-    *) echo "test.sh: $what: pytest failed (exit $status)" >&2; exit "$status" ;;
-  esac
+  passed_or_exit "$what" "$status"
 }
 
 make --no-print-directory lint  # ruff check, ruff format --check, mypy, shellcheck
@@ -48,11 +52,7 @@ trap - EXIT
 echo "test.sh: self-contained VM tests (run alongside; their output follows)"
 cat "$solo_log"
 rm -f "$solo_log"
-case $solo_status in
-  0) ;;
-  5) echo "test.sh: self-contained VM tests: pytest collected no tests (exit 5); counted as a failure" >&2; exit 5 ;;
-  *) echo "test.sh: self-contained VM tests: pytest failed (exit $solo_status)" >&2; exit "$solo_status" ;;
-esac
+passed_or_exit "self-contained VM tests" "$solo_status"
 ignored=()
 for path in "${solo_vm[@]}"; do ignored+=("--ignore=$path"); done
 pytest_pass "VM tests with a stack, and tests that need the machine alone (SQLite)" -m "vm or alone" --durations=25 "${ignored[@]}"
