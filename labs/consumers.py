@@ -14,9 +14,10 @@ reason) and logged:
 - the keystrokes waiting in Redis for the host's console relay: a bounded list; the rest dropped;
 - what waits to go out: frames to a client are queued in the consumer (console output coalesced
   into one frame) and sent by one writer task, so a client that does not read stalls that task,
-  never the consumer's own loop that drains the channel layer (channels_redis's per-channel
-  queues are unbounded). Past LABS_WS_MAX_PENDING_BYTES the consumer leaves the terminal group,
-  says "resync" and closes 4408: the page reconnects and gets the scrollback;
+  never the consumer's own loop that drains the channel layer. Past LABS_WS_MAX_PENDING_BYTES the
+  consumer leaves the terminal group, says "resync" and closes 4408: the page reconnects and gets
+  the scrollback. The same happens when the consumer's loop itself falls behind (its process short
+  of CPU) by more than CHANNEL_QUEUE_MAX_BYTES in its channel (portal/channel_layer.py);
 - logging out closes the user's sockets (4401), through the channel-layer group `user.<id>`.
 """
 
@@ -333,9 +334,9 @@ class LimitedConsumer(AsyncWebsocketConsumer, Generic[Subject]):
     def push_json(self, message: dict[str, Any]) -> None:
         self.push(json.dumps(message))
 
-    def fell_behind(self) -> None:
-        log.warning("%s socket of session %s: %d bytes unsent to a slow client (limit %d): resync",
-                    self.kind, self.session_id, self.outbox.size, settings.LABS_WS_MAX_PENDING_BYTES)  # fmt: skip
+    def fell_behind(self, why: str = "") -> None:
+        why = why or f"{self.outbox.size} bytes unsent to a slow client (limit {settings.LABS_WS_MAX_PENDING_BYTES})"
+        log.warning("%s socket of session %s: %s: resync", self.kind, self.session_id, why)
         self.outbox.clear()
         self.outbox.put(json.dumps({"type": "resync"}))
         self.close_after(CLOSE_RESYNC, "fell behind: reconnect for the scrollback")
@@ -345,6 +346,13 @@ class LimitedConsumer(AsyncWebsocketConsumer, Generic[Subject]):
         if not self.closing:
             self.closing = True
             self.outbox.put(Close(code, reason))
+
+    async def channel_overflow(self, event: dict[str, Any]) -> None:
+        """This consumer fell behind its channel-layer queue (portal/channel_layer.py): what waited
+        there was dropped, so the client resyncs, and the socket takes no more group messages."""
+        self.fell_behind(f"over {settings.CHANNEL_QUEUE_MAX_BYTES} bytes waited in its channel")
+        for group in list(self.joined):
+            await self.leave(group)
 
     async def _write_loop(self) -> None:
         try:

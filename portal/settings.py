@@ -173,13 +173,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def channel_layers(redis_url: str) -> dict[str, Any]:
-    """Redis pub/sub layer: nothing is queued (the terminal keeps its own scrollback, pages reload
-    state on connect), and no consumer blocks in BZPOPMIN. A cancelled blocking pop can swallow
-    its CancelledError in redis-py (redis/redis-py#2028), which left closed sockets' tasks
-    looping forever with the list-based layer."""
-    return {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                        "CONFIG": {"hosts": [{"address": redis_url}]}}}  # fmt: skip
+# What one consumer's channel may hold in its web process when the consumer falls behind (a web
+# process short of CPU under a console flood); past it the consumer resyncs (portal/channel_layer.py).
+CHANNEL_QUEUE_MAX_BYTES = env_positive_int("CHANNEL_QUEUE_MAX_BYTES", 1024 * 1024)
+
+
+def channel_layers(redis_url: str, queue_max_bytes: int = CHANNEL_QUEUE_MAX_BYTES) -> dict[str, Any]:
+    """Redis pub/sub layer: nothing is queued in Redis (the terminal keeps its own scrollback,
+    pages reload state on connect), and no consumer blocks in BZPOPMIN. A cancelled blocking pop
+    can swallow its CancelledError in redis-py (redis/redis-py#2028), which left closed sockets'
+    tasks looping forever with the list-based layer. Each channel's queue in the process is
+    bounded (portal/channel_layer.py)."""
+    return {"default": {"BACKEND": "portal.channel_layer.BoundedPubSubChannelLayer",
+                        "CONFIG": {"hosts": [{"address": redis_url}], "queue_max_bytes": queue_max_bytes}}}  # fmt: skip
 
 
 CHANNEL_LAYERS = channel_layers(REDIS_URL)

@@ -425,6 +425,30 @@ def test_a_client_that_falls_behind_is_told_to_resync_and_closed(session: LabSes
     assert "reconnect" in sent[-1]["reason"]
 
 
+def test_a_consumer_whose_channel_overflowed_tells_its_client_to_resync(session: LabSession, alice: User) -> None:
+    """Its own loop fell behind (portal/channel_layer.py dropped what waited): same as a slow client."""
+    headers = headers_for(alice)
+    sent: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        client = StalledClient(f"/ws/sessions/{session.id}/terminal/", headers)
+        await client.accepted.wait()
+        await asyncio.sleep(0.2)  # joined its groups
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.group_send(terminal_group(session.id), {"type": "channel.overflow"})
+        await asyncio.sleep(0.2)
+        await publish(session, [b"after\n"])  # it left the group: nothing more is queued for it
+        await asyncio.sleep(0.2)
+        sent.extend(await client.read())
+
+    run(scenario)
+    texts = [json.loads(m["text"]) for m in sent if m.get("text")]
+    assert texts == [{"type": "hello", "observer": False}, {"type": "resync"}]
+    assert not any(m.get("bytes") for m in sent)
+    assert (sent[-1]["type"], sent[-1]["code"]) == ("websocket.close", 4408)
+
+
 @pytest.mark.alone
 def test_output_waiting_for_a_slow_client_is_coalesced(session: LabSession, alice: User) -> None:
     headers = headers_for(alice)
@@ -685,16 +709,21 @@ def test_twenty_clients_that_never_read_leave_web_memory_flat(live: tuple[lab_st
     cookie = "; ".join(f"{c.name}={c.value}" for c in alice.jar)
     pid = server_pid(stack.base)
     stalled = [raw_websocket(stack.base, f"/ws/sessions/{sid}/terminal/", cookie) for _ in range(20)]
-    received = [0]
+    received, resyncs = [0], [0]
 
-    def read_along() -> None:  # one tab that does read: the output really flows
-        with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
-            try:
-                while True:
-                    frame = term.recv(timeout=3)
-                    received[0] += len(frame) if isinstance(frame, bytes) else 0
-            except (TimeoutError, ConnectionClosed):
-                pass
+    def read_along() -> None:  # one tab that does read (the output really flows), back after a resync as the page is
+        while True:
+            with alice.websocket(f"/ws/sessions/{sid}/terminal/") as term:
+                try:
+                    while True:
+                        frame = term.recv(timeout=3)
+                        received[0] += len(frame) if isinstance(frame, bytes) else 0
+                except TimeoutError:
+                    return
+                except ConnectionClosed as closed:
+                    if closed.rcvd is None or closed.rcvd.code != 4408:
+                        return
+                    resyncs[0] += 1
 
     reader = threading.Thread(target=read_along)
     reader.start()
@@ -719,7 +748,8 @@ def test_twenty_clients_that_never_read_leave_web_memory_flat(live: tuple[lab_st
             conn.close()
     growth = peak[0] - before
     print(f"web RSS {before:.1f} MiB -> peak {peak[0]:.1f} MiB (+{growth:.1f}) while {sent / 2**20:.0f} MiB of "
-          f"output went to 20 clients that never read and one that read {received[0] / 2**20:.0f} MiB")  # fmt: skip
+          f"output went to 20 clients that never read and one that read {received[0] / 2**20:.0f} MiB "
+          f"({resyncs[0]} resyncs)")  # fmt: skip
     assert received[0] > sent / 4, "the reading client was sent the output"
     # Bounded: 20 x (256 KiB pending + the transport's buffer), ~9 MiB measured; held instead, the
     # output piled up in channels_redis's queues at the rate it came (+60 MiB here, growing).
