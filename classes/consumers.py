@@ -5,13 +5,16 @@ whether the class exists); bounded like every socket (labs.consumers.LimitedCons
 byte rate, sockets per user, a slow client told to resync, closed on logout).
 
 Frames out: {"type": "grid", ...grid_json} on connect and on "refresh"; {"type": "seat", "row"}
-when a seat changes; {"type": "sent", "message"} for a message sent. Frames in:
-{"type": "refresh"}, {"type": "message", "text", "seat": <seat id> | null}.
+when a seat changes or is taken; {"type": "seat_gone", "seat"} when a learner leaves or is removed;
+{"type": "sent", "message"} for a message sent. Frames in:
+{"type": "refresh"} (answered at most every REFRESH_EVERY_S; sooner gets a "refresh_rate" notice),
+{"type": "message", "text", "seat": <seat id> | null}.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -22,6 +25,9 @@ from labs.consumers import CLOSE_FORBIDDEN, BadFrame, LimitedConsumer, parse_con
 from labs.services.errors import LabError
 
 log = logging.getLogger(__name__)
+# The page asks for the whole grid every 20 s; each answer is a query over every seat's sessions,
+# so a socket asking faster (a loop, a script) is refused with a notice instead of answered.
+REFRESH_EVERY_S = 2.0
 
 
 @database_sync_to_async
@@ -68,6 +74,7 @@ class ClassLiveConsumer(LimitedConsumer[LabClass]):
         if klass is None:
             return
         self.klass = klass
+        self.refreshed = time.monotonic()
         await self.join(live.class_group(klass.pk))
         await self._send_grid()
 
@@ -89,6 +96,10 @@ class ClassLiveConsumer(LimitedConsumer[LabClass]):
         message = parse_control(text_data or "")
         kind = message["type"]
         if kind == "refresh":
+            if time.monotonic() - self.refreshed < REFRESH_EVERY_S:
+                self.tell("notice", "refresh_rate", f"The grid was sent less than {REFRESH_EVERY_S:g} s ago.")
+                return
+            self.refreshed = time.monotonic()
             await self._send_grid()
         elif kind == "message":
             text, seat = message.get("text"), message.get("seat")
@@ -110,3 +121,6 @@ class ClassLiveConsumer(LimitedConsumer[LabClass]):
 
     async def class_seat(self, event: dict[str, Any]) -> None:
         self.push_json({"type": "seat", "row": event["row"]})
+
+    async def class_seat_gone(self, event: dict[str, Any]) -> None:
+        self.push_json({"type": "seat_gone", "seat": event["seat"]})

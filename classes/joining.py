@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from classes.access import teaches
 from classes.errors import ClassStateError, InviteInvalid
+from classes.live import seat_changed
 from classes.models import CODE_ALPHABET, CODE_LENGTH, Invite, LabClass, Seat
 from classes.provisioning import ACTIVE, sync_reservations
 from labs.models import LabSession
@@ -77,11 +78,12 @@ def join(user: User, code: str) -> Seat:
                 % {"seats": klass.seats}
             )
         if seat is None:
-            return Seat.objects.create(klass=klass, user=user, waiting=full)
-        # They left and come back: the same seat (its results stay), at the back of the line if full.
-        Seat.objects.filter(pk=seat.pk).update(left_at=None, left_by_learner=False, waiting=full,
-                                               joined_at=timezone.now())  # fmt: skip
-        seat.refresh_from_db()
+            seat = Seat.objects.create(klass=klass, user=user, waiting=full)
+        else:  # they left and come back: the same seat (its results stay), at the back of the line if full
+            Seat.objects.filter(pk=seat.pk).update(left_at=None, left_by_learner=False, waiting=full,
+                                                   joined_at=timezone.now())  # fmt: skip
+            seat.refresh_from_db()
+        seat_changed(seat.pk)
         return seat
 
 
@@ -116,6 +118,7 @@ def start_seat_session(seat: Seat) -> LabSession:
         seat.session = session
         seat.sessions.add(session)
         sync_reservations(klass)
+        seat_changed(seat.pk)
     return session
 
 
@@ -127,6 +130,8 @@ def promote_waiting(klass: LabClass) -> list[Seat]:
         free = klass.seats - klass.seat_set.seated().count()
         promoted = list(klass.seat_set.in_line()[: max(0, free)])
         Seat.objects.filter(pk__in=[s.pk for s in promoted]).update(waiting=False)
+        for seat in promoted:
+            seat_changed(seat.pk)
     if klass.state in ACTIVE:
         for seat in promoted:
             try:

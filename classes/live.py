@@ -12,6 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from classes.models import LabClass, Seat
@@ -72,11 +73,27 @@ def grid_json(klass: LabClass) -> dict[str, Any]:
 
 
 def push_seat(seat: Seat) -> None:
-    """Send one seat's row to its class's grid (after a join, an action, or its session's change)."""
+    """Send one seat's row to its class's grid (its session changed)."""
     klass = seat.klass
     now = timezone.now()
     row = seat_progress(seat, klass.lab_slug, lab_steps(klass.lab_slug), now)
     send(class_group(klass.pk), {"type": "class.seat", "row": row_json(row, now)})
+
+
+def seat_changed(seat_id: int) -> None:
+    """Once the transaction commits: the seat's row to its class's grid, or word that the seat is
+    gone (a learner joined, was seated from the line, got a session, left or was removed)."""
+
+    def push() -> None:
+        seat = Seat.objects.select_related("klass", "user").filter(pk=seat_id).first()
+        if seat is None:
+            return
+        if seat.left_at is not None:
+            send(class_group(seat.klass_id), {"type": "class.seat_gone", "seat": seat.pk})
+        else:
+            push_seat(seat)
+
+    transaction.on_commit(push)
 
 
 def on_session_event(session: LabSession, payload: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ def _strings() -> dict[str, str]:
         "ws_message_refused": _("The message was not sent."),
         "ws_too_many_sockets": _("Too many open class tabs: close some and this one reconnects."),
         "ws_signed_out": _("Signed out: sign in again."),
+        "ws_refresh_rate": _("The grid is already up to date: it was sent a moment ago."),
         "shown": _("{shown} of {total} learners"),
         # Seat actions (the classes API); {n}: how many seats, {step}: the step.
         "selected": _("{n} selected"), "select": _("Select {user}"), "select_all": _("Select every learner shown"),

@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 from classes.actionlog import log_action
 from classes.errors import ClassError, ClassStateError
 from classes.joining import promote_waiting, start_seat_session
+from classes.live import seat_changed
 from classes.models import LabClass, Seat
 from labs.models import LabSession
 from labs.services import goto_step, limits, stop_lab
@@ -89,6 +90,7 @@ def _remove(seat: Seat, by_learner: bool = False) -> None:
     if session is not None and session.state in RUNNING:
         stop_lab(session)
     Seat.objects.filter(pk=seat.pk).update(left_at=timezone.now(), waiting=False, left_by_learner=by_learner)
+    seat_changed(seat.pk)
 
 
 def act_on_seats(

@@ -1,5 +1,5 @@
 /* The instructor's live grid: steps x learners, from the embedded JSON, then live over the class's
-   websocket ({type: "grid"} on connect, {type: "seat", row} when a learner's session changes).
+   websocket ({type: "grid"} on connect, {type: "seat", row} when a seat changes, {type: "seat_gone"}).
    Everything a learner or a check wrote (names, failure reasons) is set as text, never as HTML. */
 (function () {
   "use strict";
@@ -300,6 +300,14 @@
     if (watching && watching.seat === row.seat && row.session !== watching.session) unwatch();
   }
 
+  function dropRow(seat) { // the learner left or was removed
+    var old = findRow(seat);
+    if (!old) return;
+    grid.rows.splice(grid.rows.indexOf(old), 1);
+    render();
+    if (watching && watching.seat === seat) unwatch();
+  }
+
   // --- The socket -------------------------------------------------------------------------------
 
   // The socket's state, or for a while the outcome of an action (then the socket's state again).
@@ -318,6 +326,7 @@
       var msg = JSON.parse(ev.data);
       if (msg.type === "grid") setGrid(msg);
       else if (msg.type === "seat") setRow(msg.row);
+      else if (msg.type === "seat_gone") dropRow(msg.seat);
       else if (msg.type === "sent") messageSent();
       else if (msg.type === "error" || msg.type === "notice") {
         if (msg.code && msg.code.indexOf("message") === 0) messageFailed(msg.message || strings["ws_" + msg.code]);
@@ -442,8 +451,8 @@
   });
   $("[data-filters]").addEventListener("submit", function (ev) { ev.preventDefault(); });
 
-  // Every change of a seat's session arrives as it happens; a join (a new row) or a seat that got
-  // its session before it was linked to the seat comes with the next full grid: ask every 20 s.
+  // Every seat's change arrives as it happens (a join, a session, a verdict, a removal); the full
+  // grid again every 20 s keeps the times of steps under way honest after a missed push.
   setInterval(function () {
     if (socket && socket.readyState === WebSocket.OPEN && !document.hidden) socket.send(JSON.stringify({ type: "refresh" }));
   }, 20000);
