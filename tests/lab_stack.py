@@ -424,13 +424,13 @@ def wait_for_state(client: LabClient, session_id: str, states: set[str], timeout
     raise AssertionError(f"session {session_id} never reached {states}: {body}")
 
 
-def lab_templates(stack: LabStack) -> list[str]:
-    """Keys of the complete templates of the stack's lab on this host (built for the stack only:
-    their keys carry its pool prefix; see labs/host/templates.py)."""
+def lab_templates(stack: LabStack, slug: str = "") -> list[str]:
+    """Keys of the complete templates of the stack's lab (or lab `slug`) on this host (built for
+    the stack only: their keys carry its pool prefix; see labs/host/templates.py)."""
     from labs.hypervisor.clones import list_templates
     from labs.hypervisor.disks import DEFAULT_DISKS_ROOT
 
-    prefix = f"{stack.env['LABS_ID_PREFIX']}pool-{stack.slug}."
+    prefix = f"{stack.env['LABS_ID_PREFIX']}pool-{slug or stack.slug}."
     return [t.key for t in list_templates(DEFAULT_DISKS_ROOT) if t.key.startswith(prefix)]
 
 
