@@ -1,7 +1,7 @@
 """The instructor's live grid over a websocket: every seat's row as it changes, and messages.
 
 Open to the class's instructor and co-instructors only (anyone else: close 4403, never learning
-whether the class exists); bounded like every socket (labs.consumers.LimitedConsumer: frame size,
+whether the class exists); bounded like every socket (labs.limited_consumer.LimitedConsumer: frame size,
 byte rate, sockets per user, a slow client told to resync, closed on logout).
 
 Frames out: {"type": "grid", ...grid_json} on connect and on "refresh"; {"type": "seat", "row"}
@@ -21,8 +21,9 @@ from channels.db import database_sync_to_async
 
 from classes import access, live, messages
 from classes.models import LabClass, Seat
-from labs.consumers import CLOSE_FORBIDDEN, BadFrame, LimitedConsumer, parse_control
+from labs.limited_consumer import CLOSE_FORBIDDEN, LimitedConsumer
 from labs.services.errors import LabError
+from labs.socket_frames import BadFrame, parse_control
 
 log = logging.getLogger(__name__)
 # The page asks for the whole grid every 20 s; each answer is a query over every seat's sessions,

@@ -72,7 +72,7 @@ def _page_strings() -> dict[str, str]:
         "back_to_step": _("Back to this step"), "restart_step": _("Restart this step"),
         "confirm_restart": _("Start this step again from its beginning? What you did since it began is lost."),
         "completed": _("Lab completed. Well done!"), "error": _("Something went wrong"),
-        # The websockets' limits (labs/consumers.py): "ws_" + the code of a notice, error or close.
+        # The websockets' limits (labs/limited_consumer.py): "ws_" + the code of a notice, error or close.
         "resync": _("catching up…"), "ws_signed_out": _("Signed out: sign in again to use this lab."),
         "ws_not_ready": _("The VM is not taking input right now: what you typed was dropped."),
         "ws_read_only": _("You are observing: what you type is not sent."),

@@ -274,7 +274,7 @@ LABS_PROVISION_TIMEOUT_S = env_int("LABS_PROVISION_TIMEOUT_S", 300)
 # every 10 s (20 s if the first try hits the restart).
 LABS_HOST_LOST_S = env_int("LABS_HOST_LOST_S", 60)
 LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it; the reaper spares others
-# Websockets (labs/consumers.py): what one socket may send and hold. LABS_WS_MAX_FRAME_BYTES is
+# Websockets (labs/limited_consumer.py): what one socket may send and hold. LABS_WS_MAX_FRAME_BYTES is
 # also uvicorn's --ws-max-size (Procfile, docker-compose.yml), so a bigger frame never reaches Django.
 LABS_WS_MAX_FRAME_BYTES = env_int("LABS_WS_MAX_FRAME_BYTES", 64 * 1024)  # one paste of up to 64 KiB
 # A token bucket per socket: a fast typist sends < 100 B/s; a paste is a burst up to the bucket.

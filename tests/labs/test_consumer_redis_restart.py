@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from pytest_django import Settings
 from redis.exceptions import RedisError
 
-from labs.consumers import CLOSE_UNAVAILABLE, shared_redis
+from labs.limited_consumer import CLOSE_UNAVAILABLE, shared_redis
 from labs.models import LabSession
 from labs.states import SessionState
 from tests import lab_stack

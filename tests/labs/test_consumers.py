@@ -18,8 +18,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from pytest_django import Settings
 
-from labs.consumers import close_shared_redis
 from labs.host.console_relay import append_output
+from labs.limited_consumer import close_shared_redis
 from labs.models import LabSession
 from labs.redis_names import input_key, size_key, terminal_group
 from labs.services.transitions import transition
