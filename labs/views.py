@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import get_language
@@ -54,6 +55,7 @@ def lab_page(request: HttpRequest, slug: str) -> HttpResponse:
         "steps": steps,
         "session": session,
         "strings": _page_strings(),
+        "max_frame": settings.LABS_WS_MAX_FRAME_BYTES,  # the terminal refuses a bigger paste itself
         "replays": replays,
     }
     return render(request, "labs/lab.html", context)

@@ -761,7 +761,6 @@ def test_twenty_clients_that_never_read_leave_web_memory_flat(live: tuple[lab_st
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.alone  # a busy CPU turns uvicorn's 1009 close into a reset mid-send (1006) for Chromium
 def test_the_page_shows_the_limits_and_stops_at_logout(live: tuple[lab_stack.LabStack, str], browser: Browser) -> None:
     stack, _sid = live
     page = browser.new_page()
@@ -774,9 +773,11 @@ def test_the_page_shows_the_limits_and_stops_at_logout(live: tuple[lab_stack.Lab
     expect(status).to_have_text("connected", timeout=20_000)
 
     page.locator(".xterm").click()
-    page.keyboard.insert_text("x" * (64 * KiB + 100))  # one paste: one frame, over uvicorn's --ws-max-size
+    # One paste over the frame size: the page refuses it itself (uvicorn would close the socket
+    # mid-frame, 1009, which Chromium on a busy machine saw as a reset, 1006: "reconnecting").
+    page.keyboard.insert_text("x" * (64 * KiB + 100))
     expect(status).to_have_text("Too much at once: paste it in smaller parts.")
-    expect(status).to_have_text("connected", timeout=20_000)  # reconnected, the notice gone after 6 s
+    expect(status).to_have_text("connected", timeout=20_000)  # the notice gone after 6 s
 
     page.keyboard.insert_text("y" * 60 * KiB)  # the burst
     page.keyboard.insert_text("z" * 20 * KiB)  # over the rate

@@ -31,7 +31,11 @@
     function status(text) { if (hooks.status) hooks.status(text); }
     function notice(code, message) { if (hooks.notice) hooks.notice(code, message); }
 
+    // A paste over the server's frame size is refused here, with the same notice: sent, uvicorn
+    // would close the socket mid-frame (1009), which a busy browser may only see as a reset.
+    var maxFrame = parseInt(el.dataset.maxFrame || "0", 10);
     function sendBytes(bytes) {
+      if (maxFrame && bytes.length > maxFrame) { notice("frame_size", ""); return; }
       if (ws && ws.readyState === WebSocket.OPEN) ws.send(bytes);
     }
 
