@@ -71,7 +71,8 @@ def provision(session_id: str) -> None:
     """requested → provisioning → ready: boot (or take a warm VM), set up step 1, checkpoint it.
 
     A warm VM has never been used (handed-out VMs are destroyed with their session), so it needs
-    no reset; one prepared for this lab already has step 1 set up and checkpointed. Otherwise the
+    no reset. A clone of the lab's template (prepared for this lab, or restored now) has step 1 set
+    up, and its step-1 checkpoint is that template (revert() clones it again). Otherwise the
     session is ready as soon as step 1 is set up and the checkpoint is taken right after, while
     the relay holds back keystrokes (typed since the console appeared) so it cannot contain them.
     """
@@ -113,13 +114,13 @@ def _provision(hv: Hypervisor, session: LabSession) -> None:
     log.info("session %s: ready in %.2fs", session_id, time.monotonic() - started)
     now = timezone.now()
     became_ready = transition(
-        session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1] if prepared else [],
+        session_id, S.READY, expected=[S.PROVISIONING], current_step=1, checkpoints=[1] if set_up else [],
         ready_at=now, last_activity=now, expires_at=now + limits.ttl(),
     )  # fmt: skip
     if not became_ready:
         vm.destroy()  # stopped while we booted: leave nothing behind
         return
-    if not prepared:
+    if not set_up:
         vm.snapshot(checkpoint(1))
         marks.mark(session_id, "checkpoint", step=1)
         update_fields(session_id, expected=[S.READY], checkpoints=[1])
@@ -292,13 +293,16 @@ def revert(session_id: str, step: int) -> None:
     with hypervisor() as hv:  # HostUnreachable: the task retries, the session still resetting
         try:
             vm = hv.vm(session.vm_id)
-            vm.revert(checkpoint(step), agent_timeout_s=BOOT_TIMEOUT_S)
+            if checkpoint(step) in vm.list_snapshots():
+                vm.revert(checkpoint(step), agent_timeout_s=BOOT_TIMEOUT_S)
+                for later in (n for n in session.checkpoints if n > step):
+                    with contextlib.suppress(HypervisorError):
+                        vm.delete_snapshot(checkpoint(later))
+            else:  # a clone's step 1 is its template: cloned again (later snapshots go with the VM)
+                vm = hv.reclone(vm, settings.GUEST_IMAGE_DIR, BOOT_TIMEOUT_S)
             marks.mark(session_id, "revert", step=step)
             vm.wait_ready(BOOT_TIMEOUT_S)  # the agent reconnects a moment after a revert
             console_relay.size_again(session_id)
-            for later in (n for n in session.checkpoints if n > step):
-                with contextlib.suppress(HypervisorError):
-                    vm.delete_snapshot(checkpoint(later))
         except HostUnreachable:
             # Still resetting: the task's retry reverts again once libvirt is back (idempotent).
             log.warning("session %s: libvirt went away during the revert; retrying", session_id)
@@ -404,7 +408,7 @@ def _prepare_pool_vm(host: str, profile: str, lab_slug: str, reservation: Reserv
 def _prepare_pool_vms(host: str, profile: str, lab_slug: str, reservation: Reservation | None, count: int) -> bool:
     """Make `count` warm VMs as clones of the template of (`lab_slug`, `profile`), building that
     first if this host has none (one boot); False if any failed. A clone of a lab's template has
-    step 1 set up already; it still takes its own checkpoint (resets revert to it)."""
+    step 1 set up already, and that template is its step-1 checkpoint."""
     pool_vms = [
         PoolVM.objects.create(host=host, profile=profile, lab_slug=lab_slug, reservation=reservation)
         for _ in range(count)
@@ -419,7 +423,7 @@ def _prepare_pool_vms(host: str, profile: str, lab_slug: str, reservation: Reser
         return False
     # Threads, each on its own libvirt connection: a restore waits mostly on libvirtd and QEMU.
     with ThreadPoolExecutor(max_workers=min(count, CLONE_PARALLELISM)) as pool:
-        outcomes = list(pool.map(lambda p: _restore_pool_vm(p.id, template, bool(lab_slug)), pool_vms))
+        outcomes = list(pool.map(lambda p: _restore_pool_vm(p.id, template), pool_vms))
     for pool_vm, ok in zip(pool_vms, outcomes, strict=True):
         if ok:
             PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
@@ -431,13 +435,11 @@ def _prepare_pool_vms(host: str, profile: str, lab_slug: str, reservation: Reser
     return all(outcomes)
 
 
-def _restore_pool_vm(vm_id: str, template: Template, checkpointed: bool) -> bool:
-    """Restore one clone (and checkpoint step 1 if the template is a lab's); no DB access here."""
+def _restore_pool_vm(vm_id: str, template: Template) -> bool:
+    """Restore one clone (a lab's template is its step-1 checkpoint: see revert); no DB access here."""
     try:
         with hypervisor() as hv:
-            vm = hv.restore_clone(template, vm_id, settings.GUEST_IMAGE_DIR, BOOT_TIMEOUT_S)
-            if checkpointed:
-                vm.snapshot(checkpoint(1))
+            hv.restore_clone(template, vm_id, settings.GUEST_IMAGE_DIR, BOOT_TIMEOUT_S)
     except HypervisorError:
         log.exception("warm pool: restoring %s failed", vm_id)
         return False

@@ -462,19 +462,29 @@ def fresh_guest_state(agent: GuestAgent, timeout_s: float) -> None:
         raise GuestAgentTimeout(f"a clone's clock and RNG could not be refreshed within {timeout_s}s")
 
 
+def _backed_by(root: ET.Element, template: Template) -> bool:
+    prefix = str(template.directory) + "/"
+    sources = (s.get("file", "") for s in root.iterfind("./devices/disk//backingStore/source"))
+    return any(path.startswith(prefix) for path in sources)
+
+
 def users(conn: libvirt.virConnect, template: Template) -> list[str]:
     """Names of the domains (running or not) whose disks are backed by the template's files."""
-    prefix = str(template.directory) + "/"
     found = []
     for domain in conn.listAllDomains(0):
         try:
             root = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))  # noqa: S314 - libvirtd output
         except (libvirt.libvirtError, ET.ParseError):
             continue  # undefined while we looked
-        sources = (s.get("file", "") for s in root.iterfind("./devices/disk//backingStore/source"))
-        if any(path.startswith(prefix) for path in sources):
+        if _backed_by(root, template):
             found.append(str(domain.name()))
     return sorted(found)
+
+
+def template_of(domain_xml: str, templates: list[Template]) -> Template | None:
+    """The template a clone's disks are backed by (the one it was restored from), if any."""
+    root = ET.fromstring(domain_xml)  # noqa: S314 - libvirtd output
+    return next((t for t in templates if _backed_by(root, t)), None)
 
 
 def remove(conn: libvirt.virConnect, disks_root: Path, template: Template) -> None:

@@ -240,6 +240,20 @@ class Hypervisor:
             raise
         return vm
 
+    def reclone(self, vm: VM, image_dir: Path | str, ready_timeout_s: float = 60.0) -> VM:
+        """`vm`, a clone, made again from the template it was restored from: the template's state
+        (for a lab's template, step 1 set up), fresh disks, the same name. A clone's first
+        checkpoint is this rather than a snapshot of its own: a snapshot writes the guest's RAM
+        into its disk, about as much work as the restore, for every seat of a class.
+        TemplateInvalid if `vm` is no clone or its template is gone (nothing changed then)."""
+        template = clones.template_of(vm.xml(inactive=True), self.templates())
+        if template is None:
+            raise clones.TemplateInvalid(f"{vm.session_id} is not a clone of a template on this host")
+        # Held across the gap, so that no clean-up takes the template while it has no clone.
+        with clones.template_lock(self.disks_root, template.key, exclusive=False):
+            vm.destroy()
+            return self.restore_clone(template, vm.session_id, image_dir, ready_timeout_s)
+
     def templates(self) -> list[clones.Template]:
         """The complete templates on this host."""
         return clones.list_templates(self.disks_root)

@@ -126,6 +126,12 @@ def test_a_class_from_creation_to_the_end(stack: lab_stack.LabStack) -> None:
     assert report["done"] == [rows["alice"]["seat"]]
     poll(lambda: alice.request("GET", f"/api/sessions/{sessions['alice']}")[1],
          lambda s: s["state"] == "ready" and s["current_step"] == 1, 120, "alice back at step 1")  # fmt: skip
+    # Her seat is a clone: its step-1 checkpoint is the template, so the reset cloned it again. Her
+    # file is gone, and her terminal is back on the new VM's console.
+    with alice.websocket(f"/ws/sessions/{sessions['alice']}/terminal/") as term:
+        term.recv(timeout=10)  # hello
+        term.send(b"test -e /root/hello.txt || echo gone-after-$((1+1))-reset\r")
+        read_until(term, re.compile(rb"gone-after-2-reset"), 60)
 
     # Export: one row per learner and step.
     status, text = teacher.request("GET", f"/classes/{cid}/export.csv")

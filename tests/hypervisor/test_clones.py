@@ -133,6 +133,28 @@ def test_checkpoints_work_on_a_clone(two_clones: tuple[VM, VM]) -> None:
     assert vm.list_snapshots() == []
 
 
+def test_a_clone_made_again_is_back_at_the_templates_state_under_the_same_name(
+    hv: Hypervisor, template: cl.Template, guest_image: Path
+) -> None:
+    """What resetting a seat to step 1 does (its template is its step-1 checkpoint): the disk's
+    and the RAM's changes gone, and snapshots taken since with them."""
+    clone = hv.restore_clone(template, new_session_id(), guest_image, BOOT_TIMEOUT_S)
+    try:
+        assert cl.template_of(clone.xml(inactive=True), hv.templates()) == template
+        booted = "<domain><devices><disk><source file='/var/lib/x.qcow2'/></disk></devices></domain>"
+        assert cl.template_of(booted, hv.templates()) is None  # reclone refuses it (TemplateInvalid)
+        assert clone.exec("echo changed > /tmp/mark && echo mine > /root/mine && sync").ok
+        clone.snapshot("step-2")
+        again = hv.reclone(clone, guest_image, BOOT_TIMEOUT_S)
+        assert again.name == clone.name
+        assert again.exec("cat /tmp/mark").stdout.decode().strip() == TEMPLATE_MARK
+        assert not again.exec("test -e /root/mine").ok
+        assert again.list_snapshots() == []
+        assert again.name in hv.template_users(template)
+    finally:
+        clone.destroy()
+
+
 def test_a_template_in_use_is_not_removed_and_destroy_leaves_nothing(
     hv: Hypervisor, template: cl.Template, guest_image: Path
 ) -> None:

@@ -57,8 +57,9 @@ def start_and_type(client: lab_stack.LabClient, slug: str) -> tuple[str, bytes]:
 
 def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: lab_stack.LabStack) -> None:
     prepared, generic = ready_vm(stack, lab_stack.LAB_SLUG), ready_vm(stack, "")
-    # Prepared while idle: step 1 is set up and checkpointed before any learner asks.
-    assert lab_stack.snapshots_of(prepared) == ["step-1"]
+    # Prepared while idle: step 1 is set up before any learner asks. Its step-1 checkpoint is the
+    # lab's template it was cloned from (a reset clones it again): no snapshot of its own.
+    assert lab_stack.snapshots_of(prepared) == []
     assert lab_stack.snapshots_of(generic) == []
 
     alice_sid, alice_out = start_and_type(stack.client("alice"), stack.slug)
