@@ -3,15 +3,17 @@ the tally of many outcomes (bench/faults.py)."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from labs.states import ENDED, SessionState
 from tests import lab_stack
 from tests.faults.hosts import HostBox
 from tests.faults.learner import open_events
-from tests.faults.stack import FAULT_LAB, LEARNERS, Audit, FaultStack
+from tests.faults.stack import FAULT_LAB, LEARNERS, Audit, FaultStack, write_fault_lab
 
 S = SessionState
 BOOT_S = 240.0  # a boot under TCG on 2 busy cores, with other boots competing
@@ -50,9 +52,12 @@ class Drill:
     def __init__(self, stack: FaultStack):
         self.stack = stack
         self._learners = 0
+        self._cold_labs = 0
 
     def box(self, session_id: str) -> HostBox:
-        """The host the session was placed on (placement decides, by capacity)."""
+        """The host the session was placed on (placement decides, by capacity; a start waits in
+        the queue, with no host, while every host's boot slots are taken)."""
+        lab_stack.wait_for(lambda: self.stack.row(session_id).host, BOOT_S, f"{session_id} placed on a host")
         return self.stack.hosts[self.stack.row(session_id).host]
 
     def learner(self) -> lab_stack.LabClient:
@@ -61,10 +66,21 @@ class Drill:
         self._learners += 1
         return self.stack.client(name)
 
-    def start(self, client: lab_stack.LabClient) -> str:
-        status, body = client.request("POST", "/api/sessions", {"lab": FAULT_LAB})
+    def start(self, client: lab_stack.LabClient, lab: str = FAULT_LAB) -> str:
+        status, body = client.request("POST", "/api/sessions", {"lab": lab})
         assert status == 201, body
         return str(body["id"])
+
+    def cold_lab(self) -> str:
+        """A new copy of the drill's lab: no host has its template yet, so its first start boots
+        and takes step 1's checkpoint after it is ready (a clone's checkpoint is its template)."""
+        self._cold_labs += 1
+        slug = f"{FAULT_LAB}-cold-{self._cold_labs}"
+        return write_fault_lab(Path(self.stack.env["VIRTLAB_CONTENT_DIR"]), slug)
+
+    def drop_lab(self, slug: str) -> None:
+        """Remove a lab cold_lab() wrote: stale, its template is reaped once no clone uses it."""
+        shutil.rmtree(Path(self.stack.env["VIRTLAB_CONTENT_DIR"]) / "labs" / slug)
 
     def ready_session(self) -> tuple[lab_stack.LabClient, str]:
         client = self.learner()

@@ -91,7 +91,8 @@ def killed_while_checkpointing(drill: Drill) -> Outcome:
     takes (or records) it and lets the learner type."""
     outcome = Outcome("kill agent: checkpointing")
     client = drill.learner()
-    sid = drill.start(client)
+    lab = drill.cold_lab()
+    sid = drill.start(client, lab)
     box = drill.box(sid)
     events, _ = open_events(client, sid)
     with events:
@@ -110,7 +111,9 @@ def killed_while_checkpointing(drill: Drill) -> Outcome:
             type_marker(client, sid, "typed-after-checkpoint")
         except AssertionError as exc:
             outcome.problems.append(f"terminal input still held back: {exc}")
-        outcome.session = sid
+    # Its one-off lab goes, and with it (once unused) the template the host built of it.
+    client.request("POST", f"/api/sessions/{sid}/stop")
+    drill.drop_lab(lab)
     return outcome
 
 

@@ -49,12 +49,12 @@ FAST_RECOVERY = {
 }
 
 
-def write_fault_lab(content_dir: Path) -> str:
+def write_fault_lab(content_dir: Path, slug: str = FAULT_LAB) -> str:
     """Two steps on the `tiny` profile; step 1's check takes CHECK_SECONDS."""
-    lab = content_dir / "labs" / FAULT_LAB
+    lab = content_dir / "labs" / slug
     (content_dir / "docs" / "en").mkdir(parents=True, exist_ok=True)
     meta = {
-        "slug": FAULT_LAB, "title": {"en": "Fault drill", "zh": "故障演练"},
+        "slug": slug, "title": {"en": "Fault drill", "zh": "故障演练"},
         "summary": {"en": "Survive faults.", "zh": "经受故障。"}, "duration_min": 5,
         "difficulty": "intro", "profile": "tiny", "docs": [], "steps": ["01-file", "02-word"],
     }  # fmt: skip
@@ -76,7 +76,7 @@ def write_fault_lab(content_dir: Path) -> str:
         }
         (step / "step.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
     (lab / "lab.yaml").write_text(yaml.safe_dump(meta, allow_unicode=True))
-    return FAULT_LAB
+    return slug
 
 
 class WebServer:
