@@ -31,36 +31,62 @@ if (($#)); then  # a developer's selection: one SQLite pass over exactly that
   exit 0
 fi
 
-# Two cores, and most tests keep one busy: a guest under TCG, or Python. So the self-contained VM
-# tests (lab solves, doc blocks, guest image, the hypervisor layer, checks in a real guest: a VM at
-# a time, no stack, no bound tighter than a boot shared with the other core) run in the background
-# beside the tests that boot no VM (then the PostgreSQL pass); the VM tests that drive a whole
-# stack (terminals, checks, classes, faults) and the tests marked `alone` (bounds on memory,
-# latency or timing under a flood) run after, with the machine to themselves (an `alone` test in a
-# solo path too: the background pass leaves it out).
+# Background passes: pytest in the background, its output kept in a file and shown once waited for.
+bg_pids=() bg_logs=() bg_names=()
+background() {  # <what> <pytest args...>
+  local log
+  log=$(mktemp -t virtlab-tests.XXXXXX)
+  .venv/bin/pytest "${@:2}" -p no:cacheprovider --durations=15 >"$log" 2>&1 &
+  bg_pids+=("$!") bg_logs+=("$log") bg_names+=("$1")
+}
+await_background() {  # every background pass finished and shown; exit as the first that failed did
+  local i status failed_status=0 failed_name=""
+  for i in "${!bg_pids[@]}"; do
+    status=0
+    wait "${bg_pids[i]}" || status=$?
+    echo "test.sh: ${bg_names[i]} (run in the background; its output follows)"
+    cat "${bg_logs[i]}"
+    rm -f "${bg_logs[i]}"
+    if ((status != 0)) && [[ -z $failed_name ]]; then failed_status=$status failed_name=${bg_names[i]}; fi
+  done
+  bg_pids=() bg_logs=() bg_names=()
+  if [[ -n $failed_name ]]; then passed_or_exit "$failed_name" "$failed_status"; fi
+}
+# A foreground pass failing ends the script: the background ones finish first (their VMs are
+# destroyed by their fixtures), and their output is shown.
+trap 'for i in "${!bg_pids[@]}"; do wait "${bg_pids[i]}" 2>/dev/null; cat "${bg_logs[i]}"; rm -f "${bg_logs[i]}"; done' EXIT
+
+# Two cores, and most tests keep one busy: a guest under TCG, or Python. Three phases:
+# 1. the self-contained VM tests (lab solves, doc blocks, guest image, the hypervisor layer, checks
+#    in a real guest: a VM at a time, no stack) in the background, beside the tests that boot no VM
+#    and then the PostgreSQL pass;
+# 2. the VM tests that drive a whole stack (uvicorn, Celery, Chromium), in two lanes at once;
+# 3. with the machine to themselves: the tests marked `alone` (bounds on memory, latency or timing
+#    under a flood, wherever they are), the fault drills, and any VM test in no list above.
+# Nothing in phases 1 and 2 is timed tighter than a boot shared with the other lane.
 solo_vm=(tests/labs/test_solve_labs.py tests/kb/test_runnable_blocks.py tests/guest tests/hypervisor
   tests/labs/test_verify.py)
-solo_log=$(mktemp -t virtlab-solo-vm.XXXXXX)
-.venv/bin/pytest "${solo_vm[@]}" -m "vm and not alone" -p no:cacheprovider --durations=15 >"$solo_log" 2>&1 &
-solo_pid=$!
-# A pass failing ends the script: the background tests finish first (their VMs are destroyed by
-# their fixtures), and their output is shown.
-trap 'wait "$solo_pid" 2>/dev/null; cat "$solo_log"; rm -f "$solo_log"' EXIT
+lane_a=(tests/labs/test_e2e.py tests/labs/test_reconciler.py tests/labs/test_reservations.py
+  tests/labs/test_sessions_pool.py tests/labs/test_check_budget.py tests/classes/test_e2e.py)
+lane_b=(tests/browser tests/classes/test_live.py tests/labs/test_timeline.py tests/portal/test_run.py)
+
+background "self-contained VM tests" "${solo_vm[@]}" -m "vm and not alone"
 pytest_pass "tests without a VM (SQLite)" -m "not vm and not alone" --durations=25
 DATABASE_URL=$postgres_url pytest_pass "PostgreSQL pass (-m 'postgres and not matrix')" \
   -m "postgres and not matrix" -q -p no:cacheprovider
-solo_status=0
-wait "$solo_pid" || solo_status=$?
-trap - EXIT
-echo "test.sh: self-contained VM tests (run alongside; their output follows)"
-cat "$solo_log"
-rm -f "$solo_log"
-passed_or_exit "self-contained VM tests" "$solo_status"
+await_background
+
+background "VM tests with a stack, lane A" "${lane_a[@]}" -m "vm and not alone"
+pytest_pass "VM tests with a stack, lane B" "${lane_b[@]}" -m "vm and not alone" --durations=15
+await_background
+
+listed=("${solo_vm[@]}" "${lane_a[@]}" "${lane_b[@]}")
 ignored=()
-for path in "${solo_vm[@]}"; do ignored+=("--ignore=$path"); done
-pytest_pass "VM tests with a stack, and tests that need the machine alone (SQLite)" -m "vm or alone" --durations=25 "${ignored[@]}"
+for path in "${listed[@]}"; do ignored+=("--ignore=$path"); done
+pytest_pass "tests that need the machine alone, and the other VM tests (SQLite)" -m "vm or alone" --durations=25 \
+  "${ignored[@]}"
 status=0
-.venv/bin/pytest "${solo_vm[@]}" -m alone -q -p no:cacheprovider || status=$?
+.venv/bin/pytest "${listed[@]}" -m alone -q -p no:cacheprovider || status=$?
 if ((status != 5)); then  # 5: none there, as usual
-  passed_or_exit "tests that need the machine alone, in the solo paths" "$status"
+  passed_or_exit "tests that need the machine alone, in the listed paths" "$status"
 fi
