@@ -136,6 +136,18 @@ def test_the_grid_follows_a_learner_and_the_instructor_watches_and_messages(
     grid.locator('[data-action="seats-extend"]').click()
     expect(grid.locator("[data-status]")).to_have_text("Done for 1 seat(s).", timeout=10_000)
     expect(grid.locator("[data-seat-actions]")).to_be_hidden()
+    # A learner joins while the grid is open: their row appears at once; when they leave, it goes.
+    erin = 'tr:has(.learner-name:text-is("erin"))'
+    seat_of_erin = stack.shell(
+        "from django.contrib.auth.models import User; from classes import joining; from classes.models import Invite\n"
+        f"code = Invite.objects.create(klass_id={class_id}, created_by=User.objects.get(username='bob')).code\n"
+        "print(joining.join(User.objects.create_user('erin'), code).pk)"
+    ).split()[-1]
+    expect(grid.locator(erin)).to_be_visible(timeout=10_000)
+    expect(grid.locator(f"{erin} .learner-note")).to_have_text("Waiting for a seat")  # 2 seats, both taken
+    grid.screenshot(path=str(artifacts / "classes-grid-joined-live.png"), full_page=True)
+    stack.shell(f"from classes import seats, models; seats.leave_class(models.Seat.objects.get(pk={seat_of_erin}))")
+    expect(grid.locator(erin)).to_have_count(0, timeout=10_000)
     grid.screenshot(path=str(artifacts / "classes-grid-en-light.png"), full_page=True)
     grid.locator('[data-action="projector"]').click()
     grid.screenshot(path=str(artifacts / "classes-grid-projector.png"), full_page=True)
