@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -402,7 +402,8 @@ async def publish(session: LabSession, chunks: list[bytes]) -> None:
         offset += len(chunk)
 
 
-def test_a_client_that_falls_behind_is_told_to_resync_and_closed(session: LabSession, alice: User) -> None:
+def resynced_after(session: LabSession, alice: User, act: Callable[[], Awaitable[None]]) -> list[dict[str, Any]]:
+    """What a terminal client that reads nothing is sent while `act` runs: a resync, then close 4408."""
     headers = headers_for(alice)
     sent: list[dict[str, Any]] = []
 
@@ -410,43 +411,40 @@ def test_a_client_that_falls_behind_is_told_to_resync_and_closed(session: LabSes
         client = StalledClient(f"/ws/sessions/{session.id}/terminal/", headers)
         await client.accepted.wait()
         await asyncio.sleep(0.2)  # joined its groups
-        # 3 MiB of console output (think `yes`) while the client reads nothing: held, it would all
-        # sit in the web process; past 256 KiB the socket gives up on it.
-        await publish(session, [b"y\n" * 32 * KiB] * 48)
-        await asyncio.sleep(0.5)
+        await act()
         sent.extend(await client.read())
 
     run(scenario)
     texts = [json.loads(m["text"]) for m in sent if m.get("text")]
     assert texts == [{"type": "hello", "observer": False}, {"type": "resync"}]
     assert sum(len(m.get("bytes") or b"") for m in sent) == 0, "no console bytes: they were dropped, not held"
-    assert sent[-1]["type"] == "websocket.close"
-    assert sent[-1]["code"] == 4408
+    assert (sent[-1]["type"], sent[-1]["code"]) == ("websocket.close", 4408)
+    return sent
+
+
+def test_a_client_that_falls_behind_is_told_to_resync_and_closed(session: LabSession, alice: User) -> None:
+    async def flood() -> None:
+        # 3 MiB of console output (think `yes`) while the client reads nothing: held, it would all
+        # sit in the web process; past 256 KiB the socket gives up on it.
+        await publish(session, [b"y\n" * 32 * KiB] * 48)
+        await asyncio.sleep(0.5)
+
+    sent = resynced_after(session, alice, flood)
     assert "reconnect" in sent[-1]["reason"]
 
 
 def test_a_consumer_whose_channel_overflowed_tells_its_client_to_resync(session: LabSession, alice: User) -> None:
     """Its own loop fell behind (portal/channel_layer.py dropped what waited): same as a slow client."""
-    headers = headers_for(alice)
-    sent: list[dict[str, Any]] = []
 
-    async def scenario() -> None:
-        client = StalledClient(f"/ws/sessions/{session.id}/terminal/", headers)
-        await client.accepted.wait()
-        await asyncio.sleep(0.2)  # joined its groups
+    async def overflow() -> None:
         layer = get_channel_layer()
         assert layer is not None
         await layer.group_send(terminal_group(session.id), {"type": "channel.overflow"})
         await asyncio.sleep(0.2)
         await publish(session, [b"after\n"])  # it left the group: nothing more is queued for it
         await asyncio.sleep(0.2)
-        sent.extend(await client.read())
 
-    run(scenario)
-    texts = [json.loads(m["text"]) for m in sent if m.get("text")]
-    assert texts == [{"type": "hello", "observer": False}, {"type": "resync"}]
-    assert not any(m.get("bytes") for m in sent)
-    assert (sent[-1]["type"], sent[-1]["code"]) == ("websocket.close", 4408)
+    resynced_after(session, alice, overflow)
 
 
 @pytest.mark.alone
