@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels with Origin checks."""
+"""ASGI entry point: each client held to its share of the process, then HTTP through Django and
+websockets through Channels with Origin checks."""
 
 import logging
 import os
@@ -24,6 +25,7 @@ from django.utils.http import is_same_domain  # noqa: E402
 
 from classes.routing import websocket_urlpatterns as class_routes  # noqa: E402
 from labs.routing import websocket_urlpatterns  # noqa: E402
+from portal.client_share import ClientShare  # noqa: E402
 
 log = logging.getLogger("portal.websocket")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -94,12 +96,15 @@ class OriginValidator:
         await self.app(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        # types-channels' middleware type admits ASGI2 apps too; AuthMiddlewareStack is ASGI3.
-        "websocket": OriginValidator(
-            cast(ASGI3Application, AuthMiddlewareStack(URLRouter(websocket_urlpatterns + class_routes)))
-        ),
-    }
+# ClientShare first: a client over its share is refused before anything else is spent on it.
+application = ClientShare(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            # types-channels' middleware type admits ASGI2 apps too; AuthMiddlewareStack is ASGI3.
+            "websocket": OriginValidator(
+                cast(ASGI3Application, AuthMiddlewareStack(URLRouter(websocket_urlpatterns + class_routes)))
+            ),
+        }
+    )
 )

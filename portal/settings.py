@@ -61,6 +61,14 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
 
 
+def env_count(name: str, default: int) -> int:
+    """env_int that must not be negative (0 is meaningful: none, or a limit turned off)."""
+    value = env_int(name, default)
+    if value < 0:
+        raise ImproperlyConfigured(f"{name}={value} must not be negative")
+    return value
+
+
 def env_positive_int(name: str, default: int) -> int:
     """env_int that must be at least 1 (a count or a window: 0 or less would disable or break it)."""
     value = env_int(name, default)
@@ -128,6 +136,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # tells portal.client_share whose session cookie a request carried, once it is checked
+    "portal.client_share.LearnClients",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
@@ -360,6 +370,21 @@ ACCOUNT_MAIL_RATE_WINDOW_S = env_int("ACCOUNT_MAIL_RATE_WINDOW_S", 3600)
 # A new account proves its e-mail address before its first lab (portal/accounts/verification.py).
 ACCOUNT_EMAIL_VERIFICATION = env_bool("ACCOUNT_EMAIL_VERIFICATION", not DEBUG)
 ACCOUNT_VERIFICATION_MAX_AGE_S = env_int("ACCOUNT_VERIFICATION_MAX_AGE_S", 3 * 24 * 3600)
+
+# Each client's share of a web process (portal/client_share.py), counted in the process before
+# Django sees a request: a signed-in user once Django has checked their session cookie, otherwise
+# the address (its anonymous requests and unknown cookies together). At most
+# WEB_CLIENT_CONCURRENCY of a user's requests run at once and WEB_CLIENT_WAITING more wait; at
+# most WEB_CLIENT_RATE requests (static files apart) and websocket opens per
+# WEB_CLIENT_RATE_WINDOW_S. An address's anonymous requests get WEB_ADDRESS_CONCURRENCY and
+# WEB_ADDRESS_RATE (a class behind one NAT arrives at the log-in page together). A rate of 0
+# turns that limit off (a load generator).
+WEB_CLIENT_CONCURRENCY = env_positive_int("WEB_CLIENT_CONCURRENCY", 4)
+WEB_CLIENT_WAITING = env_count("WEB_CLIENT_WAITING", 32)
+WEB_CLIENT_RATE = env_count("WEB_CLIENT_RATE", 100)
+WEB_CLIENT_RATE_WINDOW_S = env_positive_int("WEB_CLIENT_RATE_WINDOW_S", 10)
+WEB_ADDRESS_CONCURRENCY = env_positive_int("WEB_ADDRESS_CONCURRENCY", 32)
+WEB_ADDRESS_RATE = env_count("WEB_ADDRESS_RATE", 300)
 
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # per IP alone would lock out a whole class

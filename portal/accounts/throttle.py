@@ -9,7 +9,6 @@ e-mail address in fixed windows. Each limit is a pair of settings, read at reque
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 from collections.abc import Callable
@@ -25,37 +24,16 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from django_ratelimit.core import get_usage
 
+from portal.client_address import client_address
+
 log = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponseBase]
-UNKNOWN_IP = "0.0.0.0"  # noqa: S104  (a bucket for requests without an address, never bound to)
 
 
 def client_ip(request: HttpRequest) -> str:
-    """The address a request is counted against.
-
-    REMOTE_ADDR, unless TRUSTED_PROXY_COUNT says that many reverse proxies stand in front and
-    each appends the address it saw to X-Forwarded-For: then the N-th entry from the right, the
-    one our outermost proxy wrote. Entries further left are whatever the client sent, so they are
-    never trusted (uvicorn already does the same for a proxy on 127.0.0.1, FORWARDED_ALLOW_IPS).
-    """
-    remote = request.META.get("REMOTE_ADDR") or ""
-    proxies: int = settings.TRUSTED_PROXY_COUNT
-    if proxies > 0:
-        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
-        # Fewer entries than proxies: the request skipped a proxy; the leftmost is the farthest known.
-        candidate = hops[-proxies] if len(hops) >= proxies else (hops[0] if hops else remote)
-        if _is_ip(candidate):
-            return candidate
-    return remote if _is_ip(remote) else UNKNOWN_IP
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    """The address a request is counted against (portal.client_address has the rule)."""
+    return client_address(request.META.get("REMOTE_ADDR") or "", request.META.get("HTTP_X_FORWARDED_FOR", ""))
 
 
 @dataclass(frozen=True)

@@ -358,7 +358,9 @@ def test_fifty_parallel_calls_then_one_more_all_answer_promptly(tmp_path: Path) 
     # No caching at all (HEALTHZ_CACHE_S=0): every caller that finds no run in flight starts one, so
     # this measures the probes themselves: bounded, one run at a time, no pool left exhausted.
     with private_redis() as url:
-        env = lab_env(tmp_path, url, HEALTHZ_CACHE_S="0", HEALTHZ_TOKEN=TOKEN)
+        # 50 monitors at once, as from 50 addresses: one client's share (portal/client_share.py)
+        # would queue all but 4 before they reached the probes this test is about.
+        env = lab_env(tmp_path, url, HEALTHZ_CACHE_S="0", HEALTHZ_TOKEN=TOKEN, WEB_CLIENT_CONCURRENCY="50")
         prepare(env)
         broker = redis.Redis.from_url(url)
         with celery_worker(env), asgi_server(env) as base:

@@ -15,7 +15,8 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from pytest_django import Settings
 
-from portal.accounts.throttle import UNKNOWN_IP, client_ip
+from portal.accounts.throttle import client_ip
+from portal.client_address import UNKNOWN_IP
 from tests.conftest import PASSWORD
 from tests.lab_stack import point_settings_at_redis, private_redis
 

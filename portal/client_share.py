@@ -1,0 +1,297 @@
+"""Each client's share of a web process, enforced before Django sees a request.
+
+A web process serves every learner on it: a script that fires requests as fast as it can, or
+dozens at once, took the CPU and the thread pool the others' pages, clicks and terminal echoes
+need (12 concurrent requests in bursts put another learner's echo p95 at 133 ms; 60 refused
+checks a second cost 0.7 of a core, each refusal paying for the whole middleware chain).
+
+So every HTTP request and websocket open is counted here, in the event loop, against its client:
+a signed-in user, once a response has shown whose session cookie it carries (LearnClients, in
+Django's chain, tells this middleware); anything else against its address, all anonymous and
+unknown cookies of an address together. Cookies are not trusted before Django has seen them: a
+client inventing them stays one anonymous address, and only that address's anonymous requests
+meet its limit (a class behind one NAT signs in and is then counted user by user).
+  - at most WEB_CLIENT_CONCURRENCY requests of a user run at once (WEB_ADDRESS_CONCURRENCY
+    anonymous ones of an address); as many more as WEB_CLIENT_WAITING allows wait here, costing
+    no thread, and the rest are refused;
+  - at most WEB_CLIENT_RATE requests and websocket opens per WEB_CLIENT_RATE_WINDOW_S
+    (WEB_ADDRESS_RATE for an address); static files are not counted, a page's own assets would
+    use up the allowance, but they take a place under the concurrency bound.
+A refused request gets 429 with Retry-After and a message in the client's language, a refused
+websocket close 4429 (the pages wait and reconnect), and the log gets one line per client and window.
+
+Counted in the process, with limits' in-memory moving windows, not in Redis: what is protected is
+this process, and a shared counter would cost a Redis round trip on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPScope,
+    Scope,
+    WebSocketScope,
+)
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+from django.http.cookie import parse_cookie
+from django.utils import translation
+from django.utils.translation import gettext
+from django.utils.translation.trans_real import get_supported_language_variant, parse_accept_lang_header
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from portal.client_address import client_address
+
+log = logging.getLogger(__name__)
+CLOSE_TOO_MANY = 4429  # as labs' sockets close past a user's socket count: the pages wait and retry
+SCOPE_KEY = "virtlab.client"  # (session digest, user id), put in the scope by LearnClients
+KNOWN_S = 3600.0  # how long a session cookie stays known after its last request
+KNOWN_MAX = 100_000  # digests kept (about 15 MiB at most)
+
+
+@dataclass
+class _Gate:
+    places: asyncio.Semaphore
+    users: int = 0  # holding a place or waiting for one
+
+
+@dataclass
+class Gates:
+    """At most `size` holders per key at once and `waiting` more queued; a key's gate is dropped
+    when nobody holds or waits, so memory follows the requests in flight."""
+
+    size: int
+    waiting: int
+    _gates: dict[str, _Gate] = field(default_factory=dict)
+
+    def enter(self, key: str) -> _Gate | None:
+        """A place in the key's queue, or None when it is full."""
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate(asyncio.Semaphore(self.size))
+        if gate.users >= self.size + self.waiting:
+            return None
+        gate.users += 1
+        return gate
+
+    def leave(self, key: str, gate: _Gate) -> None:
+        gate.users -= 1
+        if gate.users == 0 and self._gates.get(key) is gate:
+            del self._gates[key]
+
+    def __len__(self) -> int:
+        return len(self._gates)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    why: str  # for the log
+    retry_after_s: int
+
+
+@dataclass(frozen=True)
+class Client:
+    key: str  # "user 12" or "address 198.51.100.7": also what the log says
+    gates: Gates
+    rate: RateLimitItem | None
+
+
+class Known:
+    """Session-cookie digests that a response has shown to be a signed-in user's: digest -> user
+    id, for KNOWN_S after it was last seen, at most KNOWN_MAX of them (the least recent go first)."""
+
+    def __init__(self) -> None:
+        self._users: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def user(self, digest: str) -> int | None:
+        entry = self._users.get(digest)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        self._users.move_to_end(digest)
+        return entry[0]
+
+    def learn(self, digest: str, user_id: int) -> None:
+        self._users[digest] = (user_id, time.monotonic() + KNOWN_S)
+        self._users.move_to_end(digest)
+        while len(self._users) > KNOWN_MAX:
+            self._users.popitem(last=False)
+
+
+class ClientShare:
+    """ASGI middleware: the bounds above, around `app` (HTTP and websocket scopes)."""
+
+    def __init__(self, app: ASGI3Application) -> None:
+        self.app = app
+        self.known = Known()
+        self.users = Gates(settings.WEB_CLIENT_CONCURRENCY, settings.WEB_CLIENT_WAITING)
+        # An address may have as many requests waiting as the users its concurrency would hold.
+        users_per_address = max(1, settings.WEB_ADDRESS_CONCURRENCY // settings.WEB_CLIENT_CONCURRENCY)
+        self.addresses = Gates(settings.WEB_ADDRESS_CONCURRENCY, settings.WEB_CLIENT_WAITING * users_per_address)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        window = settings.WEB_CLIENT_RATE_WINDOW_S
+        self.user_rate = _rate(settings.WEB_CLIENT_RATE, window)
+        self.address_rate = _rate(settings.WEB_ADDRESS_RATE, window)
+        self.log_rate = RateLimitItemPerSecond(1, window)  # one log line per client and window
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+        cookies = parse_cookie(headers.get("cookie", ""))
+        peer = scope.get("client")
+        address = client_address(peer[0] if peer else "", headers.get("x-forwarded-for", ""))
+        session = cookies.get(settings.SESSION_COOKIE_NAME, "")
+        user_id = self.known.user(session_digest(session)) if session else None
+        client = Client(f"user {user_id}", self.users, self.user_rate) if user_id is not None else None
+        client = client or Client(f"address {address}", self.addresses, self.address_rate)
+        counted = not scope["path"].startswith(settings.STATIC_URL)
+        refusal = self._over_rate(client) if counted else None
+        if refusal is not None:
+            self._log(client, refusal, scope["path"])
+            if scope["type"] == "websocket":
+                await _close_websocket(scope, receive, send, refusal, cookies, headers)
+            else:
+                await _refuse_http(scope, send, refusal, cookies, headers)
+            return
+        if scope["type"] == "websocket":  # long-lived: labs' consumers bound how many a user holds
+            await self.app(scope, receive, send)
+            return
+        await self._in_turn(client, scope, receive, send, cookies, headers)
+        learned = cast(dict[str, Any], scope).get(SCOPE_KEY)  # set by LearnClients, below
+        if learned is not None:
+            digest, user_id = learned
+            self.known.learn(digest, user_id)
+
+    def _over_rate(self, client: Client) -> Refusal | None:
+        if client.rate is None or self.limiter.hit(client.rate, client.key):
+            return None
+        reset = self.limiter.get_window_stats(client.rate, client.key).reset_time
+        wait = max(1, math.ceil(reset - time.time()))
+        return Refusal(f"over {client.rate.amount} requests in {client.rate.get_expiry()} s", wait)
+
+    async def _in_turn(
+        self,
+        client: Client,
+        scope: HTTPScope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        cookies: dict[str, str],
+        headers: dict[str, str],
+    ) -> None:
+        """Run the request once its client has a place free; refuse it if its queue is full."""
+        gate = client.gates.enter(client.key)
+        if gate is None:
+            refusal = Refusal(f"{client.gates.size} requests running and {client.gates.waiting} waiting", 1)
+            self._log(client, refusal, scope["path"])
+            await _refuse_http(scope, send, refusal, cookies, headers)
+            return
+        try:
+            async with gate.places:
+                await self.app(scope, receive, send)
+        finally:
+            client.gates.leave(client.key, gate)
+
+    def _log(self, client: Client, refusal: Refusal, path: str) -> None:
+        if self.limiter.hit(self.log_rate, "log", client.key):
+            log.warning("%s refused, %s: %s", client.key, path[:200], refusal.why)
+
+
+class LearnClients:
+    """Django middleware, after authentication: tells ClientShare (through the ASGI scope it shares
+    with Django's request) whose session cookie this is, once Django has checked it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        scope = getattr(request, "scope", None)  # ASGI requests only
+        user = getattr(request, "user", None)
+        if scope is not None and user is not None and user.is_authenticated and request.session.session_key:
+            scope[SCOPE_KEY] = (session_digest(request.session.session_key), user.pk)  # the new key after a log-in
+        return response
+
+
+def session_digest(session_key: str) -> str:
+    """Session ids are credentials: only a digest is kept."""
+    return hashlib.blake2b(session_key.encode(), digest_size=16).hexdigest()
+
+
+def _rate(amount: int, window_s: int) -> RateLimitItem | None:
+    return RateLimitItemPerSecond(amount, window_s) if amount > 0 else None
+
+
+def _message(refusal: Refusal, cookies: dict[str, str], headers: dict[str, str]) -> str:
+    with translation.override(_language(cookies, headers)):
+        return gettext("Too many requests from this browser at once. Wait %(seconds)d s and try again.") % {
+            "seconds": refusal.retry_after_s
+        }
+
+
+def _language(cookies: dict[str, str], headers: dict[str, str]) -> str:
+    """The language Django's LocaleMiddleware would pick from the cookie or Accept-Language."""
+    wanted = [cookies.get(settings.LANGUAGE_COOKIE_NAME, "")]
+    wanted += [code for code, _q in parse_accept_lang_header(headers.get("accept-language", "")[:500])]
+    for code in wanted:
+        if code and code != "*":
+            try:
+                return get_supported_language_variant(code)
+            except LookupError:
+                continue
+    return str(settings.LANGUAGE_CODE)
+
+
+async def _refuse_http(
+    scope: HTTPScope, send: ASGISendCallable, refusal: Refusal, cookies: dict[str, str], headers: dict[str, str]
+) -> None:
+    message = _message(refusal, cookies, headers)
+    if scope["path"].startswith("/api/"):  # as the API's own errors: {"detail": ...}
+        body, content_type = json.dumps({"detail": message}).encode(), b"application/json"
+    else:
+        body, content_type = message.encode(), b"text/plain; charset=utf-8"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", content_type),
+                (b"retry-after", str(refusal.retry_after_s).encode()),
+                (b"cache-control", b"no-store"),
+                (b"x-content-type-options", b"nosniff"),
+            ],
+            "trailers": False,
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _close_websocket(
+    scope: WebSocketScope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+    refusal: Refusal,
+    cookies: dict[str, str],
+    headers: dict[str, str],
+) -> None:
+    """Accepted, then closed with 4429 and the reason: a handshake refused before accepting reaches
+    the page as 1006, which says nothing."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+    reason = _message(refusal, cookies, headers).encode()[:123].decode(errors="ignore")  # a close reason's bound
+    await send({"type": "websocket.close", "code": CLOSE_TOO_MANY, "reason": reason})
