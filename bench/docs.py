@@ -357,7 +357,9 @@ def run(args: argparse.Namespace, duration: int) -> None:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # wrk is one address standing in for many readers: each client's share of a web process
+    # (portal/client_share.py) would refuse nearly all of its requests.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WEB_ADDRESS_RATE": "0", "WEB_ADDRESS_CONCURRENCY": "1024"}
     server = subprocess.Popen(
         [
             str(ROOT / ".venv/bin/uvicorn"),
