@@ -404,6 +404,29 @@ class TestAgainstARealVM:
         assert vm.exec("echo still-here", timeout_s=10).text == "still-here\n"
         print(f"\nthree capped check commands (two floods of output) in {elapsed:.2f} s")
 
+    def test_a_check_may_write_files_larger_than_the_output_cap(self, vm: VM) -> None:
+        # The cap is on what the check prints, not on the files it writes (a `qemu-img convert`
+        # in a check): a per-process file-size limit would have stopped this at 1 MiB.
+        big = "head -c 3145728 /dev/zero > /tmp/big && wc -c < /tmp/big; rm -f /tmp/big"
+        result = run_check(vm, make_step(guest(big, stdout_regex=r"^3145728$")))
+        assert result.passed, result.results[0].detail
+
+    def test_capped_output_survives_a_learner_who_broke_its_files(self, vm: VM) -> None:
+        # The learner is root: the output directory may be gone or unwritable. The check falls
+        # back to cutting the output through pipes, with the same results.
+        vm.exec("umount /run/virtlab-check; rm -rf /run/virtlab-check; echo x > /run/virtlab-check", timeout_s=10)
+        try:
+            result = run_check(vm, make_step(guest("echo hello; echo oops >&2", stdout_regex="^hello$"), guest("yes")))
+            assert [r.ok for r in result.results] == [True, False]
+            assert result.results[1].detail == "the command printed more than 1048576 bytes (it was stopped there)"
+        finally:
+            vm.exec("rm -f /run/virtlab-check", timeout_s=10)
+        # The next check makes its directory again, on its own small tmpfs: a flood fills that,
+        # not the guest's /run.
+        assert not run_check(vm, make_step(guest("yes"))).passed
+        mounted = vm.exec("grep ' /run/virtlab-check tmpfs ' /proc/mounts", timeout_s=10).text
+        assert "size=4096k" in mounted
+
     def test_a_pathological_pattern_over_learner_output_does_not_hang(self, vm: VM) -> None:
         # The learner controls this output (their own program could print it); Python's `re`
         # would backtrack for over a minute on it.
