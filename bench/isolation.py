@@ -212,7 +212,7 @@ class Learner:
     async def press_check(self, until: float, phase: str) -> None:
         """Check step 1 every 12-24 s (the first within 8 s), timed from the click to a new verdict on
         the events socket."""
-        await asyncio.sleep(random.uniform(0, 8))
+        await asyncio.sleep(min(random.uniform(0, 8), max(0.0, until - time.monotonic())))
         while time.monotonic() < until:
             self.got_result.clear()
             started = time.monotonic()
@@ -228,7 +228,8 @@ class Learner:
                 except TimeoutError:
                     elapsed = 30.0
                 self.checks.setdefault(phase, []).append(elapsed)
-            await asyncio.sleep(random.uniform(12, 24))
+            # Never past the phase's end: the next phase starts on time.
+            await asyncio.sleep(min(random.uniform(12, 24), max(0.0, until - time.monotonic())))
 
 
 async def run_learners(learners: list[Learner], phases: list[tuple[str, float]], marks: dict[str, float]) -> None:
@@ -262,6 +263,9 @@ ABUSES = ("guest", "flood", "sockets", "checks", "http")
 
 def abuse(base: str, username: str, sid: str, slug: str, seconds: float, kinds: set[str], go: Any, report: Any) -> None:
     """Flood everything (of `kinds`) for `seconds` once `go` is set; put a dict of counts on `report`."""
+    # On a real deployment the abuser's client runs on their own machine, not on the host's cores
+    # it floods: here it shares them, so it yields to the host's processes (they stay at 0).
+    os.nice(10)
     client = lab_stack.LabClient(base)
     client.login(username, lab_stack.STACK_PASSWORD)
     counts: dict[str, int] = {}
@@ -310,8 +314,10 @@ async def _abuse_sockets(client: lab_stack.LabClient, sid: str, until: float, ki
 
     async def open_ws(kind: str) -> ClientConnection | None:
         try:
+            # close_timeout: a socket the server has stopped reading (past its rate) must not
+            # hold the abuser's wind-down for the default 10 s each.
             ws = await connect(f"{base}/ws/sessions/{sid}/{kind}/", additional_headers=headers, open_timeout=30,
-                               max_size=None)  # fmt: skip
+                               max_size=None, close_timeout=1)  # fmt: skip
         except Exception:
             count(f"{kind} refused")
             return None
@@ -346,10 +352,13 @@ async def _abuse_sockets(client: lab_stack.LabClient, sid: str, until: float, ki
                 continue
             try:
                 while time.monotonic() < until:
-                    await ws.send(frame)
+                    # Bounded: past its rate the server stops reading, and a send waits on TCP.
+                    await asyncio.wait_for(ws.send(frame), max(0.1, until - time.monotonic()))
                     count("flood frames")
             except ConnectionClosed:
                 count("flood closed")
+            except TimeoutError:
+                pass
             await ws.close()
 
     async def hoard(kind: str) -> None:
@@ -360,8 +369,7 @@ async def _abuse_sockets(client: lab_stack.LabClient, sid: str, until: float, ki
             if ws is not None:
                 held.append(ws)
             await asyncio.sleep(0.5 if len(held) > 4 else 0.05)
-        for ws in held:
-            await ws.close()
+        await asyncio.gather(*(ws.close() for ws in held))
 
     jobs = [guest()] if "guest" in kinds else []
     jobs += [flood() for _ in range(4)] if "flood" in kinds else []
@@ -457,7 +465,9 @@ def main() -> None:
             web_cpu.append((time.monotonic(), cpu_s(web_pid)))
 
         asyncio.run(run())
+        print(f"[{time.monotonic() - t0:.0f}s] learners done", flush=True)
         counts = report.get(timeout=120)
+        print(f"[{time.monotonic() - t0:.0f}s] abuser reported", flush=True)
         abuser_proc.join(30)
         print(f"[{time.monotonic() - t0:.0f}s] measured; tearing down", flush=True)
 
