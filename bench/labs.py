@@ -48,6 +48,8 @@ def agent(
         lab_stack.wait_for_advert(env["REDIS_URL"], host)
         yield
     finally:
+        for proc in procs:  # both told at once: their warm shutdowns overlap
+            proc.terminate()
         for proc in procs:
             processes.stop_process(proc, stop_timeout)
 
