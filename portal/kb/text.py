@@ -116,7 +116,7 @@ def _typed_prefix(word: str) -> str:
     return word[: max(7, len(word) - 4)] if len(word) > 7 else word
 
 
-def _noise(word: str) -> bool:
+def noise_word(word: str) -> bool:
     """A word that alone finds nearly every section and ranks none: a stop word, a single Latin
     letter or a number of one or two digits ("1" of "compat=1.1"). Inside a phrase it still counts."""
     return word in STOP or (len(word) == 1 and not CJK_RE.search(word)) or (word.isdigit() and len(word) <= 2)
@@ -135,7 +135,7 @@ def parse_query(q: str, glossary: Glossary | None = None) -> Query:
 
     def add(term: Term) -> None:
         key = (term.words, term.prefix)
-        if term.words and key not in seen and not (len(term.words) == 1 and _noise(term.words[0])):
+        if term.words and key not in seen and not (len(term.words) == 1 and noise_word(term.words[0])):
             seen.add(key)
             query.terms.append(term)
 

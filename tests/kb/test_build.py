@@ -13,8 +13,10 @@ from django.test import Client
 
 from portal.kb.build import build_docs
 from portal.kb.content import short_hash
-from portal.kb.models import DocPage
+from portal.kb.models import DocPage, SearchPage
 from portal.kb.search import get_backend, search
+from portal.kb.search.backend import Filters
+from portal.kb.text import parse_query
 
 from .conftest import rebuild
 
@@ -47,11 +49,15 @@ def test_changed_page_is_rendered_again_and_searchable(content_copy: Path) -> No
 
 def test_deleted_page_is_removed_from_pages_and_index(content_copy: Path) -> None:
     rebuild(content_copy)
+    page_id = SearchPage.objects.get(kind="doc", lang="zh", slug="ublk").pk
+    terms = parse_query("用户态块设备").terms
+    assert page_id in get_backend().candidate_pages(terms, Filters("zh"), 100)
     (content_copy / "docs" / "zh" / "ublk.md").unlink()
     report = rebuild(content_copy)
     assert report.removed == ["zh/ublk"]
     assert not DocPage.objects.filter(lang="zh", slug="ublk").exists()
     assert ("zh", "ublk") not in get_backend().indexed_keys("doc")
+    assert page_id not in get_backend().candidate_pages(terms, Filters("zh"), 100)  # nor in the page stage
     assert all(h.key != "ublk" for h in search("用户态块设备", lang="zh"))
 
 

@@ -9,14 +9,17 @@ import pytest
 from django.db import connection
 
 from portal.kb.cache import corpus
-from portal.kb.content import load_golden
-from portal.kb.models import DocPage
-from portal.kb.search import get_backend, golden_passes, search
+from portal.kb.content import GOLDEN_NOTHING, load_golden
+from portal.kb.models import DocPage, SearchPage
+from portal.kb.search import backend, get_backend, golden_passes, search
+from portal.kb.search.backend import Filters
 from portal.kb.text import parse_query
 
 from .conftest import CONTENT
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("docs")]
+# Candidates for 3 results in test_few_candidates_keep_the_top_results_of_ranking_every_page.
+FEW_CANDIDATES = 12
 
 
 def slugs(q: str, lang: str | None = None) -> list[str]:
@@ -136,3 +139,36 @@ def test_passthrough_command_expands_to_ublk_terms_only() -> None:
     assert ("passthrough", "command") in terms
     assert ("passthrough",) not in terms
     assert slugs("直通命令", lang="zh")[0] == "ublk"
+
+
+def test_few_candidates_keep_the_top_results_of_ranking_every_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page stage only preselects: with as many candidates as there are pages, every matching page's
+    # sections are ranked (the exact ranking); with a few more candidates than results (12: of the 13
+    # pages of a language, of the 26 of both), the top 3, their order and their deep links must not
+    # change. (With 10, PostgreSQL's page stage, which weighs words by rarity and its ranking does
+    # not, loses one: lab:mdev-mtty for zh/ublk third in "中介设备" in both languages.)
+    golden = [g for g in load_golden(CONTENT) if g["expect"] != GOLDEN_NOTHING]
+
+    def top3() -> dict[tuple[str, str], list[tuple[str, str, str]]]:
+        return {
+            (g["q"], g["lang"]): [(r.lang, r.key, r.anchor) for r in search(g["q"], lang=g["lang"] or None, limit=3)]
+            for g in golden
+        }
+
+    monkeypatch.setattr(backend, "CANDIDATES", SearchPage.objects.count())
+    every_page = top3()
+    monkeypatch.setattr(backend, "CANDIDATES", FEW_CANDIDATES)
+    monkeypatch.setattr(backend, "CANDIDATES_PER_RESULT", 1)
+    few = top3()
+    lost = {q: (every_page[q], few[q]) for q in every_page if few[q] != every_page[q]}
+    assert not lost
+    # ... and the limit did leave pages out: many queries match more pages than that.
+    matching = [
+        len(
+            get_backend().candidate_pages(
+                parse_query(g["q"], corpus().glossary).terms, Filters(g["lang"] or None), 1000
+            )
+        )
+        for g in golden
+    ]
+    assert sum(n > FEW_CANDIDATES for n in matching) > len(golden) / 4
