@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import queue
 import random
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -381,6 +382,20 @@ async def _abuse_sockets(client: lab_stack.LabClient, sid: str, until: float, ki
 # --- the run
 
 
+def guest_check_times(db: Path, marks: dict[str, float]) -> dict[str, list[float]]:
+    """Per phase, the seconds each stored check spent running its commands in the guest (all
+    sessions, the abuser's too), from the stack's database."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT strftime('%s', created_at) + 0.0, duration_s FROM labs_stepresult").fetchall()
+    bounds = sorted(marks.items(), key=lambda item: item[1])
+    times: dict[str, list[float]] = {name: [] for name, _ in bounds if name != "after"}
+    for created, duration in rows:
+        phase = next((name for name, start in reversed(bounds) if created >= start), None)
+        if phase in times:
+            times[phase].append(float(duration))
+    return times
+
+
 def start_sessions(clients: list[lab_stack.LabClient], slug: str, timeout: float) -> list[str | None]:
     """Start one lab per client at once (placement queues what does not fit yet); wait for each to
     be ready. None for a lab that ended instead (a boot that timed out on a loaded machine)."""
@@ -474,6 +489,7 @@ def main() -> None:
         print(f"[{time.monotonic() - t0:.0f}s] abuser reported", flush=True)
         abuser_proc.join(30)
         print(f"[{time.monotonic() - t0:.0f}s] measured; tearing down", flush=True)
+        guest_s = guest_check_times(tmp / "virtlab.sqlite3", marks)
 
     redis_growth = max(sampler.redis) - sampler.baseline[0]
     web_growth = max(sampler.web) - sampler.baseline[1]
@@ -492,6 +508,8 @@ def main() -> None:
             values = of(phase, kind)
             line = summary(f"{kind}, {n} learners, {phase}", values, unit, scale) if values else f"{kind}: none"
             print(line)
+    for phase, values in guest_s.items():  # the rest of a check's time is its queue, the web and the DB
+        print(summary(f"  of which in the guest, {phase}", values, "s", 1) if values else f"guest, {phase}: none")
     print(f"redis {sampler.baseline[0]:.1f} MiB -> max {max(sampler.redis):.1f}; "
           f"web RSS {sampler.baseline[1]:.1f} MiB -> max {max(sampler.web):.1f}")  # fmt: skip
     figures = {
