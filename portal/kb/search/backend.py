@@ -30,6 +30,7 @@ from ..text import Term, noise_word
 
 TABLE = "kb_search"
 TERM_TABLE = "kb_search_term"
+TERM_PAGES = "kb_search_term_pages"  # per language and term: how many pages hold it
 ROWS_PER_PAGE = 1024  # sections past this are folded into the last row
 # A page scores its best section plus this share of its other matching sections: a page about a
 # word mentions it throughout, a page with one dense paragraph on it does not.
@@ -72,6 +73,16 @@ def candidate_words(terms: list[Term]) -> list[Term]:
 LAB_WEIGHT = 0.6
 KIND_WEIGHT = f"(CASE WHEN kind = 'lab' THEN {LAB_WEIGHT} ELSE 1.0 END)"
 PAGES = SearchPage._meta.db_table
+
+
+def count_terms(page_ids: list[int], sign: int) -> tuple[str, list[int]]:
+    """The statement adding (sign 1, after their terms were inserted) or taking off (sign -1, before
+    they are deleted) these pages' terms in TERM_PAGES."""
+    sql = f"""INSERT INTO {TERM_PAGES} (lang, term, pages)
+              SELECT lang, term, %s * count(*) FROM {TERM_TABLE} WHERE page_id IN ({", ".join(["%s"] * len(page_ids))})
+              GROUP BY lang, term
+              ON CONFLICT (lang, term) DO UPDATE SET pages = {TERM_PAGES}.pages + excluded.pages"""  # noqa: S608
+    return sql, [sign, *page_ids]
 
 
 def term_impacts(sections: str) -> str:
@@ -204,12 +215,12 @@ class IndexTable:
         with connection.cursor() as cur:
             placeholders = ", ".join(["%s"] * len(terms))
             cur.execute(
-                f"SELECT term, count(*) FROM {TERM_TABLE} WHERE lang = %s AND term IN ({placeholders}) GROUP BY term",  # noqa: S608
-                [lang, *terms],
+                f"SELECT term, pages FROM {TERM_PAGES} WHERE lang = %s AND term IN ({placeholders})"  # noqa: S608
+                f" UNION ALL SELECT '', count(*) FROM {PAGES} WHERE lang = %s",
+                [lang, *terms, lang],
             )
             counts = dict(cur.fetchall())
-            cur.execute(f"SELECT count(*) FROM {PAGES} WHERE lang = %s", [lang])  # noqa: S608
-            pages = cur.fetchone()[0]
+        pages = counts.pop("")
         return {t: math.log(1 + (pages - counts.get(t, 0) + 0.5) / (counts.get(t, 0) + 0.5)) for t in terms}
 
     def candidate_pages(self, terms: list[Term], filters: Filters, count: int) -> list[int]:

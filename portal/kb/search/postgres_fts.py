@@ -23,12 +23,14 @@ from .backend import (
     PAGES,
     ROWS_PER_PAGE,
     TABLE,
+    TERM_PAGES,
     TERM_TABLE,
     Filters,
     IndexDoc,
     IndexTable,
     RawHit,
     candidates,
+    count_terms,
     fold,
     term_impacts,
 )
@@ -101,11 +103,15 @@ class PostgresFtsBackend(IndexTable):
             )
             pages = sorted({row[1] for row in rows})
             cur.execute(term_impacts(SECTION_TERMS), [pages])
+            cur.execute(*count_terms(pages, 1))
             if len(pages) >= BULK_PAGES:  # the planner's statistics, before autovacuum comes by
-                cur.execute(f"ANALYZE {TABLE}, {TERM_TABLE}")
+                cur.execute(f"ANALYZE {TABLE}, {TERM_TABLE}, {TERM_PAGES}")
 
     def _delete_rows(self, page_ids: list[int]) -> None:
+        if not page_ids:
+            return
         with connection.cursor() as cur:
+            cur.execute(*count_terms(page_ids, -1))
             cur.execute(f"DELETE FROM {TABLE} WHERE page_id = ANY(%s)", [page_ids])  # noqa: S608
             cur.execute(f"DELETE FROM {TERM_TABLE} WHERE page_id = ANY(%s)", [page_ids])  # noqa: S608
 

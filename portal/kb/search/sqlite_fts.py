@@ -26,6 +26,7 @@ from .backend import (
     IndexTable,
     RawHit,
     candidates,
+    count_terms,
     fold,
     term_impacts,
 )
@@ -117,6 +118,7 @@ class SqliteFtsBackend(IndexTable):
             )
             cur.execute(term_impacts(SECTION_TERMS))
             cur.execute(f"DELETE FROM temp.{INDEXING}")  # noqa: S608
+            cur.execute(*count_terms(sorted({row[0] // ROWS_PER_PAGE for row in rows}), 1))
             # Many pages at once leave FTS5's index in many segments, each read by every query:
             # merged into one, queries took half the time at 2,000 pages per language (~1.5 s more
             # for a full rebuild). A few pages are left to FTS5's automatic merging.
@@ -124,7 +126,10 @@ class SqliteFtsBackend(IndexTable):
                 cur.execute(f"INSERT INTO {TABLE} ({TABLE}) VALUES ('optimize')")  # noqa: S608
 
     def _delete_rows(self, page_ids: list[int]) -> None:
+        if not page_ids:
+            return
         with connection.cursor() as cur:
+            cur.execute(*count_terms(page_ids, -1))
             cur.executemany(
                 f"DELETE FROM {TABLE} WHERE rowid >= %s AND rowid < %s",  # noqa: S608
                 [(pk * ROWS_PER_PAGE, (pk + 1) * ROWS_PER_PAGE) for pk in page_ids],
