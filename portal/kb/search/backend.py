@@ -230,7 +230,7 @@ class IndexTable:
         parts: list[str] = []
         params: list[str | float | int] = []
         where = "".join(
-            f" AND {column} = %s" for column, value in (("kind", filters.kind), ("section", filters.section)) if value
+            f" AND t.{column} = %s" for column, value in (("kind", filters.kind), ("section", filters.section)) if value
         )
         values = [value for value in (filters.kind, filters.section) if value]
         for lang in [filters.lang] if filters.lang else LANGS:
@@ -241,10 +241,13 @@ class IndexTable:
             for word, word_stems in zip(words, stems, strict=True):
                 share = EXPANDED_SHARE if word.expanded else 1.0
                 for stem in word_stems:
-                    match = "term >= %s AND term < %s" if word.prefix else "term = %s"
+                    match = "t.term >= %s AND t.term < %s" if word.prefix else "t.term = %s"
+                    # Joined with the pages: postings of a page deleted behind the index's back (a
+                    # flushed table) never fill a word's share of the candidates.
                     parts.append(
-                        f"SELECT * FROM (SELECT page_id, impact * %s AS score FROM {TERM_TABLE}"  # noqa: S608
-                        f" WHERE lang = %s AND {match}{where} ORDER BY impact DESC LIMIT %s) AS p{len(parts)}"
+                        f"SELECT * FROM (SELECT t.page_id, t.impact * %s AS score FROM {TERM_TABLE} AS t"  # noqa: S608
+                        f" JOIN {PAGES} AS pg ON pg.id = t.page_id"
+                        f" WHERE t.lang = %s AND {match}{where} ORDER BY t.impact DESC LIMIT %s) AS p{len(parts)}"
                     )
                     bounds = [stem, stem + "\U0010ffff"] if word.prefix else [stem]
                     params += [share * weights.get(stem, 1.0), lang, *bounds, *values, count * TERM_POSTINGS]
