@@ -14,7 +14,7 @@ from .content import SECTIONS, ContentError, SourcePage, docs_dir, load_glossary
 from .labindex import index_labs
 from .lablinks import check_lab_links, lab_index
 from .markdown import Rendered, render_markdown
-from .models import DocBuild, DocPage
+from .models import DocBuild, DocPage, SearchPage
 from .search import IndexDoc, IndexSection, get_backend
 from .text import USER_DICT
 
@@ -131,6 +131,10 @@ def build_docs(root: Path | None = None, *, force: bool = False) -> BuildReport:
         report.removed.append(f"{lang}/{slug}")
 
     backend = get_backend()
+    if not SearchPage.objects.exists():
+        # No page is indexed, yet the index may hold rows (the page table was emptied without it,
+        # as a test's flush does): they would compete with the pages indexed now.
+        backend.clear()
     backend.remove(("doc", lang, slug) for lang, slug in gone)
     # e.g. a fresh index: index what is not indexed yet
     missing = valid - backend.indexed_keys("doc")

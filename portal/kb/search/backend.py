@@ -153,6 +153,9 @@ class SearchBackend(Protocol):
     def indexed_keys(self, kind: str) -> set[tuple[str, str]]:
         """(lang, slug) of every indexed page of `kind`."""
 
+    def clear(self) -> None:
+        """Empty the index (its pages are gone: rows left would be another page's postings)."""
+
     def candidate_pages(self, terms: list[Term], filters: Filters, count: int) -> list[int]:
         """The page stage: ids of at most `count` pages likely to rank best, best first."""
 
@@ -203,6 +206,11 @@ class IndexTable:
     def indexed_keys(self, kind: str) -> set[tuple[str, str]]:
         return set(SearchPage.objects.filter(kind=kind).values_list("lang", "slug"))
 
+    def clear(self) -> None:
+        with connection.cursor() as cur:
+            for table in (TABLE, TERM_TABLE, TERM_PAGES):
+                cur.execute(f"DELETE FROM {table}")  # noqa: S608
+
     def stems(self, words: list[str], lang: str) -> list[list[str]]:
         """Each word as the index's terms in `lang` (stemmed; none for a stop word)."""
         raise NotImplementedError
@@ -230,7 +238,7 @@ class IndexTable:
         parts: list[str] = []
         params: list[str | float | int] = []
         where = "".join(
-            f" AND t.{column} = %s" for column, value in (("kind", filters.kind), ("section", filters.section)) if value
+            f" AND {column} = %s" for column, value in (("kind", filters.kind), ("section", filters.section)) if value
         )
         values = [value for value in (filters.kind, filters.section) if value]
         for lang in [filters.lang] if filters.lang else LANGS:
@@ -241,13 +249,10 @@ class IndexTable:
             for word, word_stems in zip(words, stems, strict=True):
                 share = EXPANDED_SHARE if word.expanded else 1.0
                 for stem in word_stems:
-                    match = "t.term >= %s AND t.term < %s" if word.prefix else "t.term = %s"
-                    # Joined with the pages: postings of a page deleted behind the index's back (a
-                    # flushed table) never fill a word's share of the candidates.
+                    match = "term >= %s AND term < %s" if word.prefix else "term = %s"
                     parts.append(
-                        f"SELECT * FROM (SELECT t.page_id, t.impact * %s AS score FROM {TERM_TABLE} AS t"  # noqa: S608
-                        f" JOIN {PAGES} AS pg ON pg.id = t.page_id"
-                        f" WHERE t.lang = %s AND {match}{where} ORDER BY t.impact DESC LIMIT %s) AS p{len(parts)}"
+                        f"SELECT * FROM (SELECT page_id, impact * %s AS score FROM {TERM_TABLE}"  # noqa: S608
+                        f" WHERE lang = %s AND {match}{where} ORDER BY impact DESC LIMIT %s) AS p{len(parts)}"
                     )
                     bounds = [stem, stem + "\U0010ffff"] if word.prefix else [stem]
                     params += [share * weights.get(stem, 1.0), lang, *bounds, *values, count * TERM_POSTINGS]
