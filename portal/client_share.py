@@ -41,9 +41,7 @@ from asgiref.typing import (
     ASGI3Application,
     ASGIReceiveCallable,
     ASGISendCallable,
-    HTTPScope,
     Scope,
-    WebSocketScope,
 )
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
@@ -162,17 +160,27 @@ class ClientShare:
         client = client or Client(f"address {address}", self.addresses, self.address_rate)
         counted = not scope["path"].startswith(settings.STATIC_URL)
         refusal = self._over_rate(client) if counted else None
+        gate = None
+        if refusal is None and scope["type"] == "http":  # websockets are long-lived: labs' consumers
+            gate = client.gates.enter(client.key)  # bound how many a user holds
+            if gate is None:
+                refusal = Refusal(f"{client.gates.size} requests running and {client.gates.waiting} waiting", 1)
         if refusal is not None:
             self._log(client, refusal, scope["path"])
+            message = _message(refusal, _language(cookies, headers))
             if scope["type"] == "websocket":
-                await _close_websocket(scope, receive, send, refusal, cookies, headers)
+                await _close_websocket(receive, send, message)
             else:
-                await _refuse_http(scope, send, refusal, cookies, headers)
+                await _refuse_http(scope["path"], send, refusal, message)
             return
-        if scope["type"] == "websocket":  # long-lived: labs' consumers bound how many a user holds
+        if gate is None:
             await self.app(scope, receive, send)
             return
-        await self._in_turn(client, scope, receive, send, cookies, headers)
+        try:
+            async with gate.places:  # waits here, on the event loop, for one of the client's places
+                await self.app(scope, receive, send)
+        finally:
+            client.gates.leave(client.key, gate)
         learned = cast(dict[str, Any], scope).get(SCOPE_KEY)  # set by LearnClients, below
         if learned is not None:
             digest, user_id = learned
@@ -184,28 +192,6 @@ class ClientShare:
         reset = self.limiter.get_window_stats(client.rate, client.key).reset_time
         wait = max(1, math.ceil(reset - time.time()))
         return Refusal(f"over {client.rate.amount} requests in {client.rate.get_expiry()} s", wait)
-
-    async def _in_turn(
-        self,
-        client: Client,
-        scope: HTTPScope,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-        cookies: dict[str, str],
-        headers: dict[str, str],
-    ) -> None:
-        """Run the request once its client has a place free; refuse it if its queue is full."""
-        gate = client.gates.enter(client.key)
-        if gate is None:
-            refusal = Refusal(f"{client.gates.size} requests running and {client.gates.waiting} waiting", 1)
-            self._log(client, refusal, scope["path"])
-            await _refuse_http(scope, send, refusal, cookies, headers)
-            return
-        try:
-            async with gate.places:
-                await self.app(scope, receive, send)
-        finally:
-            client.gates.leave(client.key, gate)
 
     def _log(self, client: Client, refusal: Refusal, path: str) -> None:
         if self.limiter.hit(self.log_rate, "log", client.key):
@@ -237,8 +223,8 @@ def _rate(amount: int, window_s: int) -> RateLimitItem | None:
     return RateLimitItemPerSecond(amount, window_s) if amount > 0 else None
 
 
-def _message(refusal: Refusal, cookies: dict[str, str], headers: dict[str, str]) -> str:
-    with translation.override(_language(cookies, headers)):
+def _message(refusal: Refusal, language: str) -> str:
+    with translation.override(language):
         return gettext("Too many requests from this browser at once. Wait %(seconds)d s and try again.") % {
             "seconds": refusal.retry_after_s
         }
@@ -257,11 +243,8 @@ def _language(cookies: dict[str, str], headers: dict[str, str]) -> str:
     return str(settings.LANGUAGE_CODE)
 
 
-async def _refuse_http(
-    scope: HTTPScope, send: ASGISendCallable, refusal: Refusal, cookies: dict[str, str], headers: dict[str, str]
-) -> None:
-    message = _message(refusal, cookies, headers)
-    if scope["path"].startswith("/api/"):  # as the API's own errors: {"detail": ...}
+async def _refuse_http(path: str, send: ASGISendCallable, refusal: Refusal, message: str) -> None:
+    if path.startswith("/api/"):  # as the API's own errors: {"detail": ...}
         body, content_type = json.dumps({"detail": message}).encode(), b"application/json"
     else:
         body, content_type = message.encode(), b"text/plain; charset=utf-8"
@@ -281,17 +264,10 @@ async def _refuse_http(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _close_websocket(
-    scope: WebSocketScope,
-    receive: ASGIReceiveCallable,
-    send: ASGISendCallable,
-    refusal: Refusal,
-    cookies: dict[str, str],
-    headers: dict[str, str],
-) -> None:
+async def _close_websocket(receive: ASGIReceiveCallable, send: ASGISendCallable, message: str) -> None:
     """Accepted, then closed with 4429 and the reason: a handshake refused before accepting reaches
     the page as 1006, which says nothing."""
     await receive()  # websocket.connect
     await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-    reason = _message(refusal, cookies, headers).encode()[:123].decode(errors="ignore")  # a close reason's bound
+    reason = message.encode()[:123].decode(errors="ignore")  # a close reason's bound
     await send({"type": "websocket.close", "code": CLOSE_TOO_MANY, "reason": reason})
