@@ -195,12 +195,13 @@ def _fingerprint(root: Path) -> tuple[int, int]:
     return newest, count
 
 
-def get_catalog(root: Path = DEFAULT_ROOT) -> Catalog:
-    """The process-wide catalog, reloaded when a file under `root` changes."""
+def get_catalog(root: Path = DEFAULT_ROOT, *, fresh: bool = False) -> Catalog:
+    """The process-wide catalog, reloaded when a file under `root` changes (looked for at most every
+    RECHECK_INTERVAL_S, or now when `fresh`)."""
     now = time.monotonic()
     with _cache_lock:
         cached = _cache.get(root)
-        if cached is not None and now - cached[0] < RECHECK_INTERVAL_S:
+        if cached is not None and not fresh and now - cached[0] < RECHECK_INTERVAL_S:
             return cached[2]
         fingerprint = _fingerprint(root)
         if cached is not None and cached[1] == fingerprint:

@@ -12,8 +12,8 @@ from labs.catalog.model import content_lang
 from portal.kb.markdown import render_markdown
 
 
-def catalog() -> Catalog:
-    return get_catalog(settings.CONTENT_DIR / "labs")
+def catalog(*, fresh: bool = False) -> Catalog:
+    return get_catalog(settings.CONTENT_DIR / "labs", fresh=fresh)
 
 
 def get_lab(slug: str) -> Lab | None:
@@ -39,7 +39,9 @@ def hints_html(step: Step, lang: str) -> list[str]:
 
 
 def require_lab(slug: str) -> Lab:
-    lab = get_lab(slug)
+    """The lab a session runs. A lab added in the last RECHECK_INTERVAL_S may be known to the web
+    process that accepted the start and not yet to this worker: a miss looks at the files again."""
+    lab = get_lab(slug) or catalog(fresh=True).get(slug)
     if lab is None:
         raise LookupError(f"no lab {slug!r} is offered")
     return lab

@@ -23,6 +23,7 @@ from labs.catalog import (
     load_catalog,
 )
 from labs.catalog.loader import DEFAULT_ROOT
+from labs.services import catalog as catalog_service
 from labs.services.catalog import instructions_html
 
 LOCALIZED = {"en": "English", "zh": "中文"}
@@ -242,6 +243,22 @@ def test_get_catalog_reloads_when_a_file_changes(root: Path, monkeypatch: pytest
     later = time.time() + 5  # mtime granularity can hide an edit within the same tick
     os.utime(step_file, (later, later))
     assert get_catalog(root).labs["demo"].step(1).title.en == "Renamed"
+
+
+def test_a_lab_added_since_the_last_look_is_found_by_the_worker_that_runs_it(
+    root: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The web process saw the new lab and accepted a start; the host worker looked at the files
+    # less than RECHECK_INTERVAL_S ago: running the session must not fail for a lab "not offered".
+    monkeypatch.setattr("labs.catalog.loader.RECHECK_INTERVAL_S", 3600.0)
+    settings.CONTENT_DIR = root.parent
+    root.mkdir()
+    assert catalog_service.get_lab("demo") is None  # looked: nothing yet, cached for the hour
+    make_lab(root)
+    assert catalog_service.get_lab("demo") is None  # within the interval: the cached catalog
+    assert catalog_service.require_lab("demo").slug == "demo"
+    with pytest.raises(LookupError, match="no lab 'other' is offered"):
+        catalog_service.require_lab("other")
 
 
 def test_shipped_labs_are_valid_and_bilingual() -> None:
