@@ -466,7 +466,9 @@ def next_event(ws: Any, predicate: Callable[[dict[str, Any]], bool], timeout: fl
         if isinstance(raw, bytes):
             continue
         message = json.loads(raw)
-        seen.append(str(message.get("session", {}).get("state") or message.get("stage")))
+        session = message.get("session", {})
+        error = f" ({session['error']})" if session.get("error") else ""
+        seen.append(str(session.get("state") or message.get("stage")) + error)
         if predicate(message):
             return dict(message)
     raise AssertionError(f"no matching event within {timeout}s; saw {seen}")

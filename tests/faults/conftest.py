@@ -8,6 +8,7 @@ The suite needs root (mount namespaces, a private libvirtd), libvirt and the gue
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +36,32 @@ def faults(tmp_path_factory: pytest.TempPathFactory, libvirt_ready: None, guest_
         yield stack
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def drill(faults: FaultStack) -> Iterator[Drill]:
-    """The stack for one test; the sessions it leaves running are stopped after it."""
+def drill(request: pytest.FixtureRequest, faults: FaultStack) -> Iterator[Drill]:
+    """The stack for one test; the sessions it leaves running are stopped after it. A failed test
+    shows what its hosts' workers logged (their logs go with the stack's temporary directory)."""
+    seen = {name: {role: len(box.log(role)) for role in ROLES} for name, box in faults.hosts.items()}
     yield Drill(faults)
+    if request.node.stash.get(FAILED, False):
+        for name, box in faults.hosts.items():
+            for role in ROLES:
+                lines = box.log(role)[seen.get(name, {}).get(role, 0) :].splitlines()
+                notable = [line for line in lines if not QUIET.search(line[:80])]
+                print(f"--- {name} {role} worker, during the test (INFO left out)", *notable[-120:], sep="\n")
     stop_all(Drill(faults))
     faults.settle(60)
+
+
+ROLES = ("agent", "checks")
+QUIET = re.compile(r"\b(INFO|DEBUG)\b")
