@@ -46,6 +46,11 @@ def _axes_meets_this_tests_cache() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashes(settings: Settings) -> None:
+    settings.PASSWORD_HASHERS = ["tests.fast_hasher.FastPBKDF2PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _plain_static_storage(settings: Settings) -> None:
     # The live server serves static files through the finders, which know the source names, not
     # the manifest's hashed ones; production (whitenoise + manifest) is exercised by bench/docs.py.
