@@ -86,20 +86,52 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_role(web_pid: int, abuser_vm: str) -> dict[str, float]:
-    """CPU seconds used so far, summed by what each process is to the run: the abuser's QEMU, the
-    learners' QEMUs, the web process, the host's workers, and so on."""
-    totals: defaultdict[str, float] = defaultdict(float)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes()
-            used = cpu_s(int(entry.name))
-        except (OSError, ValueError):  # gone meanwhile
-            continue
-        totals[_role(int(entry.name), argv, web_pid, abuser_vm)] += used
-    return dict(totals)
+class CpuByRole:
+    """CPU seconds used, summed by what each process is to the run (the abuser's QEMU, the learners'
+    QEMUs, the web process, the host's workers...). Processes are looked at every second, so one
+    that ends (the abuser's VM, stopped at its disk budget) keeps what it used."""
+
+    def __init__(self, web_pid: int, abuser_vm: str):
+        self.web_pid, self.abuser_vm = web_pid, abuser_vm
+        self.last: dict[int, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def look(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                argv = (entry / "cmdline").read_bytes()
+                used = cpu_s(pid)
+            except (OSError, ValueError):  # gone meanwhile
+                continue
+            with self._lock:
+                known = self.last.get(pid)
+                role = known[0] if known else _role(pid, argv, self.web_pid, self.abuser_vm)
+                self.last[pid] = (role, used)
+
+    def totals(self) -> dict[str, float]:
+        self.look()
+        sums: defaultdict[str, float] = defaultdict(float)
+        with self._lock:
+            for role, used in self.last.values():
+                sums[role] += used
+        return dict(sums)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.look()
+
+    def __enter__(self) -> CpuByRole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _role(pid: int, argv: bytes, web_pid: int, abuser_vm: str) -> str:
@@ -111,7 +143,10 @@ def _role(pid: int, argv: bytes, web_pid: int, abuser_vm: str) -> str:
                          (b"bench/isolation.py", "bench and abuser clients")):  # fmt: skip
         if needle in argv:
             return role
-    return "other"
+    try:
+        return f"other: {Path(f'/proc/{pid}/comm').read_text().strip()}"
+    except OSError:
+        return "other"
 
 
 def redis_mib(client: redis.Redis) -> float:
@@ -246,21 +281,21 @@ def main() -> None:
         sampler = Sampler(redis_url, web_pid)
         loads: list[float] = []  # this machine's 1-minute load average, as the abuse began and ended
         cpu: list[tuple[float, dict[str, float]]] = []  # (when, CPU seconds by role) at each phase
-        abuser_vm = domain_name(abuser_sid)
+        by_role = stack.enter_context(CpuByRole(web_pid, domain_name(abuser_sid)))
 
         async def run() -> None:
             learning = asyncio.create_task(run_learners(learners, pace, phases, marks))
             for phase in ("baseline", "abuse"):
                 while phase not in marks and not learning.done():
                     await asyncio.sleep(0.05)
-                cpu.append((time.monotonic(), cpu_by_role(web_pid, abuser_vm)))
+                cpu.append((time.monotonic(), by_role.totals()))
             # The baseline: every learner connected and typing, before any abuse.
             with sampler:
                 loads.append(os.getloadavg()[0])
                 go.set()
                 await learning
                 loads.append(os.getloadavg()[0])
-            cpu.append((time.monotonic(), cpu_by_role(web_pid, abuser_vm)))
+            cpu.append((time.monotonic(), by_role.totals()))
 
         asyncio.run(run())
         print(f"[{time.monotonic() - t0:.0f}s] learners done", flush=True)
@@ -269,6 +304,8 @@ def main() -> None:
         except queue.Empty:  # its figures are lost, not the learners'
             counts = {"abuser ended without a report, exit code": abuser_proc.exitcode or 0}
         print(f"[{time.monotonic() - t0:.0f}s] abuser reported", flush=True)
+        _status, session = abuser.request("GET", f"/api/sessions/{abuser_sid}")
+        print(f"the abuser's lab, after: {session.get('state')} {session.get('error') or ''}", flush=True)
         abuser_proc.join(30)
         print(f"[{time.monotonic() - t0:.0f}s] measured; tearing down", flush=True)
         guest_s = guest_check_times(tmp / "virtlab.sqlite3", marks)

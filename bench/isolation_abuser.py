@@ -42,6 +42,8 @@ def abuse(base: str, username: str, sid: str, slug: str, seconds: float, kinds: 
 
     go.wait()
     until = time.monotonic() + seconds
+    if "guest" in kinds and not asyncio.run(start_guest_abuse(client, sid)):
+        count("guest abuse not seen running")
 
     def checks() -> None:
         while time.monotonic() < until:
@@ -72,6 +74,27 @@ def abuse(base: str, username: str, sid: str, slug: str, seconds: float, kinds: 
     report.put(counts)
 
 
+async def start_guest_abuse(client: lab_stack.LabClient, sid: str) -> bool:
+    """Type GUEST_ABUSE on a clean line of the abuser's terminal, before any other abuse (the input
+    floods would garble the line, and the check floods use up the share a socket needs); whether
+    `yes` was seen running within 30 s."""
+    base = client.base.replace("http://", "ws://")
+    headers = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in client.jar), "Origin": client.base}
+    async with connect(f"{base}/ws/sessions/{sid}/terminal/", additional_headers=headers, open_timeout=30,
+                       max_size=None, close_timeout=1) as ws:  # fmt: skip
+        await ws.send(b"\x03\x15" + GUEST_ABUSE)
+        seen, deadline = bytearray(), time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                frame = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            seen += frame if isinstance(frame, bytes) else b""
+            if b"y\r\ny\r\ny" in seen[-8192:]:
+                return True
+    return False
+
+
 async def _abuse_sockets(client: lab_stack.LabClient, sid: str, until: float, kinds: set[str], count: Any) -> None:
     base = client.base.replace("http://", "ws://")
     cookies = "; ".join(f"{c.name}={c.value}" for c in client.jar)
@@ -90,7 +113,7 @@ async def _abuse_sockets(client: lab_stack.LabClient, sid: str, until: float, ki
         return ws
 
     async def guest() -> None:
-        """`yes`, a fork bomb, a CPU burn and a disk fill in their own VM; then read the flood."""
+        """Read the flood of their own guest (reopening the socket when the share closes it)."""
         while time.monotonic() < until:
             ws = await open_ws("terminal")
             if ws is None:
@@ -98,7 +121,6 @@ async def _abuse_sockets(client: lab_stack.LabClient, sid: str, until: float, ki
                 continue
             received = 0
             try:  # a socket over the abuser's share is accepted and closed at once (4429)
-                await ws.send(GUEST_ABUSE)
                 while time.monotonic() < until:
                     frame = await asyncio.wait_for(ws.recv(), max(0.1, until - time.monotonic()))
                     received += len(frame)
