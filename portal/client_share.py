@@ -19,6 +19,11 @@ meet its limit (a class behind one NAT signs in and is then counted user by user
     use up the allowance, but they take a place under the concurrency bound.
 A refused request gets 429 with Retry-After and a message in the client's language, a refused
 websocket close 4429 (the pages wait and reconnect), and the log gets one line per client and window.
+The refusal is held for WEB_REFUSAL_HOLD_MS first (while the client has fewer held than it may
+have waiting; past that it is told at once): a script that asks again as soon as it is answered
+then costs one refusal per connection and hold instead of thousands a second (measured in
+bench/isolation.py: the abuser's 300 refused checks and 150 refused sockets a second took ~0.4 of
+the web process's core), and the wait costs a timer, no thread.
 
 Counted in the process, with limits' in-memory moving windows, not in Redis: what is protected is
 this process, and a shared counter would cost a Redis round trip on every request.
@@ -145,6 +150,7 @@ class ClientShare:
         self.user_rate = _rate(settings.WEB_CLIENT_RATE, window)
         self.address_rate = _rate(settings.WEB_ADDRESS_RATE, window)
         self.log_rate = RateLimitItemPerSecond(1, window)  # one log line per client and window
+        self.held: dict[str, int] = {}  # refusals each client has waiting to be told
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -168,6 +174,7 @@ class ClientShare:
         if refusal is not None:
             self._log(client, refusal, scope["path"])
             message = _message(refusal, _language(cookies, headers))
+            await self._hold(client)
             if scope["type"] == "websocket":
                 await _close_websocket(receive, send, message)
             else:
@@ -185,6 +192,20 @@ class ClientShare:
         if learned is not None:
             digest, user_id = learned
             self.known.learn(digest, user_id)
+
+    async def _hold(self, client: Client) -> None:
+        delay_s = settings.WEB_REFUSAL_HOLD_MS / 1000
+        held = self.held.get(client.key, 0)
+        if delay_s <= 0 or held >= client.gates.waiting:
+            return
+        self.held[client.key] = held + 1
+        try:
+            await asyncio.sleep(delay_s)
+        finally:
+            if self.held[client.key] > 1:
+                self.held[client.key] -= 1
+            else:
+                del self.held[client.key]
 
     def _over_rate(self, client: Client) -> Refusal | None:
         if client.rate is None or self.limiter.hit(client.rate, client.key):

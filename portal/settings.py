@@ -378,13 +378,15 @@ ACCOUNT_VERIFICATION_MAX_AGE_S = env_int("ACCOUNT_VERIFICATION_MAX_AGE_S", 3 * 2
 # most WEB_CLIENT_RATE requests (static files apart) and websocket opens per
 # WEB_CLIENT_RATE_WINDOW_S. An address's anonymous requests get WEB_ADDRESS_CONCURRENCY and
 # WEB_ADDRESS_RATE (a class behind one NAT arrives at the log-in page together). A rate of 0
-# turns that limit off (a load generator).
+# turns that limit off (a load generator). A refusal is told after WEB_REFUSAL_HOLD_MS, so that a
+# script asking again at once is slowed down (0: told at once).
 WEB_CLIENT_CONCURRENCY = env_positive_int("WEB_CLIENT_CONCURRENCY", 4)
 WEB_CLIENT_WAITING = env_count("WEB_CLIENT_WAITING", 32)
 WEB_CLIENT_RATE = env_count("WEB_CLIENT_RATE", 100)
 WEB_CLIENT_RATE_WINDOW_S = env_positive_int("WEB_CLIENT_RATE_WINDOW_S", 10)
 WEB_ADDRESS_CONCURRENCY = env_positive_int("WEB_ADDRESS_CONCURRENCY", 32)
 WEB_ADDRESS_RATE = env_count("WEB_ADDRESS_RATE", 300)
+WEB_REFUSAL_HOLD_MS = env_count("WEB_REFUSAL_HOLD_MS", 1000)
 
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # per IP alone would lock out a whole class

@@ -89,6 +89,7 @@ def limits(settings: Settings) -> Settings:
     settings.WEB_CLIENT_RATE_WINDOW_S = 10
     settings.WEB_ADDRESS_CONCURRENCY = 32
     settings.WEB_ADDRESS_RATE = 5000
+    settings.WEB_REFUSAL_HOLD_MS = 0  # told at once; the hold has a test of its own
     return settings
 
 
@@ -147,6 +148,36 @@ def test_past_their_rate_a_user_is_told_how_long_to_wait_in_their_language(limit
         assert status(await call(app, scope(session="bob"))) == 200
         assert status(await call(app, scope())) == 200
         assert inner.calls == 8
+
+    asyncio.run(scenario())
+
+
+def test_refusals_are_held_before_they_are_told_as_many_as_may_wait(limits: Settings) -> None:
+    limits.WEB_CLIENT_RATE = 2
+    limits.WEB_REFUSAL_HOLD_MS = 300
+    inner = Held()
+    inner.release.set()
+    app = share(inner, alice=1, bob=2)
+
+    async def timed(request: Message) -> tuple[int, float]:
+        started = time.monotonic()
+        return status(await call(app, request)), time.monotonic() - started
+
+    async def scenario() -> None:
+        assert [(await timed(scope(session="alice")))[0] for _ in range(2)] == [200, 200]
+        # A script that asks again as soon as it is told: one refusal per hold, not a tight loop.
+        code, took = await timed(scope(session="alice"))
+        assert code == 429
+        assert took >= 0.3
+        # At once: as many are held as she may have waiting (3); the rest are told straight away.
+        answers = await asyncio.gather(*(timed(scope(session="alice")) for _ in range(5)))
+        assert all(code == 429 for code, _ in answers)
+        assert sorted(took >= 0.3 for _, took in answers) == [False, False, True, True, True]
+        assert app.held == {}  # nothing kept once told
+        # Bob's requests are not held behind hers.
+        code, took = await timed(scope(session="bob"))
+        assert code == 200
+        assert took < 0.2
 
     asyncio.run(scenario())
 
