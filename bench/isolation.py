@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import queue
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -226,6 +227,7 @@ def main() -> None:
     parser.add_argument("--learners", type=int, help="well-behaved learners (30; --quick: 1)")
     parser.add_argument("--speedup", type=float, default=2.0, help="learners go this much faster than the labs say")
     parser.add_argument("--check-workers", type=int, default=2, help="check worker concurrency (Procfile: 2)")
+    parser.add_argument("--vm-cpu-pct", type=int, help="experiment: cap each lab VM at this %% of a core")
     parser.add_argument("--abuse-s", type=float, help="seconds of abuse (120; --quick: 8)")
     parser.add_argument("--abuse", default=",".join(ABUSES), help=f"what the abuser does (all of {','.join(ABUSES)})")
     args = parser.parse_args()
@@ -272,6 +274,11 @@ def main() -> None:
         print(f"[{time.monotonic() - t0:.0f}s] {len(learners) + 1} of {len(clients)} labs ready in {boot_s:.0f}s",
               flush=True)  # fmt: skip
         n = len(learners)
+        if args.vm_cpu_pct:  # what a lower per-VM quota than the default (100 %) would give
+            for sid in [abuser_sid, *(lr.sid for lr in learners)]:
+                subprocess.run(["virsh", "-q", "schedinfo", domain_name(sid), "--live", "--set",
+                                f"global_quota={args.vm_cpu_pct * 1000}"], check=True, capture_output=True)  # fmt: skip
+            print(f"every lab VM capped at {args.vm_cpu_pct} % of a core", flush=True)
 
         ctx = multiprocessing.get_context("fork")
         go, report = ctx.Event(), ctx.Queue()
