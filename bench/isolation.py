@@ -1,6 +1,7 @@
 """Isolation between learners, measured: well-behaved learners with real labs while one abuser floods.
 
     .venv/bin/python bench/isolation.py [--quick] [--learners N] [--speedup X] [--abuse-s S]
+                                        [--check-workers N] [--vm-cpu-pct P]
 
 Starts a private stack as `make run` does (Redis, SQLite, uvicorn, the host agent with 4 workers
 and the check worker with 2, all limits at their defaults), builds the lab's template first (as a
@@ -15,6 +16,10 @@ cover, for --abuse-s seconds (120; --quick: 8):
   - terminal input: 64 KiB frames as fast as the sockets take them, on sockets that never read;
   - websockets: far more terminal and events sockets than a user may hold, reopened as closed;
   - checks: POST check in a loop; HTTP: bursts of concurrent page and API requests and starts.
+
+--check-workers sizes the host's check worker (2, as in the Procfile); --vm-cpu-pct caps every lab
+VM at that share of a core once ready, instead of the default one core per vCPU (an experiment:
+at 50 every figure got worse, see the commit that added it).
 
 Targets (issue #13), for the well-behaved learners while the abuser runs:
   echo p95 <= 50 ms, check p95 <= 1 s, Redis memory growth <= 32 MiB, web RSS growth <= 64 MiB.
