@@ -49,11 +49,14 @@ def _unless_redis_away(what: str) -> Iterator[None]:
         log.warning("%s skipped: Redis unavailable (%s)", what, exc)
 
 
-def hold_input(session_id: str, seconds: int = 300) -> None:
+def hold_input(session_id: str, seconds: int = 300) -> bool:
     """Keep keystrokes queued in Redis (not typed into the VM) until release_input(): while a
-    checkpoint of the step's starting state is still to be taken. Expires in case a worker dies."""
+    checkpoint of the step's starting state is still to be taken. Expires in case a worker dies.
+    Returns whether this call made the hold (False: one was there already, or Redis is away)."""
+    made = False
     with _unless_redis_away(f"holding the input of {session_id}"):
-        host_registry.redis_client().set(hold_key(session_id), 1, ex=seconds)
+        made = bool(host_registry.redis_client().set(hold_key(session_id), 1, ex=seconds, nx=True))
+    return made  # noqa: RET504 - reached with False when the context manager swallows a Redis error
 
 
 def release_input(session_id: str) -> None:
@@ -186,7 +189,7 @@ class SessionRelay:
         keys = [input_key(self.session_id), size_key(self.session_id)]
         while not self.stopping.is_set():
             try:
-                # Set before this relay starts (provisioning), so no pop below can race it.
+                # Set before the session turns provisioning (which starts this relay): no pop races it.
                 if self.input_redis.exists(hold_key(self.session_id)):
                     self.stopping.wait(0.05)
                     continue

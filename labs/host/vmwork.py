@@ -78,10 +78,9 @@ def provision(session_id: str) -> None:
     """
     # Connect first: libvirt away raises HostUnreachable (the task retries) with nothing changed.
     with hypervisor() as hv:
-        if not transition(session_id, S.PROVISIONING):
+        if not _begin_provisioning(session_id):
             return  # a duplicate delivery, or the learner stopped it already
         session = LabSession.objects.get(pk=session_id)
-        console_relay.hold_input(session_id)
         console_relay.wake(session.host)  # attach the console now: the page shows the VM coming up
         try:
             _provision(hv, session)
@@ -92,6 +91,18 @@ def provision(session_id: str) -> None:
             console_relay.release_input(session_id)
             if LabSession.objects.filter(state=S.QUEUED).exists():
                 task_calls.place_queued_sessions.send()  # this boot's slot is free for the next start
+
+
+def _begin_provisioning(session_id: str) -> bool:
+    """requested → provisioning, with the learner's keystrokes held first: the relay attaches as
+    soon as it sees the session provisioning (within its 0.5 s poll), and keys typed early would
+    otherwise reach a VM still booting, where the serial port drops the first ones."""
+    made_hold = console_relay.hold_input(session_id)
+    if transition(session_id, S.PROVISIONING):
+        return True
+    if made_hold:  # not ours to provision; a hold already there belongs to whoever provisions it
+        console_relay.release_input(session_id)
+    return False
 
 
 def _provision(hv: Hypervisor, session: LabSession) -> None:
