@@ -138,18 +138,18 @@ def celery_worker(env: dict[str, str], queues: str = "web", name: str = "test") 
 LAB_SLUG = "relay-check"
 
 
-def write_test_lab(content_dir: Path) -> str:
+def write_test_lab(content_dir: Path, slug: str = LAB_SLUG) -> str:
     """A two-step lab on the `tiny` profile, written as content/labs/<slug>; returns the slug."""
     import yaml
 
-    lab = content_dir / "labs" / LAB_SLUG
+    lab = content_dir / "labs" / slug
     (content_dir / "docs" / "en").mkdir(parents=True, exist_ok=True)
     steps = {
         "01-hello": ("/root/hello.txt exists", "test -f /root/hello.txt", "echo hi > /root/hello.txt"),
         "02-world": ("it contains 'world'", "grep -q world /root/hello.txt", "echo world >> /root/hello.txt"),
     }
     meta = {
-        "slug": LAB_SLUG, "title": {"en": "Relay check", "zh": "中继检查"},
+        "slug": slug, "title": {"en": "Relay check", "zh": "中继检查"},
         "summary": {"en": "Make a file.", "zh": "创建一个文件。"}, "duration_min": 5,
         "difficulty": "intro", "profile": "tiny", "docs": [], "steps": list(steps),
     }  # fmt: skip
@@ -168,7 +168,7 @@ def write_test_lab(content_dir: Path) -> str:
             "solution": [solution],
         }
         (step / "step.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
-    return LAB_SLUG
+    return slug
 
 
 def lab_env(tmp: Path, redis_url: str, **extra: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import pytest
 from tests import lab_stack
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
+OTHER_LAB = "relay-other"  # the same profile, nothing prepared for it
 PoolRow = tuple[str, str, str, str | None]  # id, lab_slug, state, session id
 
 
@@ -21,6 +22,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabSta
     # One VM prepared for the test lab, one for any lab of its profile.
     pool = f"tiny=1,lab:{lab_stack.LAB_SLUG}=1"
     with lab_stack.lab_stack(tmp_path_factory.mktemp("pool"), LABS_POOL_SIZES=pool) as running:
+        lab_stack.write_test_lab(Path(running.env["VIRTLAB_CONTENT_DIR"]), OTHER_LAB)
         yield running
 
 
@@ -67,8 +69,10 @@ def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: lab_stack.
     assert not lab_stack.domain_exists(alice_sid)  # no new VM: the warm one carries the session
     assert b"setups-1-done" in alice_out  # setup ran once, in advance, not again at hand-out
 
-    # The next learner gets the generic VM: never used, so no reset; step 1 is set up on hand-out.
-    bob_sid, bob_out = start_and_type(stack.client("bob"), stack.slug)
+    # A learner of a lab nothing is prepared for gets the generic VM (a learner of the first lab
+    # may get its refill, a clone that can be ready in seconds): never used, so no reset; step 1 is
+    # set up on hand-out.
+    bob_sid, bob_out = start_and_type(stack.client("bob"), OTHER_LAB)
     assert (generic, "", "assigned", bob_sid) in pool_rows(stack)
     assert b"setups-1-done" in bob_out
     assert lab_stack.snapshots_of(generic) == ["step-1"]
