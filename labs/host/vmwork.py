@@ -432,14 +432,17 @@ def _prepare_pool_vms(host: str, profile: str, lab_slug: str, reservation: Reser
         log.exception("warm pool: the template of %s (%s) could not be built", lab_slug or "a bare boot", profile)
         PoolVM.objects.filter(pk__in=[p.pk for p in pool_vms]).delete()
         return False
-    # Threads, each on its own libvirt connection: a restore waits mostly on libvirtd and QEMU.
-    with ThreadPoolExecutor(max_workers=min(count, CLONE_PARALLELISM)) as pool:
-        outcomes = list(pool.map(lambda p: _restore_pool_vm(p.id, template), pool_vms))
-    for pool_vm, ok in zip(pool_vms, outcomes, strict=True):
-        if ok:
-            PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
-        else:
-            pool_vm.delete()  # the reaper removes whatever half-made VM is left
+    outcomes = [False] * count
+    try:
+        # Threads, each on its own libvirt connection: a restore waits mostly on libvirtd and QEMU.
+        with ThreadPoolExecutor(max_workers=min(count, CLONE_PARALLELISM)) as pool:
+            outcomes = list(pool.map(lambda p: _restore_pool_vm(p.id, template), pool_vms))
+    finally:  # even on an unexpected error: a row left booting would stop its reservation's refills
+        for pool_vm, ok in zip(pool_vms, outcomes, strict=True):
+            if ok:
+                PoolVM.objects.filter(pk=pool_vm.pk, state=PoolVM.State.BOOTING).update(state=PoolVM.State.READY)
+            else:
+                pool_vm.delete()  # the reaper removes whatever half-made VM is left
     console_relay.wake(host)  # the relay manager holds a ready VM's console from now on
     log.info("warm pool: %d of %d clones of %s ready in %.1fs", sum(outcomes), count, template.key,
              time.monotonic() - started)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -30,6 +31,7 @@ from .errors import (
     DomainMissing,
     HostUnreachable,
     HypervisorError,
+    OutOfCapacity,
     OutOfMemory,
     map_libvirt_error,
     silence_libvirt_stderr,
@@ -159,9 +161,15 @@ class Hypervisor:
         except libvirt.libvirtError as exc:
             remove_session_disks(self.disks_root, session_id)
             raise map_libvirt_error(exc) from exc
-        except (HypervisorError, OSError):
+        except HypervisorError:
             remove_session_disks(self.disks_root, session_id)
             raise
+        except OSError as exc:
+            # A file of the VM that cannot be written (a full disk, its directory removed under
+            # it) fails this VM like any other cause, as callers handle it: not the whole task.
+            remove_session_disks(self.disks_root, session_id)
+            error = OutOfCapacity if exc.errno == errno.ENOSPC else HypervisorError
+            raise error(f"the files of VM {session_id}: {exc}") from exc
 
     def _define(self, session_id: str, profile: Profile, image: GuestImage, clonable: bool = False) -> VM:
         self._check_memory(profile)

@@ -202,3 +202,18 @@ def test_reap_removes_old_orphans_but_spares_fresh_ones(hv: Hypervisor, guest_im
     finally:
         remove_session_disks(hv.disks_root, old)
         remove_session_disks(hv.disks_root, fresh)
+
+
+def test_a_vm_whose_files_cannot_be_made_fails_as_a_hypervisor_error_and_leaves_nothing(
+    hv: Hypervisor, guest_image: Path, tmp_path: Path
+) -> None:
+    """A disk directory that cannot be written (here: a file stands where it goes) fails that VM
+    the way callers handle (a HypervisorError), never as a bare OSError that ends their task."""
+    blocked = tmp_path / "disks"
+    blocked.write_text("not a directory")
+    session_id = new_session_id()
+    with pytest.raises(HypervisorError, match=session_id) as failed:
+        Hypervisor(hv.conn, blocked).create_vm(session_id, "tiny", guest_image)
+    assert isinstance(failed.value.__cause__, OSError)
+    with pytest.raises(DomainMissing):
+        hv.vm(session_id)
