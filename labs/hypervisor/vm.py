@@ -238,6 +238,17 @@ class VM:
         remove_session_disks(self._disks_root, self.session_id)
 
 
-def _creation_time(snapshot: libvirt.virDomainSnapshot) -> int:
+def _creation_time(snapshot: libvirt.virDomainSnapshot) -> tuple[int, int]:
+    """When it was taken, in whole seconds; ties (two checkpoints within a second) go by how many
+    snapshots it descends from: each new one's parent is the one current when it was taken."""
     root = ET.fromstring(snapshot.getXMLDesc(0))  # noqa: S314 - libvirtd output
-    return int(root.findtext("creationTime") or 0)
+    return int(root.findtext("creationTime") or 0), _depth(snapshot)
+
+
+def _depth(snapshot: libvirt.virDomainSnapshot) -> int:
+    depth = 0
+    with contextlib.suppress(libvirt.libvirtError):  # VIR_ERR_NO_DOMAIN_SNAPSHOT: the root
+        while True:
+            snapshot = snapshot.getParent(0)
+            depth += 1
+    return depth
