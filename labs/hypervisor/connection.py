@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import time
@@ -42,6 +43,7 @@ from .libvirt_events import ensure_event_loop
 from .naming import METADATA_NS, domain_name, is_session_id, session_of
 from .vm import VM
 
+log = logging.getLogger(__name__)
 DEFAULT_URI = "qemu:///system"
 # Memory left to the host OS, libvirtd and the host agent before VMs are refused.
 HOST_RESERVE_MIB = 1024
@@ -374,7 +376,10 @@ class Hypervisor:
         for session_id in list_disk_sessions(self.disks_root):
             if session_id in keep or session_id in defined or not is_session_id(session_id):
                 continue
-            if time.time() - session_dir(self.disks_root, session_id).stat().st_mtime >= grace_s:
+            age_s = time.time() - session_dir(self.disks_root, session_id).stat().st_mtime
+            if age_s >= grace_s:
+                # Disks without a VM or an owner are what a crash leaves: worth a line in the log.
+                log.warning("reap: removing the disks of %s (no VM, no owner, %.0f s old)", session_id, age_s)
                 remove_session_disks(self.disks_root, session_id)
                 if session_id not in reaped:
                     reaped.append(session_id)
