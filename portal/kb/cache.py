@@ -16,8 +16,10 @@ HASH_TTL_S = 1.0  # other processes see a new build within a second, at one tiny
 
 # Local memory on purpose: prepared fragments are large and hot; a network cache would cost more.
 # Bounded by count, not by the size of the knowledge base: ~60 KB a page and two entries per page
-# (fragment, whole page), so at most ~40 MB per process; the least recently read go first.
-fragments = LocMemCache("virtlab-kb", {"TIMEOUT": None, "OPTIONS": {"MAX_ENTRIES": 600}})
+# (fragment, whole page), so at most ~20 MB per process; the least recently read go first. 600 kept
+# a web worker at 252-257 MiB with 2,000 pages per language (target 250), 300 at 238-239 MiB, for
+# 10 % fewer pages a second when readers spread over every page (bench/docs.py --pages 2000).
+fragments = LocMemCache("virtlab-kb", {"TIMEOUT": None, "OPTIONS": {"MAX_ENTRIES": 300}})
 _lock = threading.Lock()
 _memo: dict[str, Any] = {"hash": "", "read_at": 0.0}
 
