@@ -38,8 +38,10 @@ BREADTH = 0.5
 # The page stage keeps this many pages (at least CANDIDATES_PER_RESULT per result asked for) for
 # the section stage, which costs about as much per candidate (~20 sections each) as the rest of the
 # query. Below every matching page, results can differ from ranking all sections: at 2,000 pages
-# per language golden_top3 was the same with 15, 20, 30 and 300 candidates.
-CANDIDATES = 15
+# per language golden_top3 was the same with 15, 20, 30 and 300 candidates, and with 12 the same on
+# PostgreSQL (0.903), higher on SQLite (0.919 against 0.911), for a PostgreSQL p95 of 16-17 ms
+# instead of 20-21 (its ts_rank_cd costs ~20 µs a section row).
+CANDIDATES = 12
 CANDIDATES_PER_RESULT = 1
 # Postings read per query word: pages that are not among a word's best can still be candidates
 # for the sum of several words.
