@@ -277,6 +277,10 @@ LABS_TCG_VMS_PER_CPU = env_int("LABS_TCG_VMS_PER_CPU", 16)
 # for one lab (step 1 set up and checkpointed in advance), e.g. "tiny=1,lab:qemu-img=1".
 LABS_POOL_SIZES = env("LABS_POOL_SIZES", "tiny=1")
 LABS_REAP_GRACE_S = env_int("LABS_REAP_GRACE_S", 120)  # spare unknown VMs younger than this
+# A VM that has used over LABS_CPU_HOG_PCT % of its cores for LABS_CPU_HOG_AFTER_S gets a
+# sixteenth of its CPU weight until it is calm as long (labs/host/cpu_hogs.py); 0 s: never.
+LABS_CPU_HOG_AFTER_S = env_count("LABS_CPU_HOG_AFTER_S", 15)
+LABS_CPU_HOG_PCT = env_positive_int("LABS_CPU_HOG_PCT", 50)
 # A session provisioning longer than this was interrupted (its worker died).
 LABS_PROVISION_TIMEOUT_S = env_int("LABS_PROVISION_TIMEOUT_S", 300)
 # A host whose advert has been gone this long (after its 30 s expiry) is lost: its sessions fail.

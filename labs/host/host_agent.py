@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 
 from django.conf import settings
@@ -27,6 +28,7 @@ from django.db import close_old_connections
 from labs import host_registry
 from labs.host import reconcile
 from labs.host.console_relay import RelayManager
+from labs.host.cpu_hogs import CpuHogs
 from labs.host.vmwork import libvirt_alive
 from labs.hypervisor import HostCapacity, Hypervisor, HypervisorError, load_image
 from labs.hypervisor.confinement import ConfinementState
@@ -37,6 +39,7 @@ LIBVIRT_POLL_S = 1.0  # how soon the advert loop notices libvirtd gone, and back
 RECHECKING = "libvirtd reconnected: checking confinement again before taking VMs"
 _stopping = threading.Event()
 _started = False
+_cpu_hogs = CpuHogs()  # the advert thread tends it, between adverts
 # The last host check: it boots a probe QEMU (~1-2 s), so it runs per connection, not per advert.
 _confinement: ConfinementState | None = None
 
@@ -156,12 +159,20 @@ def _advertise_on_one_connection(recheck: bool) -> None:
                 for _ in range(round(ADVERT_EVERY_S / LIBVIRT_POLL_S)):
                     if _stopping.wait(LIBVIRT_POLL_S):
                         return
+                    _tend_cpu_hogs(hv)
                     if not libvirt_alive(hv):
                         host_registry.publish(libvirt_down_advert("the connection to libvirtd was lost"))
                         return
     except HypervisorError as exc:
         log.warning("host advert: libvirt unreachable: %s", exc)
         host_registry.publish(libvirt_down_advert(str(exc)))
+
+
+def _tend_cpu_hogs(hv: Hypervisor) -> None:
+    try:
+        _cpu_hogs.tick(hv, time.monotonic())
+    except HypervisorError as exc:  # libvirt going away: the loop notices and reconnects
+        log.info("CPU hog check skipped: %s", exc)
 
 
 def _recover() -> None:

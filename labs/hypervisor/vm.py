@@ -171,6 +171,16 @@ class VM:
         with translated():
             snapshot.delete(0)
 
+    def set_cpu_weight(self, weight: int) -> None:
+        """The VM's CPU weight against the host's other VMs, live (cgroup cpu.weight; libvirt's
+        cpu_shares, 100 by default on cgroup v2): under contention CPU time goes in proportion."""
+        with translated():
+            self._domain.setSchedulerParametersFlags({"cpu_shares": weight}, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def cpu_weight(self) -> int:
+        with translated():
+            return int(self._domain.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)["cpu_shares"])
+
     def list_snapshots(self) -> list[str]:
         """Names of the domain's snapshots, oldest first."""
         with translated():
