@@ -18,7 +18,7 @@ from django.conf import settings
 from django.utils.translation import gettext_noop
 
 from labs import task_calls
-from labs.host import host_agent, reconcile, vmwork
+from labs.host import host_agent, pool, reconcile, vmwork
 from labs.hypervisor import HostUnreachable
 from labs.services import limits
 from labs.states import SessionState
@@ -94,22 +94,22 @@ def destroy_session_vm(session_id: str) -> None:
 
 @shared_task(name=task_calls.fill_pool.name, ignore_result=True, **RETRY_LIBVIRT)
 def fill_pool() -> None:
-    vmwork.fill_pool(settings.VIRTLAB_HOST_NAME)
+    pool.fill_pool(settings.VIRTLAB_HOST_NAME)
 
 
 @shared_task(name=task_calls.prepare_template.name, ignore_result=True, **RETRY_LIBVIRT)
 def prepare_template(lab_slug: str) -> None:
-    vmwork.prepare_template(settings.VIRTLAB_HOST_NAME, lab_slug)
+    pool.prepare_template(settings.VIRTLAB_HOST_NAME, lab_slug)
 
 
 @shared_task(name=task_calls.fill_reservation.name, ignore_result=True, **RETRY_LIBVIRT)
 def fill_reservation(reservation_id: int) -> None:
-    vmwork.fill_reservation(reservation_id)
+    pool.fill_reservation(reservation_id)
 
 
 @shared_task(name=task_calls.release_reservation.name, ignore_result=True, **RETRY_LIBVIRT)
 def release_reservation(reservation_id: int) -> None:
-    vmwork.release_reservation(reservation_id)
+    pool.release_reservation(reservation_id)
 
 
 @shared_task(name=task_calls.reconcile_host.name, ignore_result=True, **RETRY_LIBVIRT)
