@@ -1,8 +1,8 @@
 """A lab VM that keeps a core busy for long (a fork bomb, an endless loop) yields to the others.
 
 Every VM has the same CPU weight, so under TCG a learner whose guest spins takes as much of the
-host as the VMs of learners who are typing, and their echo waits behind it (bench/isolation.py:
-echo p95 23 ms without the abuser, 200 ms with it). Its quota (one core per vCPU) still holds; on
+host as the VMs of learners who are typing, and their echo waits behind it (bench/isolation.py on
+2026-12-06: echo p95 23 ms without the abuser, 200 ms with it). Its quota (one core per vCPU) still holds; on
 top of that, once it has used more than LABS_CPU_HOG_PCT % of its cores for LABS_CPU_HOG_AFTER_S,
 its weight drops to 1/HOG_WEIGHT_DIVISOR of what it was, until it has been calm for as long. A
 lower weight takes nothing from it on an idle host (CPU is shared in proportion only when it is
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from labs.hypervisor import DomainMissing, Hypervisor, HypervisorError
+from labs.hypervisor import Hypervisor, HypervisorError
 from labs.models import id_prefixes
 
 log = logging.getLogger(__name__)
@@ -67,19 +67,19 @@ class CpuHogs:
             return
         lower, restore = self.changes(hv.cpu_times(namespace or id_prefixes()), now)
         for vm_id in lower:
-            track = self.tracks[vm_id]
             try:
                 vm = hv.vm(vm_id)
                 before = vm.cpu_weight()
-                vm.set_cpu_weight(max(2, before // HOG_WEIGHT_DIVISOR))
-            except (DomainMissing, HypervisorError) as exc:  # gone, or no cpu controller: nothing to do
+                lowered = max(2, before // HOG_WEIGHT_DIVISOR)
+                vm.set_cpu_weight(lowered)
+            except HypervisorError as exc:  # gone, or no cpu controller: nothing to do
                 log.info("VM %s: CPU weight not lowered: %s", vm_id, exc)
                 continue
-            track.weight_before = before
+            self.tracks[vm_id].weight_before = before
             log.warning(
                 "VM %s has used over %d %% of its CPU for %d s: its CPU weight goes from %d to %d, "
                 "so that the other VMs come first", vm_id, settings.LABS_CPU_HOG_PCT,
-                settings.LABS_CPU_HOG_AFTER_S, before, max(2, before // HOG_WEIGHT_DIVISOR),
+                settings.LABS_CPU_HOG_AFTER_S, before, lowered,
             )  # fmt: skip
         for vm_id in restore:
             track = self.tracks[vm_id]
@@ -88,7 +88,7 @@ class CpuHogs:
                 continue
             try:
                 hv.vm(vm_id).set_cpu_weight(weight)
-            except (DomainMissing, HypervisorError) as exc:
+            except HypervisorError as exc:
                 log.info("VM %s: CPU weight not restored: %s", vm_id, exc)
                 continue
             log.info("VM %s is calm again: its CPU weight is back to %d", vm_id, weight)
