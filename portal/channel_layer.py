@@ -3,7 +3,7 @@
 channels_redis gives every consumer's channel an asyncio.Queue with no bound, filled by one task
 reading Redis. A consumer that falls behind (its web process short of CPU while a guest floods its
 console) let its queue grow as fast as the output came: +60 MiB of web memory in
-tests/labs/test_terminal_limits.py. Here a channel holds at most `queue_max_bytes`; past it, what
+tests/labs/test_terminal_limits_live.py. Here a channel holds at most `queue_max_bytes`; past it, what
 waits is dropped and the consumer gets one `{"type": "channel.overflow"}` message in its place, so
 it can tell its client to resync (the pages reconnect and reload their state, as after any gap).
 
