@@ -67,8 +67,16 @@ _CHECK_DIR_MOUNT = (
     f"[ -d {_CHECK_DIR} ] || {{ mkdir -p -m 0700 {_CHECK_DIR} &&"
     f" mount -t tmpfs -o size=4m,mode=0700 virtlab-check {_CHECK_DIR}; }} 2>/dev/null; "
 )
-_TO_FILES_SHELL = _CHECK_DIR_MOUNT + 'exec >"$1" 2>"$2" && _vl_c=$3 && shift 3 && eval "unset _vl_c; $_vl_c"'
+# Shell text is eval'ed (fd 3, the wrapper's own stdout, closed for it); after it, builtins only
+# (`[ -s ]`, echo: no fork) tell which files hold anything, so the host reads only those: each read
+# is three agent round trips, ~0.2 s of a check under load. A command that exits the shell itself
+# leaves no such line, and both files are read.
+_TO_FILES_SHELL = _CHECK_DIR_MOUNT + (
+    'exec 3>&1 >"$1" 2>"$2" && _vl_c=$3 && shift 3 && { eval "unset _vl_c; $_vl_c" 3>&-; _vl_s=$?; _vl_f=;'
+    f' [ -s {_OUT_FILE} ] && _vl_f=o; [ -s {_ERR_FILE} ] && _vl_f=${{_vl_f}}e; echo "vl:$_vl_f" >&3; exit $_vl_s; }}'
+)
 _TO_FILES_ARGV = _CHECK_DIR_MOUNT + 'exec >"$1" 2>"$2" && shift 2 && exec "$@"'
+_WRITTEN = {b"vl:\n": (False, False), b"vl:o\n": (True, False), b"vl:e\n": (False, True), b"vl:oe\n": (True, True)}
 # What the wrapper itself may print (its error when the redirect fails); the command's own output
 # goes to the files, never to qemu-ga's capture.
 _WRAPPER_OUTPUT_MAX = 4096
@@ -198,11 +206,15 @@ class GuestAgent:
                 status.exit_code, status.stdout, status.stderr, time.monotonic() - started, status.truncated
             )
         to_files = self._run(_to_files_argv(command), deadline, stdin, _WRAPPER_OUTPUT_MAX)
-        if not (to_files.stdout or to_files.stderr):  # the wrapper's own complaints, before its redirect
+        # Anything else on the wrapper's streams is its own complaint, from before its redirect.
+        written = _WRITTEN.get(to_files.stdout) if not to_files.stderr else None
+        if written is not None or not (to_files.stdout or to_files.stderr):
             # One read each: the whole cap fits in one reply (EXEC_OUTPUT_LIMIT_MAX is chosen so).
             out, err = (
                 self.read_file(path, max_output + 1, max(1.0, deadline.remaining()), chunk=max_output + 1)
-                for path in (_OUT_FILE, _ERR_FILE)
+                if written is None or wrote
+                else b""
+                for path, wrote in zip((_OUT_FILE, _ERR_FILE), written or (True, True), strict=True)
             )
             exit_code, cut = to_files.exit_code, False
         else:

@@ -404,6 +404,31 @@ class TestAgainstARealVM:
         assert vm.exec("echo still-here", timeout_s=10).text == "still-here\n"
         print(f"\nthree capped check commands (two floods of output) in {elapsed:.2f} s")
 
+    def test_only_the_output_a_command_wrote_is_read_back(self, vm: VM, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Each file read is three agent round trips: a check that prints nothing (most) reads none.
+        sent: list[str] = []
+        command = GuestAgent.command
+
+        def counted(agent: GuestAgent, execute: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(execute)
+            return command(agent, execute, *args, **kwargs)
+
+        monkeypatch.setattr(GuestAgent, "command", counted)
+        cases = [  # command, exit code, stdout, stderr, files read
+            ("test -d /", 0, "", "", 0),
+            ("false", 1, "", "", 0),
+            ("echo out", 0, "out\n", "", 1),
+            ("echo err >&2; exit 2", 2, "", "err\n", 2),  # exits the wrapper's shell: both are read
+            ("echo out; echo err >&2; (exit 3)", 3, "out\n", "err\n", 2),
+            ("echo vl:oe 2>/dev/null >&3; true", 0, "", "", 0),  # the wrapper's own line: not the command's to write
+        ]
+        for text, code, out, err, reads in cases:
+            sent.clear()
+            result = vm.agent.exec(text, timeout_s=10, max_output=1024)
+            assert (result.exit_code, result.text, result.stderr.decode()) == (code, out, err), text
+            assert sent.count("guest-file-open") == reads, (text, sent)
+            assert sent.count("guest-exec") == 1, (text, sent)  # the wrapper's line was understood
+
     def test_a_check_may_write_files_larger_than_the_output_cap(self, vm: VM) -> None:
         # The cap is on what the check prints, not on the files it writes (a `qemu-img convert`
         # in a check): a per-process file-size limit would have stopped this at 1 MiB.
