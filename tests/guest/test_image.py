@@ -99,6 +99,9 @@ def test_boots_to_prompt_with_modules_and_tools(pc_guest: SerialGuest, guest_ima
     assert (fstype, options.split(",")[0]) == ("squashfs", "ro")
     assert vm.check("readlink /usr/bin/qemu-img") == "/usr/lib/virtlab/tools/usr/bin/qemu-img\n"
     assert "tools disk" not in vm.check("cat /var/log/init.log")
+    # The host's checks write their output to a small tmpfs of their own, there from boot.
+    fstype, options = vm.check("grep ' /run/virtlab-check ' /proc/mounts").split()[2:4]
+    assert fstype == "tmpfs" and "size=4096k" in options and "mode=700" in options, options
 
     # ext4 end to end: real mke2fs, loop device, mount; the kernel autoloads loop and ext4
     # through kmod (init points /proc/sys/kernel/modprobe at it).
