@@ -1,10 +1,10 @@
 """Isolation between learners, measured: well-behaved learners with real labs while one abuser floods.
 
     .venv/bin/python bench/isolation.py [--quick] [--learners N] [--speedup X] [--abuse-s S]
-                                        [--check-workers N] [--vm-cpu-pct P]
+                                        [--check-workers N] [--web-workers N] [--vm-cpu-pct P]
 
-Starts a private stack as `make run` does (Redis, SQLite, uvicorn, the host agent with 4 workers
-and the check worker with 2, all limits at their defaults), builds the lab's template first (as a
+Starts a private stack as `make run` does (Redis, SQLite, uvicorn with 2 worker processes, the host
+agent with 4 workers and the check worker with 2, all limits at their defaults), builds the lab's template first (as a
 class has it), and starts N learners (30; --quick: 1), each with a real lab session (a clone of
 the `tiny` profile's template). The learners work at the pace the shipped labs set, --speedup
 times faster (2; bench/isolation_learners.py derives it and the run prints it: today about a step
@@ -17,9 +17,10 @@ cover, for --abuse-s seconds (120; --quick: 8):
   - websockets: far more terminal and events sockets than a user may hold, reopened as closed;
   - checks: POST check in a loop; HTTP: bursts of concurrent page and API requests and starts.
 
---check-workers sizes the host's check worker (2, as in the Procfile); --vm-cpu-pct caps every lab
-VM at that share of a core once ready, instead of the default one core per vCPU (an experiment:
-at 50 every figure got worse, see the commit that added it).
+--check-workers sizes the host's check worker and --web-workers uvicorn (2 each, as in the Procfile;
+web RSS is summed over uvicorn's processes); --vm-cpu-pct caps every lab VM at that share of a core
+once ready, instead of the default one core per vCPU (an experiment: at 50 every figure got worse,
+see the commit that added it).
 
 Targets (issue #13), for the well-behaved learners while the abuser runs:
   echo p95 <= 50 ms, check p95 <= 1 s, Redis memory growth <= 32 MiB, web RSS growth <= 64 MiB.
@@ -64,8 +65,21 @@ TARGETS = {"echo_p95_ms": 50.0, "check_p95_s": 1.0, "redis_growth_mib": 32.0, "w
 MIB = 1024 * 1024
 
 
+def web_pids(base: str) -> set[int]:
+    """The uvicorn process serving `base` and its workers (its children), if it has any."""
+    parent = uvicorn_pid(base)
+    pids = {parent}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                pids.add(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return pids
+
+
 def uvicorn_pid(base: str) -> int:
-    """The uvicorn process serving `base` (lab_stack.asgi_server runs one, without workers)."""
+    """The uvicorn process listening for `base` (with workers: their supervisor)."""
     port = base.rsplit(":", 1)[1]
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -79,11 +93,13 @@ def uvicorn_pid(base: str) -> int:
     raise RuntimeError(f"no uvicorn process on port {port}")
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+def rss_mib(pids: set[int]) -> float:
+    """The processes' resident memory, summed."""
+    total = 0.0
+    for pid in pids:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        total += next(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
+    return total
 
 
 def cpu_s(pid: int) -> float:
@@ -97,8 +113,8 @@ class CpuByRole:
     QEMUs, the web process, the host's workers...). Processes are looked at every second, so one
     that ends (the abuser's VM, stopped at its disk budget) keeps what it used."""
 
-    def __init__(self, web_pid: int, abuser_vm: str):
-        self.web_pid, self.abuser_vm = web_pid, abuser_vm
+    def __init__(self, web: set[int], abuser_vm: str):
+        self.web, self.abuser_vm = web, abuser_vm
         self.last: dict[int, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -116,7 +132,7 @@ class CpuByRole:
                 continue
             with self._lock:
                 known = self.last.get(pid)
-                role = known[0] if known else _role(pid, argv, self.web_pid, self.abuser_vm)
+                role = known[0] if known else _role(pid, argv, self.web, self.abuser_vm)
                 self.last[pid] = (role, used)
 
     def totals(self) -> dict[str, float]:
@@ -140,10 +156,10 @@ class CpuByRole:
         self._thread.join()
 
 
-def _role(pid: int, argv: bytes, web_pid: int, abuser_vm: str) -> str:
+def _role(pid: int, argv: bytes, web: set[int], abuser_vm: str) -> str:
     if b"qemu-system" in argv:
         return "abuser's QEMU" if f"guest={abuser_vm},".encode() in argv else "learners' QEMUs"
-    if pid == web_pid:
+    if pid in web:
         return "web"
     for needle, role in ((b"celery", "host workers"), (b"redis-server", "redis"), (b"libvirtd", "libvirtd"),
                          (b"bench/isolation.py", "bench and abuser clients")):  # fmt: skip
@@ -162,8 +178,8 @@ def redis_mib(client: redis.Redis) -> float:
 class Sampler:
     """Redis memory and web RSS once a second, in a thread."""
 
-    def __init__(self, redis_url: str, web_pid: int):
-        self.client, self.web_pid = redis.Redis.from_url(redis_url), web_pid
+    def __init__(self, redis_url: str, web_pids: set[int]):
+        self.client, self.web_pids = redis.Redis.from_url(redis_url), web_pids
         self.baseline = (0.0, 0.0)
         self.redis: list[float] = []
         self.web: list[float] = []
@@ -171,7 +187,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> tuple[float, float]:
-        return redis_mib(self.client), rss_mib(self.web_pid)
+        return redis_mib(self.client), rss_mib(self.web_pids)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -232,6 +248,7 @@ def main() -> None:
     parser.add_argument("--learners", type=int, help="well-behaved learners (30; --quick: 1)")
     parser.add_argument("--speedup", type=float, default=2.0, help="learners go this much faster than the labs say")
     parser.add_argument("--check-workers", type=int, default=2, help="check worker concurrency (Procfile: 2)")
+    parser.add_argument("--web-workers", type=int, default=2, help="uvicorn worker processes (Procfile: 2)")
     parser.add_argument("--vm-cpu-pct", type=int, help="experiment: cap each lab VM at this %% of a core")
     parser.add_argument("--abuse-s", type=float, help="seconds of abuse (120; --quick: 8)")
     parser.add_argument("--abuse", default=",".join(ABUSES), help=f"what the abuser does (all of {','.join(ABUSES)})")
@@ -255,11 +272,13 @@ def main() -> None:
         lab_stack.manage(env, "collectstatic", "--noinput")
         lab_stack.create_users(env, lab_stack.STACK_PASSWORD, "abuser", *names)
         stack.callback(lab_stack.destroy_vms_with_prefix, env["LABS_ID_PREFIX"])
-        base = stack.enter_context(lab_stack.asgi_server(env))
+        base = stack.enter_context(lab_stack.asgi_server(env, args.web_workers))
         # The Procfile's concurrency. Stopped without waiting long: the abuser's last check may be
         # running in a fork-bombed guest (its 20 s timeout); the VMs are destroyed after anyway.
         stack.enter_context(agent(env, 4, "tiny=0", stop_timeout=3, checks=args.check_workers))
-        web_pid = uvicorn_pid(base)
+        if args.web_workers > 1:  # the workers answer at their own pace once the first does
+            lab_stack.wait_for(lambda: len(web_pids(base)) > args.web_workers, 30, "uvicorn's workers")
+        web = web_pids(base)
         print(f"[{time.monotonic() - t0:.0f}s] stack up", flush=True)
         # The lab's template first, as a class has it built: every lab is then a clone, and no
         # template build (a boot) is left to run beside what is measured, as a cold start's would.
@@ -293,10 +312,10 @@ def main() -> None:
         abuser_proc.start()
         phases = [("baseline", baseline_s), ("abuse", abuse_s), ("after", 1.0 if args.quick else 5.0)]
         marks: dict[str, float] = {}
-        sampler = Sampler(redis_url, web_pid)
+        sampler = Sampler(redis_url, web)
         loads: list[float] = []  # this machine's 1-minute load average, as the abuse began and ended
         cpu: list[tuple[float, dict[str, float]]] = []  # (when, CPU seconds by role) at each phase
-        by_role = stack.enter_context(CpuByRole(web_pid, domain_name(abuser_sid)))
+        by_role = stack.enter_context(CpuByRole(web, domain_name(abuser_sid)))
 
         async def run() -> None:
             learning = asyncio.create_task(run_learners(learners, pace, phases, marks))

@@ -242,8 +242,9 @@ def host_agent(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @contextmanager
-def asgi_server(env: dict[str, str]) -> Iterator[str]:
-    """uvicorn serving portal.asgi (HTTP and websockets); yields its base URL."""
+def asgi_server(env: dict[str, str], workers: int = 1) -> Iterator[str]:
+    """uvicorn serving portal.asgi (HTTP and websockets), with `workers` processes as the Procfile's
+    WEB_WORKERS (1: one process, no supervisor); yields its base URL."""
     import urllib.request
 
     from django.conf import settings
@@ -254,7 +255,8 @@ def asgi_server(env: dict[str, str]) -> Iterator[str]:
     max_frame = env.get("LABS_WS_MAX_FRAME_BYTES", str(settings.LABS_WS_MAX_FRAME_BYTES))
     proc = subprocess.Popen(
         [str(VENV_BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--ws-max-size", max_frame, "--ws-per-message-deflate", "false", "--no-access-log", "--log-level", "warning"],
+         "--ws-max-size", max_frame, "--ws-per-message-deflate", "false", "--no-access-log", "--log-level", "warning",
+         *(["--workers", str(workers)] if workers > 1 else [])],
         cwd=ROOT, env={**os.environ, **env},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
