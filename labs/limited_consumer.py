@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync
 from asgiref.typing import WebSocketConnectEvent
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -116,6 +117,19 @@ class LimitedConsumer(AsyncWebsocketConsumer, Generic[Subject]):
             else:
                 log.warning("%s socket of %s: Redis unavailable (%s): refused", self.kind, self.session_id, exc)
                 await self.close(code=CLOSE_UNAVAILABLE)
+
+    async def dispatch(self, message: Any) -> None:
+        """Each message to its handler, without the thread hop channels (4.2+) adds before every one.
+
+        channels runs close_old_connections through the process's one thread for sync code before
+        each message a consumer handles: for every keystroke and every console chunk, queued behind
+        every other socket's database work in that thread. These consumers reach the database only
+        through database_sync_to_async, which closes old connections around each call itself.
+        (In bench/isolation.py that hop was a quarter of the web event loop's time under the abuse.)"""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def load(self, user: Any) -> Subject | None:
         """What the socket serves, if `user` may open it; None refuses it (4403)."""

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import channels.consumer
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -347,6 +348,36 @@ def test_sockets_share_one_redis_pool(session: LabSession, alice: User, settings
 
     run(scenario)
     assert counts[1] - counts[0] <= 2, f"Redis connections went from {counts[0]} to {counts[1]} for 12 more sockets"
+
+
+def test_keystrokes_and_output_take_no_thread_hop(
+    session: LabSession, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # channels would run close_old_connections in the process's one sync thread before every
+    # message: each keystroke and console chunk queued behind every socket's database work.
+    hops: list[str] = []
+
+    async def counted() -> None:
+        hops.append("close_old_connections")
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    headers = headers_for(alice)
+
+    async def scenario() -> None:
+        socket = await opened(terminal(session, headers=headers))
+        hops.clear()  # opening reads the database (through database_sync_to_async)
+        layer = get_channel_layer()
+        assert layer is not None
+        for n in range(5):
+            await socket.send_bytes(b"k")
+            chunk = {"type": "term.output", "data": b"k", "offset": 1000 + n}
+            await layer.group_send(terminal_group(session.id), chunk)
+            assert await socket.binary() == b"k"
+        await socket.leave()
+
+    run(scenario)
+    assert hops == []
+    assert queued(session) == [b"k"] * 5
 
 
 # --- Output to a client that does not read --------------------------------------------------------
