@@ -25,8 +25,8 @@ then costs one refusal per connection and hold instead of thousands a second (me
 bench/isolation.py: the abuser's 300 refused checks and 150 refused sockets a second took ~0.4 of
 the web process's core), and the wait costs a timer, no thread.
 
-Counted in the process, with limits' in-memory moving windows, not in Redis: what is protected is
-this process, and a shared counter would cost a Redis round trip on every request.
+Counted in the process (MovingWindows, below), not in Redis: what is protected is this process,
+and a shared counter would cost a Redis round trip on every request.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -54,9 +54,6 @@ from django.http.cookie import parse_cookie
 from django.utils import translation
 from django.utils.translation import gettext
 from django.utils.translation.trans_real import get_supported_language_variant, parse_accept_lang_header
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 
 from portal.client_address import client_address
 
@@ -102,6 +99,60 @@ class Gates:
 
 
 @dataclass(frozen=True)
+class Rate:
+    amount: int
+    window_s: float
+
+
+class MovingWindows:
+    """At most `rate.amount` hits per key in any `rate.window_s` seconds: the times of each key's
+    recent hits, in this process; a key goes once its window holds none.
+
+    Not the `limits` library's MemoryStorage (used here before): it expires entries in a
+    threading.Timer that it starts again on a hit once the last one ran (10 ms), and Thread.start
+    waits, in the event loop this runs in, until the new thread runs. Under bench/isolation.py's
+    abuse those starts took ~4 % of the web event loop's time, more on a busy host."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, tuple[float, deque[float]]] = {}  # key -> (window, times, oldest first)
+        self._swept = time.monotonic()
+
+    def hit(self, rate: Rate, key: str) -> bool:
+        """Count a hit; False (and not counted) when the window is full."""
+        now = time.monotonic()
+        hits = self._recent(rate, key, now)
+        if len(hits) >= rate.amount:
+            return False
+        hits.append(now)
+        self._sweep(now)
+        return True
+
+    def seconds_to_room(self, rate: Rate, key: str) -> float:
+        """Until the next hit of `key` would be counted."""
+        now = time.monotonic()
+        hits = self._recent(rate, key, now)
+        return hits[0] + rate.window_s - now if len(hits) >= rate.amount else 0.0
+
+    def __len__(self) -> int:
+        return len(self._hits)
+
+    def _recent(self, rate: Rate, key: str, now: float) -> deque[float]:
+        _, hits = self._hits.setdefault(key, (rate.window_s, deque()))
+        while hits and hits[0] <= now - rate.window_s:
+            hits.popleft()
+        return hits
+
+    def _sweep(self, now: float) -> None:
+        """Drop the keys whose last hit is out of their window, at most once a second."""
+        if now - self._swept < 1.0:
+            return
+        self._swept = now
+        for key, (window_s, hits) in list(self._hits.items()):
+            if not hits or hits[-1] <= now - window_s:
+                del self._hits[key]
+
+
+@dataclass(frozen=True)
 class Refusal:
     why: str  # for the log
     retry_after_s: int
@@ -111,7 +162,7 @@ class Refusal:
 class Client:
     key: str  # "user 12" or "address 198.51.100.7": also what the log says
     gates: Gates
-    rate: RateLimitItem | None
+    rate: Rate | None
 
 
 class Known:
@@ -145,11 +196,11 @@ class ClientShare:
         # An address may have as many requests waiting as the users its concurrency would hold.
         users_per_address = max(1, settings.WEB_ADDRESS_CONCURRENCY // settings.WEB_CLIENT_CONCURRENCY)
         self.addresses = Gates(settings.WEB_ADDRESS_CONCURRENCY, settings.WEB_CLIENT_WAITING * users_per_address)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.windows = MovingWindows()
         window = settings.WEB_CLIENT_RATE_WINDOW_S
         self.user_rate = _rate(settings.WEB_CLIENT_RATE, window)
         self.address_rate = _rate(settings.WEB_ADDRESS_RATE, window)
-        self.log_rate = RateLimitItemPerSecond(1, window)  # one log line per client and window
+        self.log_rate = Rate(1, window)  # one log line per client and window
         self.held: dict[str, int] = {}  # refusals each client has waiting to be told
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -208,14 +259,13 @@ class ClientShare:
                 del self.held[client.key]
 
     def _over_rate(self, client: Client) -> Refusal | None:
-        if client.rate is None or self.limiter.hit(client.rate, client.key):
+        if client.rate is None or self.windows.hit(client.rate, client.key):
             return None
-        reset = self.limiter.get_window_stats(client.rate, client.key).reset_time
-        wait = max(1, math.ceil(reset - time.time()))
-        return Refusal(f"over {client.rate.amount} requests in {client.rate.get_expiry()} s", wait)
+        wait = max(1, math.ceil(self.windows.seconds_to_room(client.rate, client.key)))
+        return Refusal(f"over {client.rate.amount} requests in {client.rate.window_s:g} s", wait)
 
     def _log(self, client: Client, refusal: Refusal, path: str) -> None:
-        if self.limiter.hit(self.log_rate, "log", client.key):
+        if self.windows.hit(self.log_rate, f"log {client.key}"):
             log.warning("%s refused, %s: %s", client.key, path[:200], refusal.why)
 
 
@@ -240,8 +290,8 @@ def session_digest(session_key: str) -> str:
     return hashlib.blake2b(session_key.encode(), digest_size=16).hexdigest()
 
 
-def _rate(amount: int, window_s: int) -> RateLimitItem | None:
-    return RateLimitItemPerSecond(amount, window_s) if amount > 0 else None
+def _rate(amount: int, window_s: int) -> Rate | None:
+    return Rate(amount, window_s) if amount > 0 else None
 
 
 def _message(refusal: Refusal, language: str) -> str:

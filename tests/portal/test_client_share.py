@@ -263,6 +263,43 @@ def test_refusals_are_logged_once_per_client_and_window(limits: Settings, caplog
     assert lines == ["user 7 refused, /api/sessions: over 1 requests in 10 s"]
 
 
+def test_counting_requests_starts_no_thread(limits: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The event loop counts every request: a thread started there (limits' MemoryStorage started
+    # one for its expiry on a hit 10 ms after the last) stalls every socket of the process.
+    inner = Held()
+    inner.release.set()
+    app = share(inner, alice=1)
+    started: list[threading.Thread] = []
+    monkeypatch.setattr(threading.Thread, "start", started.append)
+
+    async def scenario() -> None:
+        for who in ("alice", "", "alice", "") * 3:
+            assert status(await call(app, scope(session=who))) == 200
+            await asyncio.sleep(0.02)
+
+    asyncio.run(scenario())
+    assert started == []
+
+
+def test_a_window_makes_room_as_hits_leave_it_and_forgets_idle_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    windows, rate = client_share.MovingWindows(), client_share.Rate(2, 10)
+    assert windows.hit(rate, "user 1")
+    assert windows.hit(rate, "user 1")
+    assert not windows.hit(rate, "user 1")  # refused hits are not counted
+    clock[0] += 4
+    assert windows.hit(rate, "user 2")
+    assert windows.seconds_to_room(rate, "user 1") == pytest.approx(6)
+    clock[0] += 6
+    assert windows.seconds_to_room(rate, "user 1") == 0
+    assert windows.hit(rate, "user 1")
+    assert len(windows) == 2
+    clock[0] += 11  # both idle for a whole window: the next hit's sweep drops them
+    assert windows.hit(rate, "user 3")
+    assert len(windows) == 1
+
+
 def test_a_rate_of_zero_turns_that_limit_off(limits: Settings) -> None:
     limits.WEB_CLIENT_RATE = 0
     limits.WEB_ADDRESS_RATE = 0
