@@ -65,7 +65,7 @@ trap 'for i in "${!bg_pids[@]}"; do wait "${bg_pids[i]}" 2>/dev/null; cat "${bg_
 #    under a flood, wherever they are), the fault drills, and any VM test in no list above.
 # Nothing in phases 1 and 2 is timed tighter than a boot shared with the other lane.
 solo_vm=(tests/labs/test_solve_labs.py tests/kb/test_runnable_blocks.py tests/guest tests/hypervisor
-  tests/labs/test_verify.py tests/labs/test_cpu_hogs.py)
+  tests/labs/test_verify.py tests/labs/test_cpu_hogs.py tests/labs/test_console_relay.py)
 lane_a=(tests/labs/test_e2e.py tests/labs/test_reconciler.py tests/labs/test_reservations.py
   tests/labs/test_sessions_pool.py tests/labs/test_check_budget.py tests/classes/test_e2e.py)
 lane_b=(tests/browser tests/classes/test_live.py tests/labs/test_timeline.py tests/portal/test_run.py)
