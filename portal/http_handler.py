@@ -44,8 +44,8 @@ class SyncChainASGIHandler(ASGIHandler):
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
-            # Still running a request that was given up (its client gone)? The next request on it
-            # waits for that, as any request waits for its thread.
+            # Its thread is free: a request whose client went away ends only once its view has
+            # (asgiref awaits a cancelled call's thread), so no request waits behind another's.
             if len(self._idle) < IDLE_EXECUTORS_MAX:
                 self._idle.append(executor)
             else:
