@@ -366,6 +366,13 @@ def main() -> None:
             values = of(phase, kind)
             line = summary(f"{kind}, {n} learners, {phase}", values, unit, scale) if values else f"{kind}: none"
             print(line)
+    print("echo through the abuse, by 10 s window (when a tail happens, and what ran then):")
+    for start in range(0, int(abuse_s), 10):
+        since = marks["abuse"] + start
+        window = [lat for lr in learners for at, lat in lr.echo_at if since <= at < since + 10]
+        if window:
+            tail, worst = p95(window) * 1000, max(window) * 1000
+            print(f"  +{start:3d}s  p95 {tail:7.1f} ms  max {worst:7.1f} ms  n={len(window)}")
     for phase, values in guest_s.items():  # the rest of a check's time is its queue, the web and the DB
         print(summary(f"  of which in the guest, {phase}", values, "s", 1) if values else f"guest, {phase}: none")
     print(f"redis {sampler.baseline[0]:.1f} MiB -> max {max(sampler.redis):.1f}; "

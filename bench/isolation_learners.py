@@ -71,6 +71,7 @@ class Learner:
     results_at: str | None = None
     got_result: asyncio.Event = field(default_factory=asyncio.Event)
     echo: dict[str, list[float]] = field(default_factory=dict)  # by phase
+    echo_at: list[tuple[float, float]] = field(default_factory=list)  # (time.time() sent, seconds), all phases
     checks: dict[str, list[float]] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)  # status and reason of each refused check
 
@@ -147,8 +148,11 @@ class Learner:
             key = KEYS[n % len(KEYS) : n % len(KEYS) + 1]
             mark, started, name = len(self.output), time.monotonic(), phase()
             await self.terminal.send(key)
+            sent_at = time.time()
             seen = await self.wait_for_output(key, mark, 10)
-            self.echo.setdefault(name, []).append(time.monotonic() - started if seen else 10.0)
+            latency = time.monotonic() - started if seen else 10.0
+            self.echo.setdefault(name, []).append(latency)
+            self.echo_at.append((sent_at, latency))
             await asyncio.sleep(random.uniform(*KEY_GAP_S))
 
     async def press_check(self, phase: Callable[[], str]) -> None:
