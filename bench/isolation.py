@@ -60,22 +60,16 @@ from bench.labs import agent
 from bench.vm import p95, summary
 from labs.hypervisor.naming import domain_name
 from tests import lab_stack
+from tests.processes import descendants
 
 TARGETS = {"echo_p95_ms": 50.0, "check_p95_s": 1.0, "redis_growth_mib": 32.0, "web_rss_growth_mib": 64.0}
 MIB = 1024 * 1024
 
 
 def web_pids(base: str) -> set[int]:
-    """The uvicorn process serving `base` and its workers (its children), if it has any."""
+    """The uvicorn process serving `base` and every process below it (its workers)."""
     parent = uvicorn_pid(base)
-    pids = {parent}
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                pids.add(int(entry.name))
-        except OSError:  # gone meanwhile
-            continue
-    return pids
+    return {parent, *descendants(parent)}
 
 
 def uvicorn_pid(base: str) -> int:
