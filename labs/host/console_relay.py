@@ -123,15 +123,36 @@ class Publisher:
 
 
 class SessionRelay:
-    """Reader and writer threads for one session's console; reattaches when the stream ends."""
+    """Reader and writer threads for one session's console, on a libvirt connection of its own.
+
+    libvirtd stops reading a client connection while max_client_requests (5) of its messages wait,
+    and closes it when its keepalives go unanswered (30 s here). Keystrokes for a guest that takes
+    them slower than they come are such messages: a VM paused (a checkpoint, a full disk), slowed
+    (a CPU cap) or just pasted into faster than its serial line drains. When every console of the
+    host shared one connection, one learner's paste into their paused VM stalled every other
+    learner's echo, then closed all their consoles ("Client hit max requests limit 5" in libvirtd's
+    log; tests/labs/test_console_relay.py). On a connection of its own the wait is theirs alone.
+
+    The relay reattaches when the console stream ends (a revert) and ends with its connection;
+    the manager then starts another.
+    """
+
+    JOIN_S = 45.0  # the size thread's longest call (wait_ready 30 s, then stty 10 s), and some
 
     def __init__(
-        self, hv: Hypervisor, session_id: str, vm_id: str, publisher: Publisher, console: Console | None = None
+        self,
+        libvirt_uri: str,
+        session_id: str,
+        vm_id: str,
+        publisher: Publisher,
+        handed: tuple[Hypervisor, Console] | None = None,
     ):
-        self.hv, self.session_id, self.vm_id, self.publisher = hv, session_id, vm_id, publisher
+        self.libvirt_uri, self.session_id, self.vm_id, self.publisher = libvirt_uri, session_id, vm_id, publisher
         self.stopping = threading.Event()
+        # A warm VM's console, already attached on its own connection: used first, no reattach wait.
+        self.hv: Hypervisor | None = handed[0] if handed else None
+        self._handed_console = handed[1] if handed else None
         self.console: Any = None
-        self._handed_console = console  # already attached (a warm VM's): used first, no reattach wait
         self.redis = host_registry.redis_client()
         # BLPOP blocks: the writer gets a connection whose read timeout outlasts it.
         self.input_redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
@@ -139,15 +160,19 @@ class SessionRelay:
         self.size: tuple[int, int] | None = None  # the page's latest (cols, rows)
         self.size_wanted = threading.Event()
         self.recorder = _open_recorder(session_id)
-        self.threads = [
-            threading.Thread(target=self._read_loop, name=f"relay-read-{session_id}", daemon=True),
+        self.threads = [  # the reader last: it closes the connection once the others have ended
             threading.Thread(target=self._write_loop, name=f"relay-write-{session_id}", daemon=True),
             threading.Thread(target=self._size_loop, name=f"relay-size-{session_id}", daemon=True),
+            threading.Thread(target=self._read_loop, name=f"relay-read-{session_id}", daemon=True),
         ]
 
     def start(self) -> None:
         for thread in self.threads:
             thread.start()
+
+    @property
+    def ended(self) -> bool:
+        return self.stopping.is_set()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -157,14 +182,31 @@ class SessionRelay:
             self.recorder.close()
 
     def _read_loop(self) -> None:
+        try:
+            if self.hv is None:
+                self.hv = Hypervisor.open(self.libvirt_uri)
+            self._relay(self.hv)
+        except HypervisorError as exc:  # libvirtd away: the manager tries again with a new relay
+            log.warning("relay %s: no libvirt connection: %s", self.session_id, exc)
+            self.stopping.wait(2)
+        finally:
+            self.stop()
+            for thread in self.threads[:-1]:
+                thread.join(self.JOIN_S)
+            if self.hv is not None:
+                self.hv.close()
+
+    def _relay(self, hv: Hypervisor) -> None:
         while not self.stopping.is_set():
             try:
                 if self._handed_console is not None:
                     self.console, self._handed_console = self._handed_console, None
                     self.console.write(b"\n")  # the prompt was printed before anyone listened
                 else:
-                    self.console = self.hv.vm(self.vm_id).console()
+                    self.console = hv.vm(self.vm_id).console()
             except HypervisorError:
+                if not hv.alive():
+                    break
                 self.stopping.wait(0.2)  # VM not there (yet, or any more): the manager decides
                 continue
             log.debug("relay %s: console attached", self.session_id)
@@ -177,10 +219,16 @@ class SessionRelay:
                     if data:
                         self._publish(self._gather(data, last))
                         last = time.monotonic()
+                    elif not hv.alive():  # libvirtd restarted: the stream may never say so
+                        break
             except ConsoleClosed:
                 pass  # reverted or stopped: reattach
             finally:
                 self.console.close()
+            if not hv.alive():
+                break
+        if not self.stopping.is_set():
+            log.warning("relay %s: libvirt connection lost; the relay starts again", self.session_id)
 
     def _gather(self, data: bytes, last: float) -> bytes:
         """`data`, and what else the console sends before PUBLISH_EVERY_S has passed since the
@@ -237,12 +285,16 @@ class SessionRelay:
         the agent may be busy or reconnecting after a revert, and keystrokes must not wait for it.
         """
         while not self.stopping.is_set():
+            hv = self.hv
+            if hv is None:  # the reader is connecting
+                self.stopping.wait(0.1)
+                continue
             if not self.size_wanted.wait(1) or self.size is None:
                 continue
             self.size_wanted.clear()
             cols, rows = self.size
             try:
-                vm = self.hv.vm(self.vm_id)
+                vm = hv.vm(self.vm_id)
                 vm.wait_ready(30)
                 vm.exec(["stty", "-F", CONSOLE_TTY, "cols", str(cols), "rows", str(rows)], timeout_s=10)
             except HypervisorError as exc:  # the VM is going away; a later resize or reattach retries
@@ -288,9 +340,9 @@ def _open_recorder(session_id: str) -> recorder.Recorder | None:
 class RelayManager:
     """Keeps one SessionRelay per session of this host that has a VM to talk to.
 
-    It also holds the console of every ready warm-pool VM and hands it to the session that takes
-    the VM: QEMU notices a new reader of a serial pty only on a 1 s timer, so attaching at
-    hand-out would delay the learner's first prompt by up to a second.
+    It also holds the console of every ready warm-pool VM, each on a connection of its own, and
+    hands both to the session that takes the VM: QEMU notices a new reader of a serial pty only on
+    a 1 s timer, so attaching at hand-out would delay the learner's first prompt by up to a second.
     """
 
     POLL_S = 0.5
@@ -299,7 +351,7 @@ class RelayManager:
         self.host, self.libvirt_uri = host, libvirt_uri
         self.stopping = threading.Event()
         self.relays: dict[str, SessionRelay] = {}
-        self.idle_consoles: dict[str, Console] = {}  # warm-pool VM id -> its attached console
+        self.idle_consoles: dict[str, tuple[Hypervisor, Console]] = {}  # warm-pool VM id -> its console
         self._timelines_looked_at = 0.0
         # BLPOP with a timeout: reads must be allowed to outlast it.
         self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=self.POLL_S + 5)
@@ -308,18 +360,11 @@ class RelayManager:
         publisher = Publisher()
         while not self.stopping.is_set():
             try:
-                with Hypervisor.connect(self.libvirt_uri) as hv:
-                    # The relays use this connection: after libvirtd restarts it stays closed, and
-                    # only a new one re-attaches the consoles.
-                    while not self.stopping.is_set() and hv.conn.isAlive():
-                        self._sync(hv, publisher)
-                        self._sleep()
-                if not self.stopping.is_set():
-                    log.warning("console relay: libvirt connection lost; reconnecting")
-            except Exception:  # libvirtd restarting, DB blip: keep the relay alive
-                log.exception("console relay: restarting")
-            self._stop_all()
-            self.stopping.wait(2)
+                self._sync(publisher)
+            except Exception:  # a DB blip: keep the relays, look again
+                log.exception("console relay: sync failed")
+                self.stopping.wait(2)
+            self._sleep()
         self._stop_all()
 
     def _sleep(self) -> None:
@@ -330,17 +375,19 @@ class RelayManager:
         except redis.RedisError:
             self.stopping.wait(self.POLL_S)
 
-    def _sync(self, hv: Hypervisor, publisher: Publisher) -> None:
+    def _sync(self, publisher: Publisher) -> None:
         close_old_connections()
         wanted = dict(LabSession.objects.filter(host=self.host, state__in=RELAYED_STATES).values_list("id", "vm_id"))
-        for session_id in set(self.relays) - set(wanted):
-            self.relays.pop(session_id).stop()
+        for session_id, relay in list(self.relays.items()):
+            if session_id not in wanted or relay.ended:  # ended: its connection was lost
+                self.relays.pop(session_id).stop()
         for session_id, vm_id in wanted.items():
             if session_id not in self.relays and vm_id:
-                relay = SessionRelay(hv, session_id, vm_id, publisher, self.idle_consoles.pop(vm_id, None))
+                handed = self.idle_consoles.pop(vm_id, None)
+                relay = SessionRelay(self.libvirt_uri, session_id, vm_id, publisher, handed)
                 self.relays[session_id] = relay
                 relay.start()
-        self._hold_idle_consoles(hv)
+        self._hold_idle_consoles()
         self._tend_timelines()
 
     def _tend_timelines(self) -> None:
@@ -359,24 +406,39 @@ class RelayManager:
             except Exception:
                 log.warning("console relay: storing ended timelines failed; trying again later", exc_info=True)
 
-    def _hold_idle_consoles(self, hv: Hypervisor) -> None:
+    def _hold_idle_consoles(self) -> None:
         idle = set(PoolVM.objects.filter(host=self.host, state=PoolVM.State.READY).values_list("id", flat=True))
         for vm_id in set(self.idle_consoles) - idle:
-            self.idle_consoles.pop(vm_id).close()
+            _close_line(self.idle_consoles.pop(vm_id))
         for vm_id in idle:
-            console = self.idle_consoles.get(vm_id)
-            if console is not None and not console.closed:
+            line = self.idle_consoles.get(vm_id)
+            if line is not None and not line[1].closed and line[0].alive():
                 with contextlib.suppress(Exception):
-                    console.read(timeout=0)  # nobody watches an idle VM: drop what it printed
+                    line[1].read(timeout=0)  # nobody watches an idle VM: drop what it printed
                 continue
+            if line is not None:
+                _close_line(self.idle_consoles.pop(vm_id))
             try:
-                self.idle_consoles[vm_id] = hv.vm(vm_id).console(wake=False)
+                hv = Hypervisor.open(self.libvirt_uri)
             except HypervisorError:
-                self.idle_consoles.pop(vm_id, None)  # booting or gone: look again next time
+                return  # libvirtd away: look again next time
+            try:
+                self.idle_consoles[vm_id] = (hv, hv.vm(vm_id).console(wake=False))
+            except HypervisorError:
+                hv.close()  # booting or gone: look again next time
 
     def _stop_all(self) -> None:
-        for closer in [relay.stop for relay in self.relays.values()] + [c.close for c in self.idle_consoles.values()]:
+        for relay in self.relays.values():
             with contextlib.suppress(Exception):
-                closer()
+                relay.stop()
+        for line in self.idle_consoles.values():
+            _close_line(line)
         self.relays.clear()
         self.idle_consoles.clear()
+
+
+def _close_line(line: tuple[Hypervisor, Console]) -> None:
+    hv, console = line
+    with contextlib.suppress(Exception):
+        console.close()
+    hv.close()

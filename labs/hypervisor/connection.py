@@ -83,17 +83,18 @@ class TaggedDomain:
 
 
 class Hypervisor:
-    """VirtLab's view of one libvirt host. Create with Hypervisor.connect()."""
+    """VirtLab's view of one libvirt host. Create with Hypervisor.connect() (or open())."""
 
     def __init__(self, conn: libvirt.virConnect, disks_root: Path = DEFAULT_DISKS_ROOT):
         self._conn = conn
         self._pid = os.getpid()
+        self._closed = False
         self.disks_root = disks_root
 
     @classmethod
-    @contextlib.contextmanager
-    def connect(cls, uri: str = DEFAULT_URI, disks_root: Path = DEFAULT_DISKS_ROOT) -> Iterator[Hypervisor]:
-        """Open a connection for this process (never at import, never inherited across fork)."""
+    def open(cls, uri: str = DEFAULT_URI, disks_root: Path = DEFAULT_DISKS_ROOT) -> Hypervisor:
+        """A connection for this process (never at import, never inherited across fork) that the
+        caller closes; connect() is the same as a context manager."""
         silence_libvirt_stderr()
         ensure_event_loop()
         try:
@@ -103,11 +104,32 @@ class Hypervisor:
         # Keepalives turn a dead libvirtd into an error instead of a hang.
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(5, 3)
+        return cls(conn, disks_root)
+
+    @classmethod
+    @contextlib.contextmanager
+    def connect(cls, uri: str = DEFAULT_URI, disks_root: Path = DEFAULT_DISKS_ROOT) -> Iterator[Hypervisor]:
+        """Open a connection for this process and close it on leaving the block."""
+        hv = cls.open(uri, disks_root)
         try:
-            yield cls(conn, disks_root)
+            yield hv
         finally:
+            hv.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
             with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+                self._conn.close()
+
+    def alive(self) -> bool:
+        """Whether the connection still stands, as far as this side knows (no call to libvirtd:
+        it answers at once even when libvirtd has stopped reading the connection)."""
+        if self._closed:
+            return False
+        with contextlib.suppress(libvirt.libvirtError):
+            return bool(self._conn.isAlive())
+        return False
 
     @property
     def conn(self) -> libvirt.virConnect:

@@ -39,29 +39,51 @@ class Sent(Publisher):
 
 
 @pytest.fixture
-def relayed(booted_vm: Callable[[str], VM], hv: Hypervisor, settings: Settings) -> Iterator[tuple[VM, Sent, str]]:
-    vm = booted_vm("tiny")
+def relay_to(settings: Settings) -> Iterator[Callable[[VM], tuple[Sent, redis.Redis]]]:
+    """Factory: a real SessionRelay for a VM, with its own private Redis; (what it publishes,
+    the Redis its keystrokes are typed into)."""
+    relays: list[SessionRelay] = []
     with lab_stack.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.LABS_TIMELINE_ENABLED = False
-        sent = Sent()
-        relay = SessionRelay(hv, vm.session_id, vm.session_id, sent)
-        relay.start()
+
+        def relay_to(vm: VM) -> tuple[Sent, redis.Redis]:
+            sent = Sent()
+            relay = SessionRelay(settings.LIBVIRT_URI, vm.session_id, vm.session_id, sent)
+            relays.append(relay)
+            relay.start()
+            return sent, redis.Redis.from_url(url)
+
         try:
-            yield vm, sent, url
+            yield relay_to
         finally:
-            relay.stop()
+            for relay in relays:
+                relay.stop()
+
+
+@pytest.fixture
+def relayed(
+    booted_vm: Callable[[str], VM], relay_to: Callable[[VM], tuple[Sent, redis.Redis]]
+) -> tuple[VM, Sent, redis.Redis]:
+    vm = booted_vm("tiny")
+    return vm, *relay_to(vm)
+
+
+def typed_and_echoed(vm: VM, sent: Sent, typed: redis.Redis, word: str, timeout: float = 30) -> None:
+    started = time.monotonic()
+    half = len(word) // 2
+    typed.rpush(input_key(vm.session_id), f"\x15echo {word[:half]}''{word[half:]}\r".encode())
+    sent.wait_for(f"{word}\r\n".encode(), started, timeout)  # the output, not the typed line
 
 
 @pytest.mark.vm
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)  # the relay records the learner's activity
-def test_a_flood_of_output_goes_out_a_few_times_a_second_and_a_key_at_once(relayed: tuple[VM, Sent, str]) -> None:
-    vm, sent, redis_url = relayed
-    typed = redis.Redis.from_url(redis_url)
-    started = time.monotonic()
-    typed.rpush(input_key(vm.session_id), b"echo rel''ay-ready\r")
-    sent.wait_for(b"relay-ready", started)
+def test_a_flood_of_output_goes_out_a_few_times_a_second_and_a_key_at_once(
+    relayed: tuple[VM, Sent, redis.Redis],
+) -> None:
+    vm, sent, typed = relayed
+    typed_and_echoed(vm, sent, typed, "relay-ready")
 
     time.sleep(1)  # quiet: a key's echo is published at once, alone
     started = time.monotonic()
@@ -81,3 +103,32 @@ def test_a_flood_of_output_goes_out_a_few_times_a_second_and_a_key_at_once(relay
     print(f"\n`yes`: {rate:.0f} publishes/s, {flowed / 1024:.1f} KiB/s")
     assert flowed > 8 * 1024, "the flood reached the relay"
     assert rate <= 1.25 / PUBLISH_EVERY_S
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_paste_into_a_paused_vm_holds_up_no_other_learners_console(
+    booted_vm: Callable[[str], VM], relay_to: Callable[[VM], tuple[Sent, redis.Redis]], hv: Hypervisor
+) -> None:
+    """A guest that takes no keystrokes (paused by a checkpoint or a full disk, or capped) while
+    its learner pastes: libvirtd stops reading the connection that carries them. On a connection
+    shared by the host's consoles, the other learners' echo stopped, and 30 s later libvirtd
+    closed the connection under all of them."""
+    paused_vm, other_vm = booted_vm("tiny"), booted_vm("tiny")
+    (paused_sent, typed), (other_sent, _) = relay_to(paused_vm), relay_to(other_vm)
+    typed_and_echoed(paused_vm, paused_sent, typed, "paused-ready")
+    typed_and_echoed(other_vm, other_sent, typed, "other-ready")
+
+    domain = hv.conn.lookupByName(paused_vm.name)
+    domain.suspend()
+    try:
+        typed.rpush(input_key(paused_vm.session_id), *[b"x" * 4096] * 64)  # a 256 KiB paste
+        time.sleep(2)  # the relay writes it at once; the stall came within a second, and lasted
+        for n in range(5):
+            typed_and_echoed(other_vm, other_sent, typed, f"other-{n}-answers", timeout=10)
+            time.sleep(1)
+    finally:
+        domain.resume()
+    # Its own console comes back once the guest runs: the paste drains through the serial line.
+    typed_and_echoed(paused_vm, paused_sent, typed, "paused-answers-again", timeout=60)
