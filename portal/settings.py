@@ -291,7 +291,8 @@ LABS_ID_PREFIX = env("LABS_ID_PREFIX", "")  # session/pool VM ids start with it;
 # Websockets (labs/limited_consumer.py): what one socket may send and hold. LABS_WS_MAX_FRAME_BYTES is
 # also uvicorn's --ws-max-size (Procfile, docker-compose.yml), so a bigger frame never reaches Django.
 LABS_WS_MAX_FRAME_BYTES = env_int("LABS_WS_MAX_FRAME_BYTES", 64 * 1024)  # one paste of up to 64 KiB
-# A token bucket per socket: a fast typist sends < 100 B/s; a paste is a burst up to the bucket.
+# A token bucket per socket, and one per session in the console relay (labs/host/console_relay.py):
+# a fast typist sends < 100 B/s; a paste is a burst up to the bucket.
 LABS_WS_INPUT_RATE_BPS = env_int("LABS_WS_INPUT_RATE_BPS", 4 * 1024)
 LABS_WS_INPUT_BURST_BYTES = env_int("LABS_WS_INPUT_BURST_BYTES", 64 * 1024)
 # Output waiting for a slow or non-reading client; past it the client resyncs from the scrollback

@@ -28,6 +28,7 @@ from labs.hypervisor import Console, ConsoleClosed, Hypervisor, HypervisorError
 from labs.hypervisor.polling import poll
 from labs.models import LabSession, PoolVM
 from labs.redis_names import buffer_key, hold_key, input_key, offset_key, size_key, terminal_group, wake_key
+from labs.socket_frames import TokenBucket
 from labs.states import SessionState
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class SessionRelay:
         self._last_activity = 0.0
         self.size: tuple[int, int] | None = None  # the page's latest (cols, rows)
         self.size_wanted = threading.Event()
+        self.input_bucket = TokenBucket(settings.LABS_WS_INPUT_RATE_BPS, settings.LABS_WS_INPUT_BURST_BYTES)
         self.recorder = _open_recorder(session_id)
         self.threads = [  # the reader last: it closes the connection once the others have ended
             threading.Thread(target=self._write_loop, name=f"relay-write-{session_id}", daemon=True),
@@ -266,7 +268,7 @@ class SessionRelay:
                 continue
             key, data = (part if isinstance(part, bytes) else part.encode() for part in item)
             if key.decode() == keys[0]:
-                self._write(data)
+                self._paced_write(data)
             elif data == SIZE_AGAIN:
                 if self.size is not None:
                     self.size_wanted.set()
@@ -299,6 +301,20 @@ class SessionRelay:
                 vm.exec(["stty", "-F", CONSOLE_TTY, "cols", str(cols), "rows", str(rows)], timeout_s=10)
             except HypervisorError as exc:  # the VM is going away; a later resize or reattach retries
                 log.info("relay %s: resize to %sx%s failed: %s", self.session_id, cols, rows, exc)
+
+    def _paced_write(self, data: bytes) -> None:
+        """Keystrokes go into the guest at most at the rate one socket may send them, however many
+        sockets (or reconnections, each with a full bucket) they came by; the rest wait in Redis,
+        where the queue's bound drops what is past it with a notice. Every byte into a serial line
+        costs its QEMU CPU under TCG: a flood of input kept the abuser's QEMU at 0.44 of a core
+        (bench/isolation.py --abuse flood, 2026-12-07)."""
+        burst = self.input_bucket.burst
+        for start in range(0, len(data), int(burst)):
+            chunk = data[start : start + int(burst)]
+            while not self.input_bucket.take(len(chunk)):
+                if self.stopping.wait(self.input_bucket.wait_s(len(chunk))):
+                    return
+            self._write(chunk)
 
     def _write(self, data: bytes) -> None:
         # Keystrokes typed while the console (re)attaches wait for it, briefly.

@@ -132,3 +132,29 @@ def test_a_paste_into_a_paused_vm_holds_up_no_other_learners_console(
         domain.resume()
     # Its own console comes back once the guest runs: the paste drains through the serial line.
     typed_and_echoed(paused_vm, paused_sent, typed, "paused-answers-again", timeout=60)
+
+
+@pytest.mark.vm
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_keystrokes_go_into_the_guest_no_faster_than_one_socket_may_send_them(
+    booted_vm: Callable[[str], VM], relay_to: Callable[[VM], tuple[Sent, redis.Redis]], settings: Settings
+) -> None:
+    """However many sockets (each reconnection with a full bucket) a flood comes by: a serial line's
+    every byte costs its QEMU CPU. Unpaced, the relay took this paste as fast as the line drained."""
+    settings.LABS_WS_INPUT_RATE_BPS, settings.LABS_WS_INPUT_BURST_BYTES = 4096, 8192
+    vm = booted_vm("tiny")
+    sent, typed = relay_to(vm)
+    typed_and_echoed(vm, sent, typed, "paced-ready")  # within the first burst
+
+    time.sleep(2.5)  # the bucket full again
+    started = time.monotonic()
+    typed.rpush(input_key(vm.session_id), *[b"x" * 1024] * 64)
+    time.sleep(3)
+    taken = 64 - typed.llen(input_key(vm.session_id))
+    elapsed = time.monotonic() - started
+    print(f"\n{taken} KiB taken in {elapsed:.1f} s")
+    assert 8 <= taken <= 8 + 4 * elapsed + 1, "a burst at once, then the rate"
+    # (the guest echoes a long line only in part)
+    assert b"x" * 256 in b"".join(sent.since(started)).replace(b"\r\r\n", b""), "what was taken reached the guest"
+    typed.delete(input_key(vm.session_id))
