@@ -351,7 +351,9 @@ def main() -> None:
     print("CPU used, cores (baseline -> abused):")
     for role in sorted(c2, key=lambda r: c1.get(r, 0.0) - c2[r]):
         quiet = (c1.get(role, 0.0) - c0.get(role, 0.0)) / (t1 - t0_)
-        print(f"  {role:<26} {quiet:5.2f} -> {(c2[role] - c1.get(role, 0.0)) / (t2 - t1):5.2f}")
+        abused = (c2[role] - c1.get(role, 0.0)) / (t2 - t1)
+        if max(quiet, abused) >= 0.005 or not role.startswith("other"):  # not the machine's idle daemons
+            print(f"  {role:<26} {quiet:5.2f} -> {abused:5.2f}")
     print(f"abuser: {json.dumps(counts, sort_keys=True)}")
     refusals = Counter(reason for lr in learners for reason in lr.refused)
     print(f"learners' checks refused: {sum(refusals.values())} {dict(refusals)}")
