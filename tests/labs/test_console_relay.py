@@ -16,6 +16,9 @@ from labs.hypervisor import VM, Hypervisor
 from labs.redis_names import input_key
 from tests import lab_stack
 
+# Real VMs; the relay records each learner's activity in the DB.
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
 
 class Sent(Publisher):
     """What the relay publishes, as the channel layer would get it (the consumers' side of it has
@@ -76,9 +79,6 @@ def typed_and_echoed(vm: VM, sent: Sent, typed: redis.Redis, word: str, timeout:
     sent.wait_for(f"{word}\r\n".encode(), started, timeout)  # the output, not the typed line
 
 
-@pytest.mark.vm
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)  # the relay records the learner's activity
 def test_a_flood_of_output_goes_out_a_few_times_a_second_and_a_key_at_once(
     relayed: tuple[VM, Sent, redis.Redis],
 ) -> None:
@@ -105,9 +105,6 @@ def test_a_flood_of_output_goes_out_a_few_times_a_second_and_a_key_at_once(
     assert rate <= 1.25 / PUBLISH_EVERY_S
 
 
-@pytest.mark.vm
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
 def test_a_paste_into_a_paused_vm_holds_up_no_other_learners_console(
     booted_vm: Callable[[str], VM], relay_to: Callable[[VM], tuple[Sent, redis.Redis]], hv: Hypervisor
 ) -> None:
@@ -134,9 +131,6 @@ def test_a_paste_into_a_paused_vm_holds_up_no_other_learners_console(
     typed_and_echoed(paused_vm, paused_sent, typed, "paused-answers-again", timeout=60)
 
 
-@pytest.mark.vm
-@pytest.mark.slow
-@pytest.mark.django_db(transaction=True)
 def test_keystrokes_go_into_the_guest_no_faster_than_one_socket_may_send_them(
     booted_vm: Callable[[str], VM], relay_to: Callable[[VM], tuple[Sent, redis.Redis]], settings: Settings
 ) -> None:
