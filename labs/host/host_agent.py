@@ -4,7 +4,7 @@
 The worker consumes `host.<name>`. Its main process (not the pool children) starts two daemon
 threads when the worker is ready (labs/host/tasks.py connects the signals):
   - the advert loop publishes build_advert() to the host registry every ADVERT_EVERY_S;
-  - the relay manager (labs/host/console_relay.py) attaches to the serial console of each ready session.
+  - the relay manager (labs/host/relay_manager.py) attaches to the serial console of each ready session.
 Each thread opens its own libvirt connection after the pool has forked; a child forked later
 inherits only a connection that Hypervisor refuses to use. Tasks in the children connect per task.
 Before that, work interrupted by a previous crash of this agent is failed and reconciled.
@@ -27,8 +27,8 @@ from django.db import close_old_connections
 
 from labs import host_registry
 from labs.host import reconcile
-from labs.host.console_relay import RelayManager
 from labs.host.cpu_hogs import CpuHogs
+from labs.host.relay_manager import RelayManager
 from labs.host.vmwork import libvirt_alive
 from labs.hypervisor import HostCapacity, Hypervisor, HypervisorError, load_image
 from labs.hypervisor.confinement import ConfinementState
