@@ -1,6 +1,6 @@
 """The fault matrix, many times: what recovery leaves behind when parts of VirtLab die.
 
-    .venv/bin/python bench/faults.py [--runs N] [--quick | --two-hosts]
+    .venv/bin/python bench/faults.py [--runs N] [--lanes K] [--quick | --two-hosts]
 
 Starts a private stack (Redis with its data on disk, SQLite, uvicorn with two workers) and two
 hypervisor hosts, each in a box of its own on this machine (its own libvirtd, disks and workers:
@@ -12,6 +12,12 @@ new starts on `alpha`) and back (its leftovers reaped). After each fault the rec
 the audit is clean or 150 s pass, and the audit is counted: orphaned domains and disks on any
 host, sessions stuck in a transient state (or ready without a VM, a checkpoint, or terminal input).
 Learner-visible problems (no clear state, no terminal, a lost verdict) are counted too.
+
+`--lanes K` runs K such stacks at once, each in a process of its own with its own Redis, web
+server and two host boxes, and shares the runs among them. A pass spends most of its time waiting
+(adverts expiring, reconciler rounds, workers restarting: the machine was ~70 % idle through a
+single lane), so the default of 4 lanes does 100 passes in about a third of the time one lane
+takes; every fault still hits exactly one lane's stack. Each lane's log goes to a file of its own.
 `--quick` (under a minute) runs a few worker kills and a libvirtd restart on one host.
 `--two-hosts` (~90 s) runs only the two-host case (three starts spread, `beta` lost and back): a CI
 test until CI's time ran short; placement across hosts and lost hosts stay in CI without VMs
@@ -22,12 +28,16 @@ RESULT runs=<n> orphans=<n> stuck=<n>
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +49,45 @@ from tests.faults.stack import fault_stack
 # alpha runs 2 VMs at most, beta 4 (2 cores x LABS_TCG_VMS_PER_CPU): placement prefers beta.
 SMALL, BIG = "alpha", "beta"
 CAPACITY = {SMALL: "1", BIG: "2"}
+LANES = 4  # stacks at once for the full matrix (~28 % of 2 cores busy per lane)
+SUMMARY = "LANE-SUMMARY "  # the line a lane's process ends with, for the parent to add up
+
+
+@dataclass
+class Summary:
+    """What the RESULT line and the report before it are made of, from one lane or all of them."""
+
+    runs: int = 0
+    orphans: int = 0
+    stuck: int = 0
+    problems: int = 0
+    recoveries: list[float] = field(default_factory=list)
+    not_clean: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, tally: Tally) -> Summary:
+        return cls(
+            tally.runs, tally.orphans, tally.stuck, tally.problems,
+            [o.recovery_s for o in tally.outcomes], [str(o) for o in tally.outcomes if not o.ok],
+        )  # fmt: skip
+
+    def add(self, other: Summary) -> None:
+        self.runs += other.runs
+        self.orphans += other.orphans
+        self.stuck += other.stuck
+        self.problems += other.problems
+        self.recoveries += other.recoveries
+        self.not_clean += other.not_clean
+
+    def print_report(self, seconds: float) -> None:
+        if self.recoveries:
+            print(f"faults applied: {len(self.recoveries)}; recovery median "
+                  f"{statistics.median(self.recoveries):.1f}s, max {max(self.recoveries):.1f}s")  # fmt: skip
+        for line in self.not_clean:
+            print(f"  not clean: {line}")
+        print(f"learner-visible problems: {self.problems}")
+        print(f"total {seconds:.1f}s")
+        print(f"RESULT runs={self.runs} orphans={self.orphans} stuck={self.stuck}")
 
 
 def quick_matrix(drill: Drill, report: Callable[[Outcome], None]) -> list[Outcome]:
@@ -55,15 +104,8 @@ def quick_matrix(drill: Drill, report: Callable[[Outcome], None]) -> list[Outcom
     return outcomes
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, help="passes (default 100 over the fault matrix, else 1)")
-    modes = parser.add_mutually_exclusive_group()
-    modes.add_argument("--quick", action="store_true", help="one short pass on one host: < 60 s")
-    modes.add_argument("--two-hosts", action="store_true", help="only the two-host case: ~90 s")
-    args = parser.parse_args()
-    runs = args.runs or (1 if args.quick or args.two_hosts else 100)
-    t0 = time.monotonic()
+def run_lane(args: argparse.Namespace, runs: int, t0: float) -> Summary:
+    """`runs` passes on one stack of this process's own."""
     tally = Tally()
 
     def report(outcome: Outcome) -> None:
@@ -91,17 +133,68 @@ def main() -> None:
                 crashed.audit, crashed.recovery_s = stack.settle(RECOVERY_S)
                 report(crashed)
             tally.runs = run
-            print(f"run {run}/{runs}: orphans {tally.orphans}, stuck {tally.stuck}, problems {tally.problems}")
+            print(f"run {run}/{runs}: orphans {tally.orphans}, stuck {tally.stuck}, problems {tally.problems}",
+                  flush=True)  # fmt: skip
+    return Summary.of(tally)
 
-    recoveries = [o.recovery_s for o in tally.outcomes]
-    print(f"faults applied: {len(tally.outcomes)}; recovery median {statistics.median(recoveries):.1f}s, "
-          f"max {max(recoveries):.1f}s")  # fmt: skip
-    for outcome in tally.outcomes:
-        if not outcome.ok:
-            print(f"  not clean: {outcome}")
-    print(f"learner-visible problems: {tally.problems}")
-    print(f"total {time.monotonic() - t0:.1f}s")
-    print(f"RESULT runs={tally.runs} orphans={tally.orphans} stuck={tally.stuck}")
+
+def run_lanes(args: argparse.Namespace, runs: int, lanes: int, t0: float) -> Summary:
+    """Share `runs` among `lanes` processes of this script, each with its own stack; add up
+    their summaries. A lane's output is echoed with its number; its log (stderr) goes to a file."""
+    logs = Path(tempfile.mkdtemp(prefix="faults-lanes-"))
+    print(f"{lanes} lanes; their logs: {logs}/lane-<n>.log", flush=True)
+    shares = [runs // lanes + (1 if i < runs % lanes else 0) for i in range(lanes)]
+    total = Summary()
+    lock = threading.Lock()
+
+    def lane(number: int, share: int) -> None:
+        argv = [sys.executable, __file__, "--runs", str(share), "--lanes", "1", "--summary-line"]
+        argv += ["--quick"] if args.quick else ["--two-hosts"] if args.two_hosts else []
+        with open(logs / f"lane-{number}.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+            assert proc.stdout is not None
+            summary = None
+            for line in proc.stdout:
+                if line.startswith(SUMMARY):
+                    summary = Summary(**json.loads(line[len(SUMMARY) :]))
+                else:
+                    print(f"lane {number}: {line}", end="", flush=True)
+            code = proc.wait()
+        with lock:
+            if summary is None:  # the lane died before its summary: its runs are not counted
+                total.not_clean.append(f"lane {number} exited {code} without a summary (see its log)")
+                total.problems += 1
+            else:
+                total.add(summary)
+
+    threads = [threading.Thread(target=lane, args=(n + 1, share)) for n, share in enumerate(shares) if share]
+    for i, thread in enumerate(threads):
+        thread.start()
+        if i + 1 < len(threads):
+            time.sleep(20)  # stagger the stacks' start-ups (each boots a template first)
+    for thread in threads:
+        thread.join()
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, help="passes (default 100 over the fault matrix, else 1)")
+    parser.add_argument("--lanes", type=int, help=f"stacks at once (default {LANES} for the full matrix, else 1)")
+    parser.add_argument("--summary-line", action="store_true", help=argparse.SUPPRESS)  # a lane's, for its parent
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="one short pass on one host: < 60 s")
+    modes.add_argument("--two-hosts", action="store_true", help="only the two-host case: ~90 s")
+    args = parser.parse_args()
+    single = args.quick or args.two_hosts
+    runs = args.runs or (1 if single else 100)
+    lanes = max(1, min(args.lanes or (1 if single else LANES), runs))
+    t0 = time.monotonic()
+    summary = run_lanes(args, runs, lanes, t0) if lanes > 1 else run_lane(args, runs, t0)
+    if args.summary_line:
+        print(SUMMARY + json.dumps(asdict(summary)), flush=True)
+        return
+    summary.print_report(time.monotonic() - t0)
 
 
 if __name__ == "__main__":
