@@ -28,7 +28,8 @@ from django.conf import settings
 from labs.catalog import Lab
 from labs.host import verify
 from labs.hypervisor import Hypervisor, HypervisorError, load_image
-from labs.hypervisor.clones import Template, TemplateInUse, load_template, make_templates_root
+from labs.hypervisor.clones import Template, load_template, make_templates_root
+from labs.hypervisor.errors import TemplateInUse
 from labs.models import id_prefixes, new_pool_id
 from labs.services.catalog import require_lab
 

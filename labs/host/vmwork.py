@@ -20,7 +20,7 @@ from labs import host_registry, task_calls
 from labs.catalog import Lab
 from labs.host import console_relay, templates, verify
 from labs.hypervisor import VM, DomainMissing, HostUnreachable, Hypervisor, HypervisorError
-from labs.hypervisor.clones import TemplateInvalid
+from labs.hypervisor.errors import TemplateInvalid
 from labs.models import LabSession, PoolVM, StepResult
 from labs.redis_names import session_keys
 from labs.services import limits

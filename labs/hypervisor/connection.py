@@ -34,6 +34,7 @@ from .errors import (
     HypervisorError,
     OutOfCapacity,
     OutOfMemory,
+    TemplateInvalid,
     map_libvirt_error,
     silence_libvirt_stderr,
     translated,
@@ -41,6 +42,7 @@ from .errors import (
 from .image import GuestImage, load_image
 from .libvirt_events import ensure_event_loop
 from .naming import METADATA_NS, domain_name, is_session_id, session_of
+from .save_image import read_save_image
 from .vm import VM
 
 log = logging.getLogger(__name__)
@@ -241,9 +243,7 @@ class Hypervisor:
             return existing
         image = load_image(image_dir)
         if image.image_hash != template.image_hash:
-            raise clones.TemplateInvalid(
-                f"template {template.key} is of image {template.image_hash}, not {image.image_hash}"
-            )
+            raise TemplateInvalid(f"template {template.key} is of image {template.image_hash}, not {image.image_hash}")
         profile = get_profile(template.profile)
         self._check_memory(profile)
         directory = session_dir(self.disks_root, session_id)
@@ -252,7 +252,7 @@ class Hypervisor:
             clones.template_lock(self.disks_root, template.key, exclusive=False),
         ):
             template = clones.load_template(template.directory)  # not removed meanwhile
-            saved = clones.read_save_image(template.save_image)
+            saved = read_save_image(template.save_image)
             plans = clones.plan_overlays(template, self.disks_root, session_id)
             clones.create_overlays(plans)
             kernel, initrd = confinement.private_boot_files(image, directory)
@@ -280,7 +280,7 @@ class Hypervisor:
         TemplateInvalid if `vm` is no clone or its template is gone (nothing changed then)."""
         template = clones.template_of(vm.xml(inactive=True), self.templates())
         if template is None:
-            raise clones.TemplateInvalid(f"{vm.session_id} is not a clone of a template on this host")
+            raise TemplateInvalid(f"{vm.session_id} is not a clone of a template on this host")
         # Held across the gap, so that no clean-up takes the template while it has no clone.
         with clones.template_lock(self.disks_root, template.key, exclusive=False):
             vm.destroy()
@@ -296,7 +296,7 @@ class Hypervisor:
             return clones.users(self.conn, template)
 
     def remove_template(self, template: clones.Template) -> None:
-        """Delete `template`; clones.TemplateInUse while a clone's disks are backed by it."""
+        """Delete `template`; TemplateInUse while a clone's disks are backed by it."""
         with translated():
             clones.remove(self.conn, self.disks_root, template)
 

@@ -61,6 +61,14 @@ class CommandTimeout(HypervisorError):
         self.partial_stderr = partial_stderr
 
 
+class TemplateInvalid(HypervisorError):
+    """A template (or its save image) is missing, incomplete or not in the expected format."""
+
+
+class TemplateInUse(HypervisorError):
+    """A template still backs clones' disks: it must not be removed."""
+
+
 class ConsoleClosed(HypervisorError):
     """The console stream ended (domain stopped, reverted, or another client took it)."""
 

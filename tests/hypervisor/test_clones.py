@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from labs.hypervisor import VM, Hypervisor
+from labs.hypervisor import VM, Hypervisor, save_image
 from labs.hypervisor import clones as cl
 from labs.hypervisor.disks import session_dir
+from labs.hypervisor.errors import TemplateInUse, TemplateInvalid
 from tests.hypervisor.conftest import BOOT_TIMEOUT_S, new_session_id, parse_xml
 from tests.hypervisor.test_confinement import ids_of, open_as, qemu_pid
 
@@ -65,7 +66,7 @@ def test_capturing_leaves_the_template_vm_gone_and_its_disks_frozen(hv: Hypervis
         assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o444)
     info = template.save_image.stat()
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)  # RAM of the template: libvirtd's only
-    image = cl.read_save_image(template.save_image)
+    image = save_image.read_save_image(template.save_image)
     assert "<genid>" in image.xml
     assert image.data_len > len(image.xml)
 
@@ -161,7 +162,7 @@ def test_a_template_in_use_is_not_removed_and_destroy_leaves_nothing(
     clone = hv.restore_clone(template, new_session_id(), guest_image, BOOT_TIMEOUT_S)
     directory = session_dir(hv.disks_root, clone.session_id)
     assert clone.name in hv.template_users(template)
-    with pytest.raises(cl.TemplateInUse):
+    with pytest.raises(TemplateInUse):
         hv.remove_template(template)
     assert cl.load_template(template.directory) == template  # nothing of it deleted
     clone.destroy()
@@ -175,10 +176,10 @@ def test_a_save_image_of_another_format_is_refused(tmp_path: Path, template: cl.
     for offset, value in ((0, b"LibvirtQemudPart"), (16, struct.pack("<I", 3)), (28, struct.pack("<I", 1))):
         path = tmp_path / f"bad-{offset}.save"
         path.write_bytes(good[:offset] + value + good[offset + len(value) :])
-        with pytest.raises(cl.TemplateInvalid):
-            cl.read_save_image(path)
-    too_big = cl.read_save_image(template.save_image)
+        with pytest.raises(TemplateInvalid):
+            save_image.read_save_image(path)
+    too_big = save_image.read_save_image(template.save_image)
     huge = "<domain>" + "x" * too_big.data_len + "</domain>"
-    with pytest.raises(cl.TemplateInvalid, match="does not fit"):
-        cl.write_save_image(template.save_image, tmp_path / "huge.save", too_big, huge)
+    with pytest.raises(TemplateInvalid, match="does not fit"):
+        save_image.write_save_image(template.save_image, tmp_path / "huge.save", too_big, huge)
     assert ET.fromstring(too_big.xml).tag == "domain"  # noqa: S314 - libvirtd's own XML
