@@ -1,4 +1,5 @@
-"""Shared fixtures: the users every permission test needs (owner, other learner)."""
+"""Shared fixtures: the users every permission test needs (owner, other learner), and a guest agent
+that answers from a script."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from django.contrib.auth.models import User
 from pytest_django import Settings
 
 from tests.browser_fixtures import artifacts, browser  # noqa: F401  (Playwright fixtures for every test folder)
+from tests.scripted_agent import Answers, script_agent
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -58,3 +60,9 @@ def _plain_static_storage(settings: Settings) -> None:
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture
+def fake_agent(monkeypatch: pytest.MonkeyPatch) -> Answers:
+    """A GuestAgent on any domain answers from `fake_agent[command](arguments)` (tests/scripted_agent.py)."""
+    return script_agent(monkeypatch)

@@ -28,7 +28,8 @@ from labs.catalog import (
 from labs.catalog.model import DEFAULT_COMMAND_TIMEOUT_S
 from labs.catalog.patterns import compile_output_regex
 from labs.hypervisor import VM, CommandTimeout, HypervisorError
-from labs.hypervisor.guest_agent import EXEC_OUTPUT_LIMIT_MAX, GuestAgentMisbehaving
+from labs.hypervisor.agent_replies import GuestAgentMisbehaving
+from labs.hypervisor.guest_agent import EXEC_OUTPUT_LIMIT_MAX
 
 # guest-file-read moves 48 KiB per agent round trip; checks hash small files only.
 MAX_HASHED_FILE_BYTES = 16 * 1024 * 1024

@@ -2,15 +2,14 @@
 
 Setup and verification commands run here, never on the learner's console, and return exit code
 and output separately. The agent is untrusted input: the learner is root in the guest and may
-replace it. Every reply is checked for shape, types and size before use (GuestAgentMisbehaving
-otherwise), every wait has a deadline, and `exec(max_output=...)` cuts a command's output inside
+replace it. Every reply is checked for shape, types and size before use (agent_replies.py:
+GuestAgentMisbehaving otherwise), every wait has a deadline, and `exec(max_output=...)` cuts a command's output inside
 the guest, so a flood of output cannot break libvirt's connection to the agent.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -18,11 +17,20 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 import libvirt
 import libvirt_qemu
 
+from .agent_replies import (
+    ExecStatus,
+    GuestAgentMisbehaving,
+    exec_pid,
+    exec_status,
+    file_chunk,
+    file_handle,
+    reply_value,
+)
 from .errors import (
     CommandTimeout,
     GuestAgentTimeout,
@@ -45,7 +53,6 @@ AGENT_OUTPUT_MAX = 16 * 1024 * 1024
 # and its RPC refuses to carry one whose base64 output passes ~4 MiB ("Unable to encode message
 # payload"): `exec(max_output=...)` keeps both streams well below that.
 EXEC_OUTPUT_LIMIT_MAX = 1536 * 1024
-_REPLY_CHARS_MAX = 12 * 1024 * 1024
 _TOO_LARGE = ("encode message payload", "No complete agent response")
 # Stops the process, kills its descendants (found through /proc: busybox images may lack pgrep),
 # then kills it. The pid arrives as "$1".
@@ -94,12 +101,6 @@ _CAPPED_ARGV = (
 )
 
 
-class GuestAgentMisbehaving(HypervisorError):
-    """The guest agent answered, but not as qemu-guest-agent does: a reply of the wrong shape or
-    size, or a file read that never ends. The guest (whose root may have replaced the agent) is at
-    fault, not the host: a check fails on it, the session does not."""
-
-
 @dataclass(frozen=True)
 class ExecResult:
     """Outcome of one command run in the guest."""
@@ -119,17 +120,6 @@ class ExecResult:
     def text(self) -> str:
         """stdout decoded as UTF-8 (invalid bytes replaced)."""
         return self.stdout.decode(errors="replace")
-
-
-@dataclass(frozen=True)
-class _ExecStatus:
-    """A validated guest-exec-status reply."""
-
-    exited: bool
-    exit_code: int = 0
-    stdout: bytes = b""
-    stderr: bytes = b""
-    truncated: bool = False
 
 
 class GuestAgent:
@@ -225,14 +215,14 @@ class GuestAgent:
         cut = cut or len(out) > max_output or len(err) > max_output
         return ExecResult(exit_code, out[:max_output], err[:max_output], time.monotonic() - started, truncated=cut)
 
-    def _run(self, argv: list[str], deadline: Deadline, stdin: bytes | None, stream_max: int) -> _ExecStatus:
+    def _run(self, argv: list[str], deadline: Deadline, stdin: bytes | None, stream_max: int) -> ExecStatus:
         """guest-exec `argv` and wait for it to exit (CommandTimeout past the deadline, its process
         tree killed); qemu-ga's captured output may hold at most `stream_max` bytes a stream."""
         arguments: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
         if stdin is not None:
             arguments["input-data"] = base64.b64encode(stdin).decode()
-        pid = _exec_pid(self.command("guest-exec", arguments))
-        status = _ExecStatus(exited=False)
+        pid = exec_pid(self.command("guest-exec", arguments))
+        status = ExecStatus(exited=False)
 
         def exited() -> bool:
             nonlocal status
@@ -254,7 +244,7 @@ class GuestAgent:
         # Every call is short: a misbehaving agent must not stretch the caller's deadline.
         try:
             arguments = {"path": "/bin/sh", "arg": ["-c", _KILL_TREE, "kill-tree", str(pid)]}
-            killer = _exec_pid(self.command("guest-exec", arguments, timeout_s=_KILL_TIMEOUT_S))
+            killer = exec_pid(self.command("guest-exec", arguments, timeout_s=_KILL_TIMEOUT_S))
             poll(
                 lambda: (
                     exec_status(
@@ -277,9 +267,7 @@ class GuestAgent:
         GuestAgentMisbehaving on a malformed reply, or when the read has not ended after `timeout_s`.
         """
         deadline = Deadline(timeout_s)
-        handle = self.command("guest-file-open", {"path": path, "mode": "r"})
-        if not _is_int(handle):
-            raise GuestAgentMisbehaving(f"guest-file-open: expected an integer handle, got {_kind(handle)}")
+        handle = file_handle(self.command("guest-file-open", {"path": path, "mode": "r"}))
         chunks: list[bytes] = []
         size = 0
         try:
@@ -302,9 +290,7 @@ class GuestAgent:
 
     def write_file(self, path: str, data: bytes) -> None:
         """Create or replace a guest file with `data`."""
-        handle = self.command("guest-file-open", {"path": path, "mode": "w"})
-        if not _is_int(handle):
-            raise GuestAgentMisbehaving(f"guest-file-open: expected an integer handle, got {_kind(handle)}")
+        handle = file_handle(self.command("guest-file-open", {"path": path, "mode": "w"}))
         try:
             for offset in range(0, len(data), _FILE_CHUNK):
                 piece = base64.b64encode(data[offset : offset + _FILE_CHUNK]).decode()
@@ -331,101 +317,3 @@ def _to_files_argv(command: str | Sequence[str]) -> list[str]:
 def _reply_timeout(deadline: Deadline) -> int:
     """Seconds libvirt may wait for one reply: what is left of the deadline, 1..10 s."""
     return max(1, min(_REPLY_TIMEOUT_S, math.ceil(deadline.remaining())))
-
-
-# --- Reply validation: the agent's replies are untrusted input ----------------------------------
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def reply_value(execute: str, reply: object) -> Any:
-    """The "return" member of a raw agent reply (a JSON text); GuestAgentMisbehaving otherwise."""
-    if not isinstance(reply, str):
-        raise GuestAgentMisbehaving(f"{execute}: expected a JSON text, got {_kind(reply)}")
-    if len(reply) > _REPLY_CHARS_MAX:
-        raise GuestAgentMisbehaving(f"{execute}: the reply is larger than {_REPLY_CHARS_MAX} characters")
-    try:
-        document = json.loads(reply)
-    except (ValueError, RecursionError) as exc:
-        raise GuestAgentMisbehaving(f"{execute}: the reply is not JSON") from exc
-    if not isinstance(document, dict) or "return" not in document:
-        raise GuestAgentMisbehaving(f'{execute}: the reply is not an object with "return"')
-    return document["return"]
-
-
-def _exec_pid(value: object) -> int:
-    if not isinstance(value, dict) or not _is_int(value.get("pid")) or value["pid"] < 0:
-        raise GuestAgentMisbehaving(f'guest-exec: expected {{"pid": <integer>}}, got {_kind(value)}')
-    return int(value["pid"])
-
-
-def exec_status(value: object, stream_max: int) -> _ExecStatus:
-    """A guest-exec-status reply, checked: `exited` a boolean; once exited, `exitcode` (0..255) or
-    `signal` (1..127); `out-data`/`err-data` base64 of at most `stream_max` bytes each."""
-    what = "guest-exec-status"
-    if not isinstance(value, dict):
-        raise GuestAgentMisbehaving(f"{what}: expected an object, got {_kind(value)}")
-    exited = value.get("exited")
-    if not isinstance(exited, bool):
-        raise GuestAgentMisbehaving(f'{what}: "exited" is {_kind(exited)}, not a boolean')
-    stdout, out_cut = _stream(value, "out", stream_max)
-    stderr, err_cut = _stream(value, "err", stream_max)
-    if not exited:
-        return _ExecStatus(False, stdout=stdout, stderr=stderr)
-    code, signal = value.get("exitcode"), value.get("signal")
-    if code is not None:
-        if not _is_int(code) or not 0 <= code <= 255:
-            raise GuestAgentMisbehaving(f'{what}: "exitcode" is not an integer within 0..255')
-        exit_code = int(code)
-    elif signal is not None:
-        if not _is_int(signal) or not 0 < signal < 128:
-            raise GuestAgentMisbehaving(f'{what}: "signal" is not an integer within 1..127')
-        exit_code = 128 + int(signal)  # killed by a signal: report it the way a shell would
-    else:
-        raise GuestAgentMisbehaving(f'{what}: an exited command has neither "exitcode" nor "signal"')
-    return _ExecStatus(True, exit_code, stdout, stderr, out_cut or err_cut)
-
-
-def _stream(status: dict[str, Any], name: str, stream_max: int) -> tuple[bytes, bool]:
-    """(bytes, qemu-ga cut it) of `out`/`err` in a guest-exec-status reply."""
-    data, cut = status.get(f"{name}-data", ""), status.get(f"{name}-truncated", False)
-    if not isinstance(data, str) or not isinstance(cut, bool):
-        raise GuestAgentMisbehaving(f'guest-exec-status: "{name}-data" or "{name}-truncated" has the wrong type')
-    # Checked before decoding too (base64 of n bytes is 4 * ceil(n / 3) characters).
-    too_long = GuestAgentMisbehaving(f'guest-exec-status: "{name}-data" holds more than {stream_max} bytes')
-    if len(data) > 4 * math.ceil(stream_max / 3):
-        raise too_long
-    decoded = _b64(data, f"{name}-data")
-    if len(decoded) > stream_max:
-        raise too_long
-    return decoded, cut
-
-
-def file_chunk(value: object, requested: int) -> tuple[bytes, bool]:
-    """(data, eof) of a guest-file-read reply, checked: `count` (0..requested) equals the length
-    of the decoded `buf-b64`, and `eof` is a boolean."""
-    what = "guest-file-read"
-    if not isinstance(value, dict):
-        raise GuestAgentMisbehaving(f"{what}: expected an object, got {_kind(value)}")
-    count, buf, eof = value.get("count"), value.get("buf-b64", ""), value.get("eof", False)
-    if not _is_int(count) or not 0 <= count <= requested:
-        raise GuestAgentMisbehaving(f'{what}: "count" is not an integer within 0..{requested}')
-    if not isinstance(buf, str) or len(buf) > 4 * math.ceil(requested / 3) or not isinstance(eof, bool):
-        raise GuestAgentMisbehaving(f'{what}: "buf-b64" or "eof" has the wrong type or size')
-    data = _b64(buf, "buf-b64")
-    if len(data) != count:
-        raise GuestAgentMisbehaving(f'{what}: "count" is {count} but "buf-b64" holds {len(data)} bytes')
-    return data, eof
-
-
-def _b64(text: str, field: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise GuestAgentMisbehaving(f'"{field}" is not base64') from exc

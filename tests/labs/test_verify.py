@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict, Unpack, cast
 
-import libvirt_qemu
 import pytest
 import yaml
 
@@ -28,9 +25,10 @@ from labs.catalog import (
 )
 from labs.catalog.patterns import PatternError, compile_output_regex
 from labs.host.verify import StepCommandFailed, json_lookup, run_check, run_setup, run_solution
-from labs.hypervisor import VM, CommandTimeout, DomainMissing
-from labs.hypervisor.guest_agent import GuestAgent, GuestAgentMisbehaving, exec_status, file_chunk, reply_value
+from labs.hypervisor import VM, DomainMissing
+from labs.hypervisor.guest_agent import GuestAgent
 from tests import lab_stack
+from tests.scripted_agent import Answers, ScriptedDomain, agent_reply
 
 MSG = LocalizedText(en="it failed", zh="失败了")
 
@@ -123,99 +121,6 @@ def test_a_lab_with_a_backtracking_pattern_is_reported_with_file_and_field(tmp_p
 # --- The guest agent's replies are untrusted input ------------------------------------------------
 
 
-def agent_reply(value: Any) -> str:
-    return json.dumps({"return": value})
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-@pytest.mark.parametrize(
-    ("reply", "why"),
-    [
-        (None, "not a JSON text"),
-        ("not json", "not JSON"),
-        ("[]", "not an object"),
-        ('{"error": {}}', "not an object with"),
-        ("[" * 100_000, "not JSON"),  # nesting deep enough to exhaust the parser's recursion
-    ],
-)
-def test_a_reply_that_is_not_an_object_with_return_is_refused(reply: Any, why: str) -> None:
-    with pytest.raises(GuestAgentMisbehaving, match="guest-ping"):
-        reply_value("guest-ping", reply)
-
-
-@pytest.mark.parametrize(
-    "status",
-    [
-        [],
-        {},
-        {"exited": "yes"},
-        {"exited": 1},
-        {"exited": True},  # neither exitcode nor signal
-        {"exited": True, "exitcode": "0"},
-        {"exited": True, "exitcode": True},
-        {"exited": True, "exitcode": 300},
-        {"exited": True, "signal": 0},
-        {"exited": True, "exitcode": 0, "out-data": 5},
-        {"exited": True, "exitcode": 0, "out-data": "***not base64***"},
-        {"exited": True, "exitcode": 0, "out-data": b64(b"x" * 101)},  # over the 100-byte cap
-        {"exited": True, "exitcode": 0, "err-data": b64(b"x" * 200)},
-        {"exited": True, "exitcode": 0, "out-truncated": "no"},
-    ],
-)
-def test_malformed_exec_status_replies_are_refused(status: Any) -> None:
-    with pytest.raises(GuestAgentMisbehaving):
-        exec_status(status, 100)
-
-
-def test_a_well_formed_exec_status_is_read() -> None:
-    done = exec_status({"exited": True, "exitcode": 3, "out-data": b64(b"out"), "err-data": b64(b"err")}, 100)
-    assert (done.exited, done.exit_code, done.stdout, done.stderr, done.truncated) == (True, 3, b"out", b"err", False)
-    assert exec_status({"exited": True, "signal": 9}, 100).exit_code == 137
-    assert exec_status({"exited": True, "exitcode": 0, "out-truncated": True}, 100).truncated
-    assert not exec_status({"exited": False}, 100).exited
-
-
-@pytest.mark.parametrize(
-    "chunk",
-    [
-        "chunk",
-        {"count": 4, "buf-b64": "", "eof": False},  # claims bytes it does not send: once looped forever
-        {"count": -1, "buf-b64": "", "eof": True},
-        {"count": 10_000_000, "buf-b64": "", "eof": False},
-        {"count": 1, "buf-b64": b64(b"x"), "eof": "no"},
-        {"count": 1, "buf-b64": 7, "eof": False},
-    ],
-)
-def test_malformed_file_read_replies_are_refused(chunk: Any) -> None:
-    with pytest.raises(GuestAgentMisbehaving):
-        file_chunk(chunk, 48 * 1024)
-
-
-class FakeDomain:
-    def isActive(self) -> bool:  # libvirt's name
-        return True
-
-
-@pytest.fixture
-def fake_agent(monkeypatch: pytest.MonkeyPatch) -> dict[str, Callable[[dict[str, Any]], str]]:
-    """A GuestAgent whose replies come from `answers[command](arguments)` instead of a VM."""
-    answers: dict[str, Callable[[dict[str, Any]], str]] = {
-        "guest-exec": lambda _args: agent_reply({"pid": 42}),
-        "guest-file-open": lambda _args: agent_reply(7),
-        "guest-file-close": lambda _args: agent_reply({}),
-    }
-
-    def command(_domain: object, request: str, _timeout: int, _flags: int) -> str:
-        parsed = json.loads(request)
-        return answers[parsed["execute"]](parsed.get("arguments", {}))
-
-    monkeypatch.setattr(libvirt_qemu, "qemuAgentCommand", command)
-    return answers
-
-
 def a_vm_with(agent: GuestAgent) -> VM:
     """What run_check uses of a VM, around a fake agent."""
 
@@ -230,11 +135,11 @@ def a_vm_with(agent: GuestAgent) -> VM:
 
 
 def test_a_misbehaving_agent_fails_the_check_at_once_instead_of_the_session(
-    fake_agent: dict[str, Callable[[dict[str, Any]], str]],
+    fake_agent: Answers,
 ) -> None:
     fake_agent["guest-exec-status"] = lambda _args: agent_reply({"exited": "soon"})
     fake_agent["guest-file-read"] = lambda _args: agent_reply({"count": 4096, "buf-b64": "", "eof": False})
-    vm = a_vm_with(GuestAgent(FakeDomain()))
+    vm = a_vm_with(GuestAgent(ScriptedDomain()))
     started = time.monotonic()
     result = run_check(
         vm, make_step(guest("true"), FileSha256Assertion(message=MSG, path="/etc/hostname", sha256="0" * 64))
@@ -243,26 +148,6 @@ def test_a_misbehaving_agent_fails_the_check_at_once_instead_of_the_session(
     assert [r.ok for r in result.results] == [False, False]
     assert result.results[0].detail.startswith('the guest agent misbehaved: guest-exec-status: "exited" is str')
     assert result.results[1].detail.startswith('the guest agent misbehaved: guest-file-read: "count" is 4096')
-
-
-def test_an_agent_that_never_finishes_is_bounded_by_the_timeout(
-    fake_agent: dict[str, Callable[[dict[str, Any]], str]],
-) -> None:
-    fake_agent["guest-exec-status"] = lambda _args: agent_reply({"exited": False})
-    agent = GuestAgent(FakeDomain())
-    started = time.monotonic()
-    with pytest.raises(CommandTimeout):
-        agent.exec("sleep 1000", timeout_s=1, max_output=1024)
-    assert time.monotonic() - started < 8  # the timeout, and the (short) kill attempt after it
-
-
-def test_a_file_read_that_trickles_forever_is_bounded(fake_agent: dict[str, Callable[[dict[str, Any]], str]]) -> None:
-    fake_agent["guest-file-read"] = lambda _args: agent_reply({"count": 1, "buf-b64": b64(b"x"), "eof": False})
-    agent = GuestAgent(FakeDomain())
-    started = time.monotonic()
-    with pytest.raises(GuestAgentMisbehaving, match=r"did not end within 0\.5s"):
-        agent.read_file("/dev/zero", timeout_s=0.5)
-    assert time.monotonic() - started < 2
 
 
 @pytest.mark.vm
