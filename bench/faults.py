@@ -50,7 +50,6 @@ from tests.faults.stack import fault_stack
 SMALL, BIG = "alpha", "beta"
 CAPACITY = {SMALL: "1", BIG: "2"}
 LANES = 4  # stacks at once for the full matrix (~28 % of 2 cores busy per lane)
-SUMMARY = "LANE-SUMMARY "  # the line a lane's process ends with, for the parent to add up
 
 
 @dataclass
@@ -148,24 +147,22 @@ def run_lanes(args: argparse.Namespace, runs: int, lanes: int, t0: float) -> Sum
     lock = threading.Lock()
 
     def lane(number: int, share: int) -> None:
-        argv = [sys.executable, __file__, "--runs", str(share), "--lanes", "1", "--summary-line"]
+        summary_file = logs / f"lane-{number}.json"
+        argv = [sys.executable, __file__, "--runs", str(share), "--lanes", "1", "--summary-file", str(summary_file)]
         argv += ["--quick"] if args.quick else ["--two-hosts"] if args.two_hosts else []
         with open(logs / f"lane-{number}.log", "wb") as log:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
-            assert proc.stdout is not None
-            summary = None
-            for line in proc.stdout:
-                if line.startswith(SUMMARY):
-                    summary = Summary(**json.loads(line[len(SUMMARY) :]))
-                else:
-                    print(f"lane {number}: {line}", end="", flush=True)
+            # Echoed by a thread of its own: a server the lane left behind may hold the pipe open.
+            echo = threading.Thread(target=_echo, args=(proc, f"lane {number}: "), daemon=True)
+            echo.start()
             code = proc.wait()
+            echo.join(5)
         with lock:
-            if summary is None:  # the lane died before its summary: its runs are not counted
+            if summary_file.exists():
+                total.add(Summary(**json.loads(summary_file.read_text())))
+            else:  # the lane died before its summary: its runs are not counted
                 total.not_clean.append(f"lane {number} exited {code} without a summary (see its log)")
                 total.problems += 1
-            else:
-                total.add(summary)
 
     threads = [threading.Thread(target=lane, args=(n + 1, share)) for n, share in enumerate(shares) if share]
     for i, thread in enumerate(threads):
@@ -177,11 +174,17 @@ def run_lanes(args: argparse.Namespace, runs: int, lanes: int, t0: float) -> Sum
     return total
 
 
+def _echo(proc: subprocess.Popen[str], prefix: str) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(prefix + line, end="", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, help="passes (default 100 over the fault matrix, else 1)")
     parser.add_argument("--lanes", type=int, help=f"stacks at once (default {LANES} for the full matrix, else 1)")
-    parser.add_argument("--summary-line", action="store_true", help=argparse.SUPPRESS)  # a lane's, for its parent
+    parser.add_argument("--summary-file", type=Path, help=argparse.SUPPRESS)  # where a lane leaves its counts
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--quick", action="store_true", help="one short pass on one host: < 60 s")
     modes.add_argument("--two-hosts", action="store_true", help="only the two-host case: ~90 s")
@@ -191,8 +194,8 @@ def main() -> None:
     lanes = max(1, min(args.lanes or (1 if single else LANES), runs))
     t0 = time.monotonic()
     summary = run_lanes(args, runs, lanes, t0) if lanes > 1 else run_lane(args, runs, t0)
-    if args.summary_line:
-        print(SUMMARY + json.dumps(asdict(summary)), flush=True)
+    if args.summary_file:
+        args.summary_file.write_text(json.dumps(asdict(summary)))
         return
     summary.print_report(time.monotonic() - t0)
 

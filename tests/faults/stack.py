@@ -282,8 +282,8 @@ def fault_stack(tmp: Path, persistent_redis: bool = True, **extra_env: str) -> I
         write_fault_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
         lab_stack.prepare(env, *LEARNERS)
         web = WebServer(env)
+        exits.callback(web.stop)  # before start(): a server that never answers is stopped too
         web.start()
-        exits.callback(web.stop)
         stack = FaultStack(tmp, redis_server, env, web, exits)
         stopping = threading.Event()
         beat = threading.Thread(target=stack.beat, args=(BEAT_S, stopping), name="beat", daemon=True)
