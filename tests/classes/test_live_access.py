@@ -25,9 +25,9 @@ from labs.models import LabSession, StepResult
 from labs.redis_names import input_key, size_key
 from labs.services.session_events import push_session
 from labs.states import SessionState
+from tests.asgi_sockets import Socket, headers_for, redis_client, run
 from tests.classes.conftest import HOST
 from tests.conftest import make_user
-from tests.labs.test_consumers import Socket, headers_for, redis_client, run
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 
 from classes import consumers, joining, seats
 from classes.models import Invite, LabClass, Seat
+from tests.asgi_sockets import Socket, headers_for, run
 from tests.conftest import make_user
-from tests.labs.test_consumers import Socket, headers_for, run
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -33,8 +33,8 @@ from labs.models import LabSession
 from labs.redis_names import events_group, terminal_group
 from portal.asgi import application
 from tests.access_matrix import People, websocket_routes
+from tests.asgi_sockets import headers_for
 from tests.hostile.budget import fuzz_examples
-from tests.labs.test_consumers import headers_for
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the consumers read the DB from their own thread
 

@@ -43,9 +43,9 @@ from tests.access_matrix import (
     websocket_routes,
     write_doc,
 )
+from tests.asgi_sockets import Socket, headers_for, redis_client, run
 from tests.conftest import make_user
 from tests.labs.conftest import SentTask
-from tests.labs.test_consumers import Socket, headers_for, redis_client, run
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 # The lab world (private Redis, test lab, advertised host), staff, and alice's ready session.

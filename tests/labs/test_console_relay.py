@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.django_db(transactio
 
 class Sent(Publisher):
     """What the relay publishes, as the channel layer would get it (the consumers' side of it has
-    tests of its own: test_consumers, test_terminal_limits)."""
+    tests of its own: test_consumers, test_terminal_limits, test_terminal_backpressure)."""
 
     def __init__(self) -> None:  # no event loop: nothing leaves the process
         self.messages: list[tuple[float, bytes]] = []

@@ -19,7 +19,7 @@ from labs.limited_consumer import CLOSE_UNAVAILABLE, shared_redis
 from labs.models import LabSession
 from labs.states import SessionState
 from tests import lab_stack
-from tests.labs.test_consumers import Socket, headers_for, run
+from tests.asgi_sockets import Socket, headers_for, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,129 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-import redis
-from asgiref.sync import async_to_sync, sync_to_async
-from asgiref.testing import ApplicationCommunicator
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.test import Client
-from pytest_django import Settings
 
 from labs.host.console_relay import append_output
-from labs.limited_consumer import close_shared_redis
 from labs.models import LabSession
 from labs.redis_names import input_key, size_key, terminal_group
 from labs.services.transitions import transition
 from labs.states import SessionState
-from portal.asgi import application
-from tests import lab_stack
+from tests.asgi_sockets import Socket, headers_for, redis_client, run, session
 
+__all__ = ["session"]  # the fixture
 pytestmark = pytest.mark.django_db(transaction=True)
-ORIGIN = b"http://testserver"
-
-
-class Socket:
-    """The ASGI application driven as a websocket, in-process (channels.testing needs daphne)."""
-
-    def __init__(self, path: str, headers: list[tuple[bytes, bytes]], **scope: Any) -> None:
-        self.app = ApplicationCommunicator(application, {"type": "websocket", "path": path, "query_string": b"",
-                                                         "headers": headers, "subprotocols": [], **scope})  # fmt: skip
-        OPEN.append(self)
-
-    async def connect(self) -> tuple[bool, int]:
-        await self.app.send_input({"type": "websocket.connect"})
-        response = await self.app.receive_output(5)
-        return response["type"] == "websocket.accept", int(response.get("code", 0) or 0)
-
-    async def text(self) -> dict[str, Any]:
-        response = await self.app.receive_output(5)
-        assert response["type"] == "websocket.send", response
-        return json.loads(response["text"])
-
-    async def binary(self) -> bytes:
-        response = await self.app.receive_output(5)
-        assert response["type"] == "websocket.send", response
-        return bytes(response["bytes"])
-
-    async def close_code(self) -> int:
-        response = await self.app.receive_output(5)
-        assert response["type"] == "websocket.close", response
-        return int(response.get("code", 0))
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self.app.send_input({"type": "websocket.receive", "bytes": data})
-
-    async def send_json(self, data: dict[str, Any]) -> None:
-        await self.send_text(json.dumps(data))
-
-    async def send_text(self, text: str) -> None:
-        await self.app.send_input({"type": "websocket.receive", "text": text})
-
-    async def output(self, timeout: float = 5) -> dict[str, Any]:
-        """The next thing the app sent, whatever it is (a frame, or the close)."""
-        return dict(await self.app.receive_output(timeout))
-
-    async def silent(self, timeout: float = 0.3) -> bool:
-        """Whether the app sends nothing within `timeout` (and keeps running)."""
-        return bool(await self.app.receive_nothing(timeout))
-
-    async def leave(self) -> None:
-        """What a server does when the client goes (or after the app closed): disconnect, then wait."""
-        if not self.app.future.done():
-            await self.app.send_input({"type": "websocket.disconnect", "code": 1000})
-        await self.app.wait(5)
-
-
-OPEN: list[Socket] = []
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """One event loop for the whole conversation (the communicator is bound to it).
-
-    Every socket is ended inside that loop, as a server would end it: an app left running would
-    be cancelled by the loop's shutdown instead, outside the thread that serves its DB calls.
-    """
-
-    async def bounded() -> None:
-        try:
-            async with asyncio.timeout(60):
-                await scenario()
-        finally:
-            while OPEN:
-                await OPEN.pop().leave()
-            await close_shared_redis()  # the consumers' pool belongs to this loop, which ends here
-
-    async_to_sync(bounded)()
-
-
-@pytest.fixture
-def session(settings: Settings, tmp_path: Path, alice: User) -> Iterator[LabSession]:
-    with lab_stack.private_redis() as url:
-        lab_stack.point_settings_at_redis(settings, url)
-        settings.CONTENT_DIR = tmp_path / "content"
-        slug = lab_stack.write_test_lab(settings.CONTENT_DIR)
-        yield LabSession.objects.create(user=alice, lab_slug=slug, state=SessionState.READY, host="h", vm_id="v")
-
-
-def headers_for(user: User | None, origin: bytes = ORIGIN) -> list[tuple[bytes, bytes]]:
-    headers = [(b"origin", origin), (b"host", b"testserver")]
-    if user is not None:
-        client = Client()
-        client.force_login(user)
-        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
-    return headers
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
 
 
 @pytest.mark.parametrize("kind", ["events", "terminal"])

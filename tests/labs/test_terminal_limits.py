@@ -1,9 +1,9 @@
 """One learner's websockets cannot hurt another's: every limit is hit here, and its message asserted.
 
 In-process (the ASGI app driven against a private Redis): input only while a VM takes it, frame
-size, byte rate, the bounded keystroke list, sockets per user, malformed frames, the shared Redis
-pool, a client that does not read (resync), Origin, and logout. Against a real uvicorn, and in
-Chromium: test_terminal_limits_live.py.
+size, byte rate, the bounded keystroke list, sockets per user, malformed frames and the shared
+Redis pool. A client that does not read: test_terminal_backpressure.py; Origin and logout:
+test_socket_origin.py; against a real uvicorn, and in Chromium: test_terminal_limits_live.py.
 """
 
 from __future__ import annotations
@@ -13,65 +13,34 @@ import base64
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
 
 import channels.consumer
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
-from django.test import Client
 from pytest_django import Settings
 
 from labs.models import LabSession
 from labs.redis_names import input_key, sockets_key, terminal_group
 from labs.services.transitions import transition
 from labs.states import SessionState
-from portal.asgi import application
-from tests.labs import test_consumers
-from tests.labs.test_consumers import Socket, headers_for, redis_client, run
+from tests.asgi_sockets import (
+    Socket,
+    closed_with,
+    headers_for,
+    opened,
+    queued,
+    redis_client,
+    run,
+    session,
+    terminal,
+    told,
+)
 
-session = test_consumers.session  # the fixture: alice's session, ready, against a private Redis
-
+__all__ = ["session"]  # the fixture: alice's session, ready, against a private Redis
 pytestmark = pytest.mark.django_db(transaction=True)
 KiB = 1024
-
-
-def terminal(session: LabSession, user: User | None = None, headers: list[tuple[bytes, bytes]] | None = None) -> Socket:
-    return Socket(f"/ws/sessions/{session.id}/terminal/", headers if headers is not None else headers_for(user))
-
-
-async def opened(socket: Socket) -> Socket:
-    """Connected, past the hello (terminal) or the first state (events)."""
-    accepted, code = await socket.connect()
-    assert accepted, code
-    assert (await socket.text())["type"] in {"hello", "session"}
-    return socket
-
-
-async def told(socket: Socket, code: str) -> dict[str, Any]:
-    """The next notice or error the socket sends (console bytes skipped); it must carry `code`."""
-    while True:
-        out = await socket.output()
-        assert out["type"] == "websocket.send", out
-        if out.get("text") is not None:
-            message = json.loads(out["text"])
-            assert message.get("code") == code, message
-            assert message["type"] in {"notice", "error"}
-            assert message["message"]
-            return message
-
-
-async def closed_with(socket: Socket) -> int:
-    while True:
-        out = await socket.output()
-        if out["type"] == "websocket.close":
-            return int(out["code"])
-
-
-def queued(session: LabSession) -> list[bytes]:
-    return cast(list[bytes], redis_client().lrange(input_key(session.id), 0, -1))
 
 
 # --- Input only while a VM takes it --------------------------------------------------------------
@@ -378,212 +347,3 @@ def test_keystrokes_and_output_take_no_thread_hop(
     run(scenario)
     assert hops == []
     assert queued(session) == [b"k"] * 5
-
-
-# --- Output to a client that does not read --------------------------------------------------------
-
-
-class StalledClient:
-    """The app as a websocket whose client reads nothing until `read()`: every send after the
-    accept waits, as uvicorn's does while the connection's write buffer is full."""
-
-    def __init__(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
-        scope = {"type": "websocket", "path": path, "query_string": b"", "headers": headers, "subprotocols": []}
-        self.incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.sent: list[dict[str, Any]] = []
-        self.reading = asyncio.Event()
-        self.accepted = asyncio.Event()
-        self.incoming.put_nowait({"type": "websocket.connect"})
-        self.task = asyncio.ensure_future(application(cast(Any, scope), cast(Any, self.incoming.get), self._send))
-
-    async def _send(self, message: Any) -> None:
-        if message["type"] == "websocket.accept":
-            self.accepted.set()
-            return
-        await self.reading.wait()
-        self.sent.append(dict(message))
-
-    async def read(self) -> list[dict[str, Any]]:
-        """Start reading; everything sent up to the close."""
-        self.reading.set()
-        async with asyncio.timeout(5):
-            while not self.sent or self.sent[-1]["type"] != "websocket.close":
-                await asyncio.sleep(0.01)
-        await self.incoming.put({"type": "websocket.disconnect", "code": 1000})
-        await self.task
-        return self.sent
-
-
-async def publish(session: LabSession, chunks: list[bytes]) -> None:
-    layer = get_channel_layer()
-    assert layer is not None
-    offset = 0
-    for chunk in chunks:
-        await layer.group_send(terminal_group(session.id), {"type": "term.output", "data": chunk, "offset": offset})
-        offset += len(chunk)
-
-
-def resynced_after(session: LabSession, alice: User, act: Callable[[], Awaitable[None]]) -> list[dict[str, Any]]:
-    """What a terminal client that reads nothing is sent while `act` runs: a resync, then close 4408."""
-    headers = headers_for(alice)
-    sent: list[dict[str, Any]] = []
-
-    async def scenario() -> None:
-        client = StalledClient(f"/ws/sessions/{session.id}/terminal/", headers)
-        await client.accepted.wait()
-        await asyncio.sleep(0.2)  # joined its groups
-        await act()
-        sent.extend(await client.read())
-
-    run(scenario)
-    texts = [json.loads(m["text"]) for m in sent if m.get("text")]
-    assert texts == [{"type": "hello", "observer": False}, {"type": "resync"}]
-    assert sum(len(m.get("bytes") or b"") for m in sent) == 0, "no console bytes: they were dropped, not held"
-    assert (sent[-1]["type"], sent[-1]["code"]) == ("websocket.close", 4408)
-    return sent
-
-
-def test_a_client_that_falls_behind_is_told_to_resync_and_closed(session: LabSession, alice: User) -> None:
-    async def flood() -> None:
-        # 3 MiB of console output (think `yes`) while the client reads nothing: held, it would all
-        # sit in the web process; past 256 KiB the socket gives up on it.
-        await publish(session, [b"y\n" * 32 * KiB] * 48)
-        await asyncio.sleep(0.5)
-
-    sent = resynced_after(session, alice, flood)
-    assert "reconnect" in sent[-1]["reason"]
-
-
-def test_a_consumer_whose_channel_overflowed_tells_its_client_to_resync(session: LabSession, alice: User) -> None:
-    """Its own loop fell behind (portal/channel_layer.py dropped what waited): same as a slow client."""
-
-    async def overflow() -> None:
-        layer = get_channel_layer()
-        assert layer is not None
-        await layer.group_send(terminal_group(session.id), {"type": "channel.overflow"})
-        await asyncio.sleep(0.2)
-        await publish(session, [b"after\n"])  # it left the group: nothing more is queued for it
-        await asyncio.sleep(0.2)
-
-    resynced_after(session, alice, overflow)
-
-
-@pytest.mark.alone
-def test_output_waiting_for_a_slow_client_is_coalesced(session: LabSession, alice: User) -> None:
-    headers = headers_for(alice)
-    sent: list[dict[str, Any]] = []
-
-    async def scenario() -> None:
-        client = StalledClient(f"/ws/sessions/{session.id}/terminal/", headers)
-        await client.accepted.wait()
-        await asyncio.sleep(0.2)
-        await publish(session, [f"line {n}\r\n".encode() for n in range(100)])
-        await asyncio.sleep(0.3)
-        await client.incoming.put({"type": "websocket.receive", "text": '{"type": "reboot"}'})  # an error, then
-        await sync_to_async(transition)(session.id, SessionState.FAILED, error="gone")  # a close to end on
-        await asyncio.sleep(0.3)
-        sent.extend(await client.read())
-
-    run(scenario)
-    frames = [m["bytes"] for m in sent if m.get("bytes")]
-    assert b"".join(frames) == b"".join(f"line {n}\r\n".encode() for n in range(100)), "every byte, in order"
-    # One frame on a quiet machine; a loaded one may deliver the publish to the relay in a few
-    # batches. Without coalescing it is 100 frames.
-    assert len(frames) <= 4, f"{len(frames)} frames for 100 chunks waiting for a slow client"
-
-
-# --- Origin ---------------------------------------------------------------------------------------
-
-Case = tuple[str, str, str | None, str | None]
-SAME_ORIGIN: list[Case] = [
-    # (scheme the server saw, Host, Origin, X-Forwarded-Proto)
-    ("ws", "testserver", "http://testserver", None),
-    ("ws", "127.0.0.1:8000", "http://127.0.0.1:8000", None),
-    ("ws", "localhost:80", "http://localhost", None),
-    ("wss", "testserver", "https://testserver", None),
-    ("ws", "testserver", "https://testserver", "https"),  # TLS ends at the proxy in front
-    ("ws", "[::1]:8000", "http://[::1]:8000", None),
-]
-OTHER_ORIGIN: list[Case] = [
-    ("ws", "127.0.0.1:8000", "http://127.0.0.1:9999", None),  # the issue's case: same host, other port
-    ("ws", "testserver", "http://testserver:8080", None),
-    ("ws", "testserver", "https://testserver", None),  # other scheme
-    ("wss", "testserver", "http://testserver", None),
-    ("ws", "testserver", "http://testserver", "https"),
-    ("ws", "testserver", "https://evil.example", None),
-    ("ws", "evil.example", "http://evil.example", None),  # a host this site does not serve
-    ("ws", "testserver", "null", None),
-    ("ws", "testserver", "file://testserver", None),
-    ("ws", "testserver", "http://testserver:notaport", None),
-    ("ws", "testserver", None, None),  # no Origin at all
-]
-
-
-def origin_headers(user: User, host: str, origin: str | None, proto: str | None) -> list[tuple[bytes, bytes]]:
-    headers = [(name, value) for name, value in headers_for(user) if name not in (b"origin", b"host")]
-    headers.append((b"host", host.encode()))
-    if origin is not None:
-        headers.append((b"origin", origin.encode()))
-    if proto is not None:
-        headers.append((b"x-forwarded-proto", proto.encode()))
-    return headers
-
-
-@pytest.mark.parametrize(("scheme", "host", "origin", "proto"), SAME_ORIGIN + OTHER_ORIGIN)
-@pytest.mark.parametrize("kind", ["events", "terminal"])
-def test_origin_must_match_scheme_host_and_port(session: LabSession, alice: User, kind: str, scheme: str, host: str,
-                                                origin: str | None, proto: str | None) -> None:  # fmt: skip
-    headers = origin_headers(alice, host, origin, proto)
-    allowed = (scheme, host, origin, proto) in SAME_ORIGIN
-
-    async def scenario() -> None:
-        socket = Socket(f"/ws/sessions/{session.id}/{kind}/", headers, scheme=scheme)
-        assert await socket.connect() == ((True, 0) if allowed else (False, 4403))
-
-    run(scenario)
-
-
-@pytest.mark.parametrize(
-    ("origin", "allowed"),
-    [("https://virtlab.example.org", True), ("https://virtlab.example.org:443", True),
-     ("http://virtlab.example.org", False), ("https://virtlab.example.org:8443", False),
-     ("https://lab.class.example.com", True), ("https://class.example.com", True),
-     ("https://evilclass.example.com", False), ("http://lab.class.example.com", False)],
-)  # fmt: skip
-def test_trusted_origins_are_compared_whole(session: LabSession, alice: User, settings: Settings, origin: str,
-                                            allowed: bool) -> None:  # fmt: skip
-    settings.CSRF_TRUSTED_ORIGINS = ["https://virtlab.example.org", "https://*.class.example.com"]
-    headers = origin_headers(alice, "internal:8000", origin, None)  # the proxy's Host is not the origin's
-
-    async def scenario() -> None:
-        socket = Socket(f"/ws/sessions/{session.id}/events/", headers)
-        assert (await socket.connect())[0] is allowed
-
-    run(scenario)
-
-
-# --- Logout ---------------------------------------------------------------------------------------
-
-
-def test_logging_out_closes_the_users_sockets_and_only_theirs(session: LabSession, alice: User, bob: User) -> None:
-    browser = Client()
-    browser.force_login(alice)
-    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver"),
-               (b"cookie", f"sessionid={browser.cookies['sessionid'].value}".encode())]  # fmt: skip
-    bobs = LabSession.objects.create(user=bob, lab_slug=session.lab_slug, state=SessionState.READY, host="h", vm_id="w")
-    bob_headers = headers_for(bob)
-
-    async def scenario() -> None:
-        term = await opened(terminal(session, headers=headers))
-        events = await opened(Socket(f"/ws/sessions/{session.id}/events/", headers))
-        other = await opened(terminal(bobs, headers=bob_headers))
-        await sync_to_async(browser.logout)()
-        for closing in (term, events):
-            error = await told(closing, "signed_out")
-            assert error["type"] == "error"
-            assert await closed_with(closing) == 4401
-        await term.send_bytes(b"after\r")
-        assert await other.silent()
-
-    run(scenario)
-    assert queued(session) == []
