@@ -5,12 +5,12 @@
 Starts a private stack (Redis with its data on disk, SQLite, uvicorn with two workers) and two
 hypervisor hosts, each in a box of its own on this machine (its own libvirtd, disks and workers:
 tests/faults/hosts.py): `alpha` with room for 2 VMs, `beta` for 4. Each run applies every fault of
-tests/faults/scenarios.py: SIGKILL of a host worker while a session is requested, provisioning,
-checkpointing, checking, reverting and destroying; libvirtd killed and restarted; Redis restarted;
-a web worker killed; three starts spread over the two hosts, then `beta` lost (its learners told,
-new starts on `alpha`) and back (its leftovers reaped). After each fault the reconciler runs until
-the audit is clean or 150 s pass, and the audit is counted: orphaned domains and disks on any
-host, sessions stuck in a transient state (or ready without a VM, a checkpoint, or terminal input).
+tests/faults/scenarios.py and service_faults.py: SIGKILL of a host worker while a session is
+requested, provisioning, checkpointing, checking, reverting and destroying; libvirtd killed and
+restarted; Redis restarted; a web worker killed; three starts spread over the two hosts, then
+`beta` lost (its learners told, new starts on `alpha`) and back (its leftovers reaped). After each
+fault the reconciler runs until the audit is clean or 150 s pass, and the audit is counted:
+orphaned domains and disks on any host, sessions stuck in a transient state (or ready without a VM, a checkpoint, or terminal input).
 Learner-visible problems (no clear state, no terminal, a lost verdict) are counted too.
 
 `--lanes K` runs K such stacks at once, each in a process of its own with its own Redis, web
@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.faults import scenarios
+from tests.faults import scenarios, service_faults
 from tests.faults.drill import RECOVERY_S, Drill, Outcome, Tally, stop_all
 from tests.faults.stack import fault_stack
 
@@ -96,7 +96,7 @@ def quick_matrix(drill: Drill, report: Callable[[Outcome], None]) -> list[Outcom
     outcomes.append(scenarios.killed_while_checkpointing(drill))
     report(outcomes[-1])
     sid = outcomes[-1].session or drill.ready_session()[1]
-    outcomes.append(scenarios.libvirtd_restarted(drill, sid))
+    outcomes.append(service_faults.libvirtd_restarted(drill, sid))
     report(outcomes[-1])
     outcomes.append(scenarios.killed_while_destroying(drill, outcomes[-1].session or sid))
     report(outcomes[-1])
