@@ -10,8 +10,9 @@ requested, provisioning, checkpointing, checking, reverting and destroying; libv
 restarted; Redis restarted; a web worker killed; three starts spread over the two hosts, then
 `beta` lost (its learners told, new starts on `alpha`) and back (its leftovers reaped). After each
 fault the reconciler runs until the audit is clean or 150 s pass, and the audit is counted:
-orphaned domains and disks on any host, sessions stuck in a transient state (or ready without a VM, a checkpoint, or terminal input).
-Learner-visible problems (no clear state, no terminal, a lost verdict) are counted too.
+orphaned domains and disks on any host, sessions stuck in a transient state (or ready without a
+VM, a checkpoint, or terminal input). Learner-visible problems (no clear state, no terminal, a lost
+verdict) are counted too.
 
 `--lanes K` runs K such stacks at once, each in a process of its own with its own Redis, web
 server and two host boxes, and shares the runs among them. A pass spends most of its time waiting
