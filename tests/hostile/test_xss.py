@@ -14,7 +14,7 @@ from django.test import Client
 from labs.models import LabSession, StepResult
 from tests.access_matrix import People, client_for
 from tests.hostile.hostile_content import ATTACK, DOC, LINE, MARK, PAYLOADS, assert_inert, executable_markup
-from tests.labs.test_access import HTTP_ROWS, fill
+from tests.labs.test_access_matrix import HTTP_ROWS, fill
 
 pytestmark = pytest.mark.django_db
 WHO = ["anonymous", "learner"]
