@@ -241,24 +241,31 @@ def host_agent(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         yield agent
 
 
+def uvicorn_argv(env: dict[str, str], port: int, workers: int = 1) -> list[str]:
+    """uvicorn serving portal.asgi on 127.0.0.1:`port` as the Procfile runs it (`workers` processes;
+    1: one process, no supervisor)."""
+    # The Procfile's websocket flags: a frame over the consumers' limit is refused by uvicorn itself,
+    # and no compression (a few hundred compressed bytes inflate to a 64 KiB frame each, all queued).
+    max_frame = env.get("LABS_WS_MAX_FRAME_BYTES")
+    if max_frame is None:  # the settings' default (a bench process may not have configured Django yet)
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+        from django.conf import settings
+
+        max_frame = str(settings.LABS_WS_MAX_FRAME_BYTES)
+    return [str(VENV_BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+            "--ws-max-size", max_frame, "--ws-per-message-deflate", "false",
+            "--no-access-log", "--log-level", "warning",
+            *(["--workers", str(workers)] if workers > 1 else [])]  # fmt: skip
+
+
 @contextmanager
 def asgi_server(env: dict[str, str], workers: int = 1) -> Iterator[str]:
     """uvicorn serving portal.asgi (HTTP and websockets), with `workers` processes as the Procfile's
     WEB_WORKERS (1: one process, no supervisor); yields its base URL."""
     import urllib.request
 
-    from django.conf import settings
-
     port = free_port()
-    # The Procfile's websocket flags: a frame over the consumers' limit is refused by uvicorn itself,
-    # and no compression (a few hundred compressed bytes inflate to a 64 KiB frame each, all queued).
-    max_frame = env.get("LABS_WS_MAX_FRAME_BYTES", str(settings.LABS_WS_MAX_FRAME_BYTES))
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--ws-max-size", max_frame, "--ws-per-message-deflate", "false", "--no-access-log", "--log-level", "warning",
-         *(["--workers", str(workers)] if workers > 1 else [])],
-        cwd=ROOT, env={**os.environ, **env},
-    )  # fmt: skip
+    proc = subprocess.Popen(uvicorn_argv(env, port, workers), cwd=ROOT, env={**os.environ, **env})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: urllib.request.urlopen(base + "/accounts/login/", timeout=2).status == 200, 30, "uvicorn")  # noqa: S310

@@ -91,11 +91,8 @@ class WebServer:
     def start(self) -> None:
         import urllib.request
 
-        self.proc = subprocess.Popen(
-            [str(lab_stack.VENV_BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(self.workers), "--no-access-log", "--log-level", "warning"],
-            cwd=lab_stack.ROOT, env={**os.environ, **self.env},
-        )  # fmt: skip
+        argv = lab_stack.uvicorn_argv(self.env, self.port, self.workers)
+        self.proc = subprocess.Popen(argv, cwd=lab_stack.ROOT, env={**os.environ, **self.env})
         login = self.base + "/accounts/login/"
         lab_stack.wait_for(lambda: urllib.request.urlopen(login, timeout=2).status == 200, 60, "uvicorn")  # noqa: S310
         lab_stack.wait_for(lambda: len(self.worker_pids()) == self.workers, 60, "uvicorn workers")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.lab_stack import ROOT, VENV_BIN, free_port, wait_for
+from tests.lab_stack import ROOT, free_port, uvicorn_argv, wait_for
 from tests.processes import stop_process
 
 PROD_ENV = {
@@ -259,11 +259,7 @@ def test_web_healthcheck_passes_under_production_settings(allowed_hosts: str) ->
     """The compose healthcheck, run against uvicorn with the compose file's security settings."""
     port = free_port()
     env = {**os.environ, **PROD_ENV, "ALLOWED_HOSTS": allowed_hosts}
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "uvicorn"), "portal.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    proc = subprocess.Popen(uvicorn_argv(env, port), cwd=ROOT, env=env)
     code = healthcheck_code("web").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     try:
         probe_env = {"ALLOWED_HOSTS": allowed_hosts}
