@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.labs import agent
 from bench.vm import p95
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.lab_stack import LabClient, next_event, read_until
 
 INSTRUCTOR = "teacher"
@@ -186,7 +186,7 @@ def main() -> None:
         class_id, code = klass["id"], klass["invites"][0]["code"]
         with ThreadPoolExecutor(max_workers=min(seats, 16)) as pool:  # learners waiting for the class
             clients = list(pool.map(lambda u: logged_in(stack.base, u), learners))
-        lab_stack.wait_for(lambda: lab_stack.lab_templates(stack), 300, "the lab's template")
+        servers.wait_for(lambda: lab_stack.lab_templates(stack), 300, "the lab's template")
         template_s = time.monotonic() - created
         log(t_start, f"stack up; class {class_id} of {seats} seats created, its lab's template built in "
                      f"{template_s:.1f}s; {seats} learners logged in")  # fmt: skip

@@ -65,9 +65,9 @@ def cold_starts() -> tuple[float, float]:
     """Click → prompt for a lab's first start (a boot) and for one once its template exists."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")  # lab_stack reads a default or two
     from bench import labs
-    from tests import lab_stack
+    from tests import lab_stack, servers
 
-    with tempfile.TemporaryDirectory() as tmp_name, lab_stack.private_redis() as redis_url:
+    with tempfile.TemporaryDirectory() as tmp_name, servers.private_redis() as redis_url:
         tmp = Path(tmp_name)
         env = lab_stack.lab_env(tmp, redis_url, LABS_START_RATE="1000")
         slug = lab_stack.write_test_lab(Path(env["VIRTLAB_CONTENT_DIR"]))
@@ -82,7 +82,7 @@ def cold_starts() -> tuple[float, float]:
                 labs.stop(client, sid, term, wait=True)
                 prefix = f"{env['LABS_ID_PREFIX']}pool-{slug}."
                 with Hypervisor.connect() as hv:
-                    lab_stack.wait_for(lambda: any(t.key.startswith(prefix) for t in hv.templates()), 600, "template")
+                    servers.wait_for(lambda: any(t.key.startswith(prefix) for t in hv.templates()), 600, "template")
                 sid, cloned, term = labs.start_to_prompt(client, slug)
                 labs.stop(client, sid, term, wait=True)
         finally:

@@ -59,7 +59,7 @@ from bench.isolation_learners import Learner, Pace, run_learners
 from bench.labs import agent
 from bench.vm import p95, summary
 from labs.hypervisor.naming import domain_name
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.processes import descendants
 
 TARGETS = {"echo_p95_ms": 50.0, "check_p95_s": 1.0, "redis_growth_mib": 32.0, "web_rss_growth_mib": 64.0}
@@ -254,7 +254,7 @@ def main() -> None:
     pace = Pace(5.0, 8) if args.quick else Pace.of_labs(args.speedup)
     print(pace.describe(n), flush=True)
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp_name, lab_stack.private_redis() as redis_url, ExitStack() as stack:
+    with tempfile.TemporaryDirectory() as tmp_name, servers.private_redis() as redis_url, ExitStack() as stack:
         tmp = Path(tmp_name)
         # Defaults for every limit; only the stack's own paths, names and content differ.
         env = lab_stack.lab_env(tmp, redis_url, LOG_LEVEL="ERROR")  # the limits' warnings would drown the figures
@@ -271,14 +271,14 @@ def main() -> None:
         # running in a fork-bombed guest (its 20 s timeout); the VMs are destroyed after anyway.
         stack.enter_context(agent(env, 4, "tiny=0", stop_timeout=3, checks=args.check_workers))
         if args.web_workers > 1:  # the workers answer at their own pace once the first does
-            lab_stack.wait_for(lambda: len(web_pids(base)) > args.web_workers, 30, "uvicorn's workers")
+            servers.wait_for(lambda: len(web_pids(base)) > args.web_workers, 30, "uvicorn's workers")
         web = web_pids(base)
         print(f"[{time.monotonic() - t0:.0f}s] stack up", flush=True)
         # The lab's template first, as a class has it built: every lab is then a clone, and no
         # template build (a boot) is left to run beside what is measured, as a cold start's would.
         running = lab_stack.LabStack(base, env, slug, redis_url)
         running.shell(f"from labs import task_calls; task_calls.prepare_template.on({running.host!r}, {slug!r})")
-        lab_stack.wait_for(lambda: lab_stack.lab_templates(running), 180, "the lab's template")
+        servers.wait_for(lambda: lab_stack.lab_templates(running), 180, "the lab's template")
         print(f"[{time.monotonic() - t0:.0f}s] the lab's template built", flush=True)
         abuser = lab_stack.LabClient(base)
         abuser.login("abuser", lab_stack.STACK_PASSWORD)

@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.vm import DEFAULT_IMAGE, PROMPT, bare_boot, p95, summary
-from tests import lab_stack, processes
+from tests import lab_stack, processes, servers
 
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -56,9 +56,9 @@ def agent(
 
 def worker(env: dict[str, str], name: str, queues: str, concurrency: int, pool: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{name}@%h", "-Q", queues,
+        [str(servers.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{name}@%h", "-Q", queues,
          "-c", str(concurrency), "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "WARNING"],
-        cwd=lab_stack.ROOT, env={**os.environ, **env, "LABS_POOL_SIZES": pool},
+        cwd=servers.ROOT, env={**os.environ, **env, "LABS_POOL_SIZES": pool},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -158,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     cold_runs, warm_runs, load, echo_n, check_n = (1, 1, 0, 20, 3) if args.quick else (3, 3, 10, 100, 10)
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp_name, lab_stack.private_redis() as redis_url:
+    with tempfile.TemporaryDirectory() as tmp_name, servers.private_redis() as redis_url:
         tmp = Path(tmp_name)
         env = lab_stack.lab_env(
             tmp, redis_url, LABS_MAX_RUNNING_PER_USER="50", LABS_START_RATE="1000", LABS_CHECK_RATE="1000"
@@ -191,7 +191,7 @@ def main() -> None:
                 # Stopping need not wait for the pool's refill boot (the finally below removes its VM).
                 with agent(env, concurrency=2, pool=pool, stop_timeout=3):
                     for _ in range(warm_runs):
-                        lab_stack.wait_for(lambda: pool_ready(db) == pool.count("=1"), 180, "the warm pool")
+                        servers.wait_for(lambda: pool_ready(db) == pool.count("=1"), 180, "the warm pool")
                         # A learner meets a pool VM that has idled a while: by then the relay has
                         # held its console for over QEMU's 1 s pty-reconnect poll (labs/relay.py).
                         time.sleep(2)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.labs import drain, echo_latencies
 from bench.vm import p95, summary
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.browser_fixtures import CHROMIUM_ARGS
 
 # What a learner types in a lab, with the output it brings: the record holds both.
@@ -55,7 +55,7 @@ SESSION_S = 45 * 60
 @contextmanager
 def agent(env: dict[str, str], recording: bool) -> Iterator[None]:
     host = env["VIRTLAB_HOST_NAME"]
-    with lab_stack.celery_worker({**env, "LABS_TIMELINE_ENABLED": "1" if recording else "0"},
+    with servers.celery_worker({**env, "LABS_TIMELINE_ENABLED": "1" if recording else "0"},
                                  queues=f"host.{host},web", name=host):  # fmt: skip
         lab_stack.wait_for_advert(env["REDIS_URL"], host)
         yield
@@ -210,13 +210,13 @@ def main() -> None:
                     stack.shell(
                         f"from labs import task_calls; task_calls.prepare_template.on({host!r}, {stack.slug!r})"
                     )
-                    lab_stack.wait_for(partial(lab_stack.lab_templates, stack), 180, "the lab's template")
+                    servers.wait_for(partial(lab_stack.lab_templates, stack), 180, "the lab's template")
                     stage("the lab's template built")
                     status, body = alice.request("POST", "/api/sessions", {"lab": stack.slug})
                     assert status == 201, body
                     sid = body["id"]
                     lab_stack.wait_for_state(alice, sid, {"ready"}, 180)
-                    lab_stack.wait_for(partial(checkpointed, alice, sid), 60, "step 1's checkpoint")
+                    servers.wait_for(partial(checkpointed, alice, sid), 60, "step 1's checkpoint")
                     stage("session ready (a clone), step 1's checkpoint taken")
                 with terminal(alice, sid) as term:
                     stage("terminal relayed")

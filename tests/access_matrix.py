@@ -22,7 +22,7 @@ from pytest_django import Settings
 
 from labs.models import LabSession
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 
 Who = Literal["owner", "other", "staff", "anonymous"]
 WHO: tuple[Who, ...] = ("owner", "other", "staff", "anonymous")
@@ -71,7 +71,7 @@ def client_for(user: User | None) -> Client:
 def shared_redis() -> Iterator[str]:
     """One private Redis for every lab world of the run (flushed per test): starting one per test
     would cost more than most of these tests."""
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         yield url
 
 

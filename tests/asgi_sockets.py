@@ -23,7 +23,7 @@ from labs.models import LabSession
 from labs.redis_names import input_key
 from labs.states import SessionState
 from portal.asgi import application
-from tests import lab_stack
+from tests import lab_stack, servers
 
 ORIGIN = b"http://testserver"
 
@@ -104,7 +104,7 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 @pytest.fixture
 def session(settings: Settings, tmp_path: Path, alice: User) -> Iterator[LabSession]:
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         slug = lab_stack.write_test_lab(settings.CONTENT_DIR)

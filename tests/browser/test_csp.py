@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from tests import lab_stack
-from tests.lab_stack import ROOT, VENV_BIN
+from tests.servers import ROOT, VENV_BIN
 
 pytestmark = [pytest.mark.browser, pytest.mark.vm, pytest.mark.slow]
 

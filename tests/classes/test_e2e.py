@@ -19,7 +19,8 @@ import pytest
 from labs.hypervisor import Hypervisor
 from labs.hypervisor.disks import DEFAULT_DISKS_ROOT, list_disk_sessions
 from tests import lab_stack
-from tests.lab_stack import LabClient, read_until, wait_for, wait_for_state
+from tests.lab_stack import LabClient, read_until, wait_for_state
+from tests.servers import wait_for
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 PROMPT = re.compile(rb"root@virtlab:[^\r\n]*# ")

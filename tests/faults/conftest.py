@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import lab_stack
+from tests import servers
 from tests.faults.drill import Drill, stop_all
 from tests.faults.stack import FaultStack, fault_stack
 from tests.hypervisor.conftest import guest_image, libvirt_ready
@@ -30,7 +30,7 @@ CAPACITY = {ALPHA: "1"}
 @pytest.fixture(scope="package")
 def faults(tmp_path_factory: pytest.TempPathFactory, libvirt_ready: None, guest_image: Path) -> Iterator[FaultStack]:
     if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "nsenter", "libvirtd", "virtlogd")):
-        lab_stack.unavailable("the fault suite runs hosts in mount namespaces with their own libvirtd: root")
+        servers.unavailable("the fault suite runs hosts in mount namespaces with their own libvirtd: root")
     with fault_stack(tmp_path_factory.mktemp("faults")) as stack:
         stack.add_host(ALPHA, LABS_TCG_VMS_PER_CPU=CAPACITY[ALPHA])
         yield stack

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from labs.states import ENDED, SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.faults.hosts import HostBox
 from tests.faults.learner import open_events
 from tests.faults.stack import FAULT_LAB, LEARNERS, Audit, FaultStack, write_fault_lab
@@ -57,7 +57,7 @@ class Drill:
     def box(self, session_id: str) -> HostBox:
         """The host the session was placed on (placement decides, by capacity; a start waits in
         the queue, with no host, while every host's boot slots are taken)."""
-        lab_stack.wait_for(lambda: self.stack.row(session_id).host, BOOT_S, f"{session_id} placed on a host")
+        servers.wait_for(lambda: self.stack.row(session_id).host, BOOT_S, f"{session_id} placed on a host")
         return self.stack.hosts[self.stack.row(session_id).host]
 
     def learner(self) -> lab_stack.LabClient:
@@ -86,7 +86,7 @@ class Drill:
         client = self.learner()
         sid = self.start(client)
         lab_stack.wait_for_state(client, sid, {S.READY}, BOOT_S)
-        lab_stack.wait_for(lambda: self.stack.row(sid).checkpoints == [1], 60, "step 1's checkpoint")
+        servers.wait_for(lambda: self.stack.row(sid).checkpoints == [1], 60, "step 1's checkpoint")
         return client, sid
 
     def owner(self, session_id: str) -> lab_stack.LabClient:

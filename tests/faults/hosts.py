@@ -28,7 +28,7 @@ from labs import task_calls
 from labs.hypervisor import DomainMissing, Hypervisor, HypervisorError
 from labs.hypervisor.disks import DEFAULT_DISKS_ROOT, list_disk_sessions
 from labs.redis_names import ADVERT_PREFIX
-from tests import lab_stack
+from tests import servers
 from tests.processes import kill_process_tree, stop_process
 
 Popen = subprocess.Popen[bytes]
@@ -94,7 +94,7 @@ class HostBox:
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--",
                                         "sh", "-ec", f"{mounts}; exec sleep infinity"])  # fmt: skip
         holder = self.holder
-        lab_stack.wait_for(lambda: _comm(holder.pid) == "sleep" or holder.poll() is not None, 10, "mount namespace")
+        servers.wait_for(lambda: _comm(holder.pid) == "sleep" or holder.poll() is not None, 10, "mount namespace")
         if holder.poll() is not None:
             raise RuntimeError(f"host box {self.name}: mounting its private directories failed")
         self.virtlogd = self.popen(["virtlogd", "--pid-file", str(self.root / "virtlogd.pid")], log="virtlogd.log")
@@ -105,7 +105,7 @@ class HostBox:
         out = open(self.root / log, "ab") if log else None  # noqa: SIM115  (the child keeps it)
         try:
             return subprocess.Popen(
-                ["nsenter", "-t", str(self._holder_pid()), "--mount", f"--wd={lab_stack.ROOT}", "--", *argv],
+                ["nsenter", "-t", str(self._holder_pid()), "--mount", f"--wd={servers.ROOT}", "--", *argv],
                 env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT if out else None,
             )  # fmt: skip
         finally:
@@ -118,7 +118,7 @@ class HostBox:
 
     def start_libvirtd(self) -> None:
         self.libvirtd = self.popen(["libvirtd", "--pid-file", str(self.root / "libvirtd.pid")], log="libvirtd.log")
-        lab_stack.wait_for(self.libvirt_answers, 60, f"libvirtd of {self.name}")
+        servers.wait_for(self.libvirt_answers, 60, f"libvirtd of {self.name}")
 
     def libvirt_answers(self) -> bool:
         with Hypervisor.connect(self.uri, self.disks_root) as hv:
@@ -142,7 +142,7 @@ class HostBox:
 
     def start_workers(self, env: dict[str, str]) -> None:
         """Both workers with `env` (kept for restarts)."""
-        self.env = {**env, "VIRTLAB_HOST_NAME": self.name, "PYTHONPATH": str(lab_stack.ROOT)}
+        self.env = {**env, "VIRTLAB_HOST_NAME": self.name, "PYTHONPATH": str(servers.ROOT)}
         self.start_agent()
         self.start_checks()
 
@@ -162,7 +162,7 @@ class HostBox:
         seen = log.stat().st_size if log.exists() else 0
         suffix = "" if role == "agent" else f"-{role}"
         proc = self.popen(
-            [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{self.name}{suffix}@%h",
+            [str(servers.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{self.name}{suffix}@%h",
              "-Q", ",".join(queues), "-c", "1", "--without-heartbeat", "--without-mingle", "--without-gossip",
              "-l", "INFO"],
             env=self.env, log=log.name,
@@ -173,7 +173,7 @@ class HostBox:
                 raise RuntimeError(f"{role} worker of {self.name} exited: see {log}")
             return b" ready." in log.read_bytes()[seen:]
 
-        lab_stack.wait_for(ready, 60, f"{role} worker of {self.name}")
+        servers.wait_for(ready, 60, f"{role} worker of {self.name}")
         return proc
 
     def advertised(self, redis_url: str) -> bool:

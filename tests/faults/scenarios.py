@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from labs.states import ENDED, SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.faults.drill import BOOT_S, RECOVERY_S, Drill, Outcome, stop_all
 from tests.faults.learner import (
     open_events,
@@ -66,8 +66,8 @@ def killed_while_provisioning(drill: Drill) -> Outcome:
     box = drill.box(sid)
     events, _ = open_events(client, sid)
     with events:
-        lab_stack.wait_for(lambda: drill.stack.row(sid).state == S.PROVISIONING, BOOT_S, "provisioning")
-        lab_stack.wait_for(lambda: sid in {d.session_id for d in box.domains()}, BOOT_S, "the VM being made")
+        servers.wait_for(lambda: drill.stack.row(sid).state == S.PROVISIONING, BOOT_S, "provisioning")
+        servers.wait_for(lambda: sid in {d.session_id for d in box.domains()}, BOOT_S, "the VM being made")
         outcome.hit()
         box.kill_agent()
         outcome.phase = drill.stack.row(sid).state
@@ -215,7 +215,7 @@ def two_hosts_spread_then_one_lost(drill: Drill, small: str, big: str) -> Outcom
     outcome.hit()
     stack.hosts[big].lose()
     stack.lost.add(big)
-    lab_stack.wait_for(lambda: not stack.hosts[big].advertised(stack.redis_url), 60, f"{big}'s advert to expire")
+    servers.wait_for(lambda: not stack.hosts[big].advertised(stack.redis_url), 60, f"{big}'s advert to expire")
     newcomer = drill.learner()
     fresh = drill.start(newcomer)
     outcome.expect(stack.row(fresh).host == small, f"a new start went to {stack.row(fresh).host}")

@@ -16,7 +16,7 @@ import redis
 from labs.host_registry import HostAdvert
 from labs.redis_names import ADVERT_PREFIX
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.faults.drill import Drill, Outcome
 from tests.faults.learner import open_events, open_ws, terminal_recovered, type_marker
 from tests.lab_stack import next_event
@@ -34,7 +34,7 @@ def libvirtd_restarted(drill: Drill, sid: str) -> Outcome:
     box.restart_libvirtd(signal.SIGKILL, down_s=1.0)
     back = time.monotonic()
     try:  # libvirtd answers again: the host advertises so within seconds, not at its next advert but one
-        lab_stack.wait_for(lambda: libvirt_advertised(drill, box.name), ADVERT_BACK_S, "libvirt ok in the advert")
+        servers.wait_for(lambda: libvirt_advertised(drill, box.name), ADVERT_BACK_S, "libvirt ok in the advert")
         outcome.phase += f", advert back {time.monotonic() - back:.1f}s after libvirtd"
     except TimeoutError as exc:
         outcome.problems.append(str(exc))

@@ -25,7 +25,7 @@ import yaml
 
 from labs.redis_names import hold_key
 from labs.states import ENDED, VM_LIVE, SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.faults.hosts import HostBox, host_box
 from tests.processes import descendants, stop_process
 
@@ -84,7 +84,7 @@ class WebServer:
     supervisor replaces a worker that dies."""
 
     def __init__(self, env: dict[str, str], workers: int = 2):
-        self.env, self.workers, self.port = env, workers, lab_stack.free_port()
+        self.env, self.workers, self.port = env, workers, servers.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -92,10 +92,10 @@ class WebServer:
         import urllib.request
 
         argv = lab_stack.uvicorn_argv(self.env, self.port, self.workers)
-        self.proc = subprocess.Popen(argv, cwd=lab_stack.ROOT, env={**os.environ, **self.env})
+        self.proc = subprocess.Popen(argv, cwd=servers.ROOT, env={**os.environ, **self.env})
         login = self.base + "/accounts/login/"
-        lab_stack.wait_for(lambda: urllib.request.urlopen(login, timeout=2).status == 200, 60, "uvicorn")  # noqa: S310
-        lab_stack.wait_for(lambda: len(self.worker_pids()) == self.workers, 60, "uvicorn workers")
+        servers.wait_for(lambda: urllib.request.urlopen(login, timeout=2).status == 200, 60, "uvicorn")  # noqa: S310
+        servers.wait_for(lambda: len(self.worker_pids()) == self.workers, 60, "uvicorn workers")
 
     def worker_pids(self) -> list[int]:
         """The worker processes (multiprocessing children; not its resource tracker)."""
@@ -109,7 +109,7 @@ class WebServer:
         """SIGKILL one worker (its websockets drop); the supervisor starts another."""
         victim = self.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
-        lab_stack.wait_for(
+        servers.wait_for(
             lambda: victim not in self.worker_pids() and len(self.worker_pids()) == self.workers, 60, "a new worker"
         )
         return victim
@@ -150,7 +150,7 @@ class FaultStack:
     """A running stack with named hosts; `lost` hosts are the ones a test has taken away for good."""
 
     def __init__(
-        self, tmp: Path, redis_server: lab_stack.RedisServer, env: dict[str, str], web: WebServer,
+        self, tmp: Path, redis_server: servers.RedisServer, env: dict[str, str], web: WebServer,
         exits: contextlib.ExitStack,
     ):  # fmt: skip
         self.tmp, self.redis_server, self.env, self.web, self._exits = tmp, redis_server, env, web, exits
@@ -272,7 +272,7 @@ def fault_stack(tmp: Path, persistent_redis: bool = True, **extra_env: str) -> I
     """Redis, the DB with the learners, the fault lab and uvicorn; the caller adds hosts
     (`add_host`). Every host, with every VM on it, is removed on exit."""
     with contextlib.ExitStack() as exits:
-        redis_server = lab_stack.RedisServer(tmp / "redis", persistent=persistent_redis)
+        redis_server = servers.RedisServer(tmp / "redis", persistent=persistent_redis)
         redis_server.start()
         exits.callback(redis_server.stop)
         env = lab_stack.lab_env(tmp, redis_server.url, **{**FAST_RECOVERY, **extra_env})

@@ -14,7 +14,7 @@ from pytest_django import Settings
 from labs.models import LabSession
 from labs.services.lost_hosts import LOST_MESSAGE, end_sessions_on_lost_hosts
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 S = SessionState
@@ -22,7 +22,7 @@ S = SessionState
 
 @pytest.fixture
 def redis_url(settings: Settings) -> Iterator[str]:
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         yield url
 

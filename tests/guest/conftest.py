@@ -16,7 +16,7 @@ from typing import Unpack
 
 import pytest
 
-from tests import lab_stack
+from tests import servers
 
 from .serial_guest import BUILD_SCRIPT, QEMU, BootGuest, QemuOptions, SerialGuest, qemu_argv
 
@@ -28,7 +28,7 @@ def guest_image() -> Path:
     """Directory holding vmlinux, bzImage, initrd.img and manifest.json (built once, cached)."""
     proc = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode == NEEDS_ROOT:
-        lab_stack.unavailable(f"no cached guest image and not root: {proc.stderr.strip().splitlines()[-1]}")
+        servers.unavailable(f"no cached guest image and not root: {proc.stderr.strip().splitlines()[-1]}")
     if proc.returncode != 0:
         pytest.fail(f"guest/build.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     image = Path(proc.stdout.strip().splitlines()[-1])
@@ -40,7 +40,7 @@ def guest_image() -> Path:
 def boot_guest(guest_image: Path) -> BootGuest:
     """Factory: `with boot_guest(machine=..., extra=[...]) as vm:` boots to the prompt."""
     if shutil.which(QEMU) is None:
-        lab_stack.unavailable(f"{QEMU} is not installed")
+        servers.unavailable(f"{QEMU} is not installed")
 
     @contextlib.contextmanager
     def boot(**options: Unpack[QemuOptions]) -> Iterator[SerialGuest]:

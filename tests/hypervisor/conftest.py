@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from labs.hypervisor import VM, Hypervisor
-from tests import lab_stack
+from tests import servers
 from tests.guest.conftest import guest_image  # built (or reused) once per test session
 
 __all__ = ["guest_image"]
@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def libvirt_ready() -> None:
     """libvirtd running with VirtLab's qemu.conf (root only)."""
     if os.geteuid() != 0:
-        lab_stack.unavailable("libvirtd (qemu:///system) and QEMU confinement need root")
+        servers.unavailable("libvirtd (qemu:///system) and QEMU confinement need root")
     subprocess.run([str(SETUP_SCRIPT)], check=True, capture_output=True, timeout=180)
 
 

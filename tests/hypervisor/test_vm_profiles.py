@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from labs.hypervisor import VM
-from tests import lab_stack
+from tests import servers
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def vfio_vm(boot_vm: Callable[[str], VM]) -> VM:
 
 def test_vfio_profile_binds_edu_to_vfio_pci_and_runs_vfio_edu(vfio_vm: VM, guest_image: Path) -> None:
     if "vfio-edu" not in manifest(guest_image).get("programs", []):
-        lab_stack.unavailable("the guest image has no vfio-edu program (manifest.json 'programs')")
+        servers.unavailable("the guest image has no vfio-edu program (manifest.json 'programs')")
     bdf = vfio_vm.exec(FIND_EDU).text.strip()
     assert bdf, "edu device not on the PCI bus"
     group = vfio_vm.exec(f"basename $(readlink /sys/bus/pci/devices/{bdf}/iommu_group)").text.strip()
@@ -65,7 +65,7 @@ def test_edu_keeps_its_pci_configuration_across_a_revert(vfio_vm: VM) -> None:
 
 def test_ublk_driver_loads(vfio_vm: VM, guest_image: Path) -> None:
     if "ublk_drv" not in manifest(guest_image).get("modules", []):
-        lab_stack.unavailable("the guest image ships no ublk_drv module")
+        servers.unavailable("the guest image ships no ublk_drv module")
     result = vfio_vm.exec("modprobe ublk_drv && test -c /dev/ublk-control && grep -c ^ublk_drv /proc/modules")
     assert result.ok, result.stderr
     assert result.text.strip() == "1"
@@ -73,7 +73,7 @@ def test_ublk_driver_loads(vfio_vm: VM, guest_image: Path) -> None:
 
 def test_mtty_mdev_instance_can_be_created(vfio_vm: VM, guest_image: Path) -> None:
     if "mtty" not in manifest(guest_image).get("modules", []):
-        lab_stack.unavailable("the guest image ships no mtty module (kernel samples are not in Debian's build)")
+        servers.unavailable("the guest image ships no mtty module (kernel samples are not in Debian's build)")
     assert vfio_vm.exec("modprobe mtty").ok
     parent = "/sys/class/mdev_bus/mtty/mdev_supported_types"
     mdev_type = vfio_vm.exec(f"ls {parent}").text.split()[-1]

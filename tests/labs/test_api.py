@@ -14,7 +14,7 @@ from pytest_django import Settings
 
 from labs.models import LabSession
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.labs.conftest import SentTask
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -24,7 +24,7 @@ ACTIONS = [("check", {"step": 1}), ("goto", {"step": 1}), ("reset", None), ("ext
 @pytest.fixture
 def lab_world(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """A private Redis with one advertised host, and a catalog holding the test lab."""
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         settings.VIRTLAB_HOST_NAME = "apitest"

@@ -23,7 +23,7 @@ from labs.models import LabSession, StepResult
 from labs.services import limits
 from labs.services.catalog import require_lab
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 
 S = SessionState
 pytestmark = [pytest.mark.vm, pytest.mark.django_db(transaction=True)]
@@ -58,7 +58,7 @@ def write_lab(content_dir: Path) -> None:
 @pytest.fixture
 def session(settings: Settings, tmp_path: Path, alice: User, booted_vm: Callable[[str], VM]) -> Iterator[LabSession]:
     """Alice's lab on a real `tiny` VM, ready at step 1 with its checkpoint taken (as provisioning leaves it)."""
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         write_lab(settings.CONTENT_DIR)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import lab_stack
+from tests import lab_stack, servers
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 SLOW_LAB = "slow-check"
@@ -54,7 +54,7 @@ def test_a_flood_of_checks_does_not_delay_another_learners_start(stack: lab_stac
     bobs, usual_s = start_and_time(bob, SLOW_LAB)  # a cold boot with nothing else going on
     # That cold start asked for the lab's template: the host agent builds it (a boot) once bob is
     # ready. Let it finish, so that what alice's start shares the host with is the checks alone.
-    lab_stack.wait_for(lambda: lab_stack.lab_templates(stack, SLOW_LAB), 180, "the slow lab's template")
+    servers.wait_for(lambda: lab_stack.lab_templates(stack, SLOW_LAB), 180, "the slow lab's template")
 
     # Bob clicks Check as fast as he can: one runs, the others are refused at the door.
     answers = [bob.request("POST", f"/api/sessions/{bobs}/check", {"step": 1})[0] for _ in range(30)]

@@ -23,7 +23,7 @@ from labs.host import verify, vmwork
 from labs.models import LabSession, StepResult
 from labs.services import limits
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.labs.conftest import SentTask
 
 S = SessionState
@@ -34,7 +34,7 @@ HOST = "checkhost"
 @pytest.fixture
 def lab_world(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """A private Redis (cache, broker, adverts) with one advertised host, and the test lab."""
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         slug = lab_stack.write_test_lab(settings.CONTENT_DIR)

@@ -14,7 +14,7 @@ from pytest_django import Settings
 from labs.host.console_relay import PUBLISH_EVERY_S, Publisher, SessionRelay
 from labs.hypervisor import VM, Hypervisor
 from labs.redis_names import input_key
-from tests import lab_stack
+from tests import lab_stack, servers
 
 # Real VMs; the relay records each learner's activity in the DB.
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -37,7 +37,7 @@ class Sent(Publisher):
             return [data for at, data in self.messages if at >= started]
 
     def wait_for(self, text: bytes, started: float, timeout: float = 30) -> list[bytes]:
-        lab_stack.wait_for(lambda: text in b"".join(self.since(started)), timeout, repr(text))
+        servers.wait_for(lambda: text in b"".join(self.since(started)), timeout, repr(text))
         return self.since(started)
 
 
@@ -46,7 +46,7 @@ def relay_to(settings: Settings) -> Iterator[Callable[[VM], tuple[Sent, redis.Re
     """Factory: a real SessionRelay for a VM, with its own private Redis; (what it publishes,
     the Redis its keystrokes are typed into)."""
     relays: list[SessionRelay] = []
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.LABS_TIMELINE_ENABLED = False
 

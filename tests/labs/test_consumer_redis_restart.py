@@ -18,15 +18,15 @@ from redis.exceptions import RedisError
 from labs.limited_consumer import CLOSE_UNAVAILABLE, shared_redis
 from labs.models import LabSession
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.asgi_sockets import Socket, headers_for, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[lab_stack.RedisServer]:
-    server = lab_stack.RedisServer(tmp_path / "redis")
+def redis_server(tmp_path: Path) -> Iterator[servers.RedisServer]:
+    server = servers.RedisServer(tmp_path / "redis")
     server.start()
     try:
         yield server
@@ -35,7 +35,7 @@ def redis_server(tmp_path: Path) -> Iterator[lab_stack.RedisServer]:
 
 
 @pytest.fixture
-def session(settings: Settings, tmp_path: Path, alice: User, redis_server: lab_stack.RedisServer) -> LabSession:
+def session(settings: Settings, tmp_path: Path, alice: User, redis_server: servers.RedisServer) -> LabSession:
     lab_stack.point_settings_at_redis(settings, redis_server.url)
     settings.CONTENT_DIR = tmp_path / "content"
     slug = lab_stack.write_test_lab(settings.CONTENT_DIR)
@@ -44,7 +44,7 @@ def session(settings: Settings, tmp_path: Path, alice: User, redis_server: lab_s
 
 @pytest.mark.parametrize("kind", ["terminal", "events"])
 def test_a_socket_after_a_redis_restart_is_told_to_retry_and_the_next_one_works(
-    session: LabSession, alice: User, redis_server: lab_stack.RedisServer, kind: str,
+    session: LabSession, alice: User, redis_server: servers.RedisServer, kind: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     headers = headers_for(alice)

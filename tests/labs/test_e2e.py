@@ -12,7 +12,7 @@ import pytest
 
 from labs.host.console_relay import CONSOLE_TTY
 from labs.hypervisor import Hypervisor
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.lab_stack import next_event, read_until
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -128,7 +128,7 @@ def test_expired_session_is_torn_down_and_the_terminal_told(stack: lab_stack.Lab
         gone = next_event(term, lambda m: m.get("type") == "gone", 30)
         assert gone["reason"] == "Expired"
     lab_stack.wait_for_state(bob, sid, {"destroyed"}, 60)
-    lab_stack.wait_for(lambda: not lab_stack.domain_exists(sid), 60, "the expired VM to be destroyed")
+    servers.wait_for(lambda: not lab_stack.domain_exists(sid), 60, "the expired VM to be destroyed")
 
 
 def test_going_back_to_a_later_step_restores_its_checkpoint(stack: lab_stack.LabStack) -> None:

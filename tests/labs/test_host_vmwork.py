@@ -15,14 +15,14 @@ from labs.models import LabSession
 from labs.redis_names import hold_key, session_keys
 from labs.services.transitions import transition
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
 
 @pytest.fixture
 def redis_url(settings: Any, tmp_path: Path) -> Iterator[str]:
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         yield url
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import lab_stack, processes
+from tests import lab_stack, processes, servers
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -20,17 +20,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_stack.LabSta
     # its own, as under `make run`, and lives on while the agent is killed.
     with (
         lab_stack.lab_stack(tmp_path_factory.mktemp("reconcile"), agent=False, LABS_REAP_GRACE_S="3") as running,
-        lab_stack.celery_worker(running.env, queues=f"host.{running.host}.checks", name=f"{running.host}-checks"),
+        servers.celery_worker(running.env, queues=f"host.{running.host}.checks", name=f"{running.host}-checks"),
     ):
         yield running
 
 
 def agent(stack: lab_stack.LabStack) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [str(lab_stack.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{stack.host}@%h",
+        [str(servers.VENV_BIN / "celery"), "-A", "portal", "worker", "-n", f"{stack.host}@%h",
          "-Q", f"host.{stack.host},web", "-c", "1", "--without-heartbeat", "--without-mingle",
          "--without-gossip", "-l", "WARNING"],
-        cwd=lab_stack.ROOT, env={**os.environ, **stack.env},
+        cwd=servers.ROOT, env={**os.environ, **stack.env},
     )  # fmt: skip
     lab_stack.wait_for_advert(stack.redis_url, stack.host)
     return proc
@@ -53,7 +53,7 @@ def test_worker_killed_while_provisioning_leaves_no_vm_and_a_failed_session(stac
         assert status == 201
         sid = session["id"]
         lab_stack.wait_for_state(alice, sid, {"provisioning"}, 60)
-        lab_stack.wait_for(lambda: lab_stack.domain_exists(sid), 60, "the VM being created")
+        servers.wait_for(lambda: lab_stack.domain_exists(sid), 60, "the VM being created")
     finally:
         processes.kill_process_tree(worker.pid)  # SIGKILL: no warm shutdown, the task is not acked
         worker.wait()
@@ -64,14 +64,14 @@ def test_worker_killed_while_provisioning_leaves_no_vm_and_a_failed_session(stac
     try:
         body = lab_stack.wait_for_state(alice, sid, {"failed", "destroyed"}, 60)
         assert "restarted" in body["error"]
-        lab_stack.wait_for(lambda: not lab_stack.domain_exists(sid), 60, "the orphan VM to be reaped")
+        servers.wait_for(lambda: not lab_stack.domain_exists(sid), 60, "the orphan VM to be reaped")
         lab_stack.wait_for_state(alice, sid, {"destroyed"}, 60)
         # And the learner can start again.
         status, again = alice.request("POST", "/api/sessions", {"lab": stack.slug})
         assert status == 201
         lab_stack.wait_for_state(alice, again["id"], {"ready"}, 120)
         alice.request("POST", f"/api/sessions/{again['id']}/stop")
-        lab_stack.wait_for(lambda: not lab_stack.domain_exists(again["id"]), 60, "stop to destroy the VM")
+        servers.wait_for(lambda: not lab_stack.domain_exists(again["id"]), 60, "stop to destroy the VM")
     finally:
         stop(worker)
 
@@ -98,6 +98,6 @@ def test_vanished_vm_fails_its_session_and_orphans_are_reaped(stack: lab_stack.L
         reconcile_now(stack)
         body = lab_stack.wait_for_state(bob, sid, {"failed", "destroyed"}, 60)
         assert "stopped unexpectedly" in body["error"]
-        lab_stack.wait_for(lambda: not lab_stack.domain_exists(orphan.session_id), 60, "the orphan to be reaped")
+        servers.wait_for(lambda: not lab_stack.domain_exists(orphan.session_id), 60, "the orphan to be reaped")
     finally:
         stop(worker)

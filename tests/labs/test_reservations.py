@@ -17,7 +17,7 @@ from labs.host.templates import template_key
 from labs.hypervisor import Hypervisor
 from labs.hypervisor.clones import templates_root
 from labs.hypervisor.disks import DEFAULT_DISKS_ROOT, session_dir
-from tests import lab_stack
+from tests import lab_stack, servers
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 KEY = "class-test"
@@ -64,7 +64,7 @@ def test_a_reservation_is_filled_with_clones_taken_only_by_its_key_refilled_and_
     # A class asks for its lab's template when it is made: one boot, before any seat is prepared.
     templates = templates_root(DEFAULT_DISKS_ROOT)
     stack.shell(f"from labs import task_calls; task_calls.prepare_template.on({host!r}, {slug!r})")
-    lab_stack.wait_for(lambda: lab_stack.lab_templates(stack), 240, "the lab's template")
+    servers.wait_for(lambda: lab_stack.lab_templates(stack), 240, "the lab's template")
     (template_key_built,) = lab_stack.lab_templates(stack)
     assert rows(stack) == []  # a template only: no VM is prepared before the class's lead time
     reservation_id = shell_result(
@@ -73,7 +73,7 @@ def test_a_reservation_is_filled_with_clones_taken_only_by_its_key_refilled_and_
         f"r = Reservation.objects.create(key={KEY!r}, host={host!r}, lab_slug={slug!r}, profile='tiny', size=2)\n"
         "task_calls.fill_reservation.on(r.host, r.pk); print(r.pk)",
     )
-    lab_stack.wait_for(lambda: len(ready(stack)) == 2, 240, "the reservation's two VMs")
+    servers.wait_for(lambda: len(ready(stack)) == 2, 240, "the reservation's two VMs")
     seats = ready(stack)
     for vm_id in seats:
         assert lab_stack.snapshots_of(vm_id) == []  # a reset to step 1 clones the template again
@@ -105,16 +105,16 @@ def test_a_reservation_is_filled_with_clones_taken_only_by_its_key_refilled_and_
     (spare,) = ready(stack)
     pid = int(Path(f"/run/libvirt/qemu/virtlab-{spare}.pid").read_text())
     os.kill(pid, signal.SIGKILL)
-    lab_stack.wait_for(lambda: not lab_stack.domain_exists(spare), 30, "the killed VM to stop")
+    servers.wait_for(lambda: not lab_stack.domain_exists(spare), 30, "the killed VM to stop")
     stack.shell(f"from labs import task_calls; task_calls.reconcile_host.on({host!r})")
-    lab_stack.wait_for(lambda: ready(stack) not in ([], [spare]), 180, "a replacement seat")
+    servers.wait_for(lambda: ready(stack) not in ([], [spare]), 180, "a replacement seat")
     (replacement,) = ready(stack)
     assert lab_stack.snapshots_of(replacement) == []
     assert backing_files(replacement) == backing_files(taken[0])
 
     # Released: its unused VMs and their disks are gone; the learner's seat runs on.
     stack.shell(f"from labs import task_calls; task_calls.release_reservation.on({host!r}, {reservation_id})")
-    lab_stack.wait_for(lambda: rows(stack) == [], 60, "the reservation's release")
+    servers.wait_for(lambda: rows(stack) == [], 60, "the reservation's release")
     assert not lab_stack.domain_exists(replacement)
     assert not session_dir(DEFAULT_DISKS_ROOT, replacement).exists()
     assert lab_stack.domain_exists(taken[0])

@@ -27,6 +27,7 @@ from labs.services.transitions import transition
 from labs.states import SessionState
 from portal.models import EmailAddress
 from tests import lab_stack as stack
+from tests import servers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 S = SessionState
@@ -34,7 +35,7 @@ S = SessionState
 
 @pytest.fixture
 def lab_world(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    with stack.private_redis() as url:
+    with servers.private_redis() as url:
         stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         yield stack.write_test_lab(settings.CONTENT_DIR)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import lab_stack
+from tests import lab_stack, servers
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 OTHER_LAB = "relay-other"  # the same profile, nothing prepared for it
@@ -36,7 +36,7 @@ def ready_vm(stack: lab_stack.LabStack, lab_slug: str) -> str:
     def find() -> str | None:
         return next((row[0] for row in pool_rows(stack) if row[1] == lab_slug and row[2] == "ready"), None)
 
-    lab_stack.wait_for(lambda: find() is not None, 180, f"a warm VM for {lab_slug or 'any lab'}")
+    servers.wait_for(lambda: find() is not None, 180, f"a warm VM for {lab_slug or 'any lab'}")
     return str(find())
 
 
@@ -46,7 +46,7 @@ def start_and_type(client: lab_stack.LabClient, slug: str) -> tuple[str, bytes]:
     sid = session["id"]
     lab_stack.wait_for_state(client, sid, {"ready"}, 60)
     checkpointed = lambda: client.request("GET", f"/api/sessions/{sid}")[1]["checkpoints"] == [1]  # noqa: E731
-    lab_stack.wait_for(checkpointed, 30, "step 1's checkpoint")
+    servers.wait_for(checkpointed, 30, "step 1's checkpoint")
     with client.websocket(f"/ws/sessions/{sid}/terminal/") as term:
         assert json.loads(term.recv(timeout=10))["type"] == "hello"
         term.send(b"echo setups-$(grep -c set-up /tmp/setup.log)-done\r")
@@ -78,7 +78,7 @@ def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: lab_stack.
     assert lab_stack.snapshots_of(generic) == ["step-1"]
 
     # Both kinds boot again once the hand-outs are done; stopping destroys the handed-out VMs.
-    lab_stack.wait_for(
+    servers.wait_for(
         lambda: {row[1] for row in pool_rows(stack) if row[2] == "ready"} == {"", lab_stack.LAB_SLUG}, 240, "refills"
     )
     for client, sid, vm in ((stack.client("alice"), alice_sid, prepared), (stack.client("bob"), bob_sid, generic)):
@@ -87,4 +87,4 @@ def test_prepared_vm_first_then_a_generic_one_then_both_refill(stack: lab_stack.
         def destroyed(vm_id: str = vm) -> bool:
             return not lab_stack.domain_exists(vm_id)
 
-        lab_stack.wait_for(destroyed, 60, "the handed-out VM to be destroyed")
+        servers.wait_for(destroyed, 60, "the handed-out VM to be destroyed")

@@ -23,7 +23,7 @@ from labs.host import tasks as host_tasks
 from labs.models import LabSession
 from labs.states import SessionState
 from portal.celery import app
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.labs.conftest import SentTask
 
 S = SessionState
@@ -34,7 +34,7 @@ DECLARED = [*task_calls.HOST_TASKS, *task_calls.WEB_TASKS]
 @pytest.fixture
 def private_broker(settings: Settings, tmp_path: Path) -> Iterator[str]:
     """A private Redis as broker (no worker listens), and the test lab in the catalog."""
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         yield lab_stack.write_test_lab(settings.CONTENT_DIR)

@@ -15,7 +15,7 @@ from pytest_django import Settings
 from labs.host import tasks as host_tasks
 from labs.models import LabSession
 from labs.states import SessionState
-from tests import lab_stack
+from tests import lab_stack, servers
 
 S = SessionState
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -27,7 +27,7 @@ SOCKET = "/nonexistent/virtlab-internal/libvirt-sock"
 @pytest.fixture
 def session(settings: Settings, tmp_path: Path, alice: User) -> Iterator[LabSession]:
     """Alice's start, placed on a host whose libvirtd does not answer."""
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         settings.CONTENT_DIR = tmp_path / "content"
         slug = lab_stack.write_test_lab(settings.CONTENT_DIR)

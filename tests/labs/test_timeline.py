@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from labs.timeline import cast
-from tests import lab_stack
+from tests import lab_stack, servers
 from tests.lab_stack import STACK_PASSWORD, next_event, read_until
 from tests.processes import kill_process_tree
 
@@ -42,7 +42,7 @@ def session_is(state: str) -> Any:
 
 def host_agent(stack: ExitStack, env: dict[str, str]) -> Any:
     host = env["VIRTLAB_HOST_NAME"]
-    return stack.enter_context(lab_stack.celery_worker(env, queues=f"host.{host},web", name=host))
+    return stack.enter_context(servers.celery_worker(env, queues=f"host.{host},web", name=host))
 
 
 def record_file(env: dict[str, str], session_id: str) -> Path:
@@ -55,7 +55,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
     with ExitStack() as processes, lab_stack.lab_stack(tmp, agent=False, LABS_TTL_S="900",
                                                         LABS_TIMELINE_MAX_BYTES=str(CAP_BYTES)) as stack:  # fmt: skip
         host = stack.host
-        processes.enter_context(lab_stack.celery_worker(stack.env, queues=f"host.{host}.checks", name=f"{host}-checks"))
+        processes.enter_context(servers.celery_worker(stack.env, queues=f"host.{host}.checks", name=f"{host}-checks"))
         with ExitStack() as first_agent:
             agent = host_agent(first_agent, stack.env)
             lab_stack.wait_for_advert(stack.redis_url, host)
@@ -86,7 +86,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
             def on_disk() -> bool:
                 return path.exists() and any(m.mark and m.mark["kind"] == "revert" for m in read_events(path))
 
-            lab_stack.wait_for(on_disk, 30, "the revert on disk")
+            servers.wait_for(on_disk, 30, "the revert on disk")
             before_kill = path.read_text()
             kill_process_tree(agent.pid)
             agent.wait(10)
@@ -111,7 +111,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
             def stored() -> bool:
                 return alice.request("GET", f"/api/sessions/{sid}/timeline?limit=1")[0] == 200
 
-            lab_stack.wait_for(stored, 60, "the record stored")
+            servers.wait_for(stored, 60, "the record stored")
             status, first = alice.request("GET", f"/api/sessions/{sid}/timeline?limit=5000")
             assert status == 200, first
             events_out = list(first["events"])

@@ -25,7 +25,7 @@ from labs.states import SessionState
 from labs.timeline import cast
 from labs.timeline.models import SessionTimeline
 from labs.timeline.retention import purge_old_timelines
-from tests import lab_stack
+from tests import lab_stack, servers
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 @pytest.fixture
 def redis_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
     settings.LABS_TIMELINE_DIR = tmp_path / "timelines"
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         lab_stack.point_settings_at_redis(settings, url)
         yield url
 

@@ -14,14 +14,14 @@ from django.test import override_settings
 
 from portal.channel_layer import OVERFLOW_TYPE, BoundedQueue
 from portal.settings import channel_layers
-from tests import lab_stack
+from tests import servers
 
 KiB = 1024
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    with lab_stack.private_redis() as url:
+    with servers.private_redis() as url:
         yield url
 
 

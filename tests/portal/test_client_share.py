@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from portal import client_share
 from portal.client_share import CLOSE_TOO_MANY, SCOPE_KEY, ClientShare, session_digest
-from tests import lab_stack
+from tests import lab_stack, servers
 
 ADDRESS, OTHER_ADDRESS = "198.51.100.7", "203.0.113.9"
 Message = dict[str, Any]
@@ -339,7 +339,7 @@ def test_on_the_real_site_a_flooding_learner_is_refused_while_another_is_served(
         for thread in threads:
             thread.start()
         try:
-            lab_stack.wait_for(lambda: any(s == 429 for s, _ in answers), 30, "alice refused")
+            servers.wait_for(lambda: any(s == 429 for s, _ in answers), 30, "alice refused")
             bobs = []
             for _ in range(10):
                 started = time.monotonic()

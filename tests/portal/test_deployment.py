@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.lab_stack import ROOT, free_port, uvicorn_argv, wait_for
+from tests.lab_stack import uvicorn_argv
 from tests.processes import stop_process
+from tests.servers import ROOT, free_port, wait_for
 
 PROD_ENV = {
     "SECRET_KEY": "x" * 20 + "production-secret-key-with-enough-entropy-1234567890",

@@ -27,16 +27,18 @@ from labs.host import host_agent as agent
 from labs.redis_names import ADVERT_PREFIX
 from portal import health
 from tests.lab_stack import (
-    ROOT,
     asgi_server,
-    celery_worker,
-    free_port,
     host_agent,
     lab_env,
     prepare,
+    wait_for_advert,
+)
+from tests.servers import (
+    ROOT,
+    celery_worker,
+    free_port,
     private_redis,
     wait_for,
-    wait_for_advert,
 )
 
 pytestmark = pytest.mark.django_db

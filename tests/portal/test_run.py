@@ -15,8 +15,9 @@ import pytest
 
 from labs.hypervisor import Hypervisor
 from tests.hypervisor.conftest import libvirt_ready
-from tests.lab_stack import ROOT, destroy_vms_with_prefix, free_port, lab_env, prepare, private_redis, wait_for
+from tests.lab_stack import destroy_vms_with_prefix, lab_env, prepare
 from tests.processes import descendants, kill_process_tree
+from tests.servers import ROOT, free_port, private_redis, wait_for
 
 pytestmark = pytest.mark.slow
 __all__ = ["libvirt_ready"]

@@ -18,7 +18,8 @@ from pytest_django import Settings
 from portal.accounts.throttle import client_ip
 from portal.client_address import UNKNOWN_IP
 from tests.conftest import PASSWORD
-from tests.lab_stack import point_settings_at_redis, private_redis
+from tests.lab_stack import point_settings_at_redis
+from tests.servers import private_redis
 
 pytestmark = [pytest.mark.django_db]
 
