@@ -107,9 +107,10 @@ class CpuByRole:
     QEMUs, the web process, the host's workers...). Processes are looked at every second, so one
     that ends (the abuser's VM, stopped at its disk budget) keeps what it used."""
 
-    def __init__(self, web: set[int], abuser_vm: str):
-        self.web, self.abuser_vm = web, abuser_vm
+    def __init__(self, web: set[int], abuser_vm: str, abuser_client: int):
+        self.web, self.abuser_vm, self.abuser_client = web, abuser_vm, abuser_client
         self.last: dict[int, tuple[str, float]] = {}
+        self.history: list[tuple[float, dict[str, float]]] = []  # (time.time(), totals) every second
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -126,7 +127,7 @@ class CpuByRole:
                 continue
             with self._lock:
                 known = self.last.get(pid)
-                role = known[0] if known else _role(pid, argv, self.web, self.abuser_vm)
+                role = known[0] if known else _role(pid, argv, self.web, self.abuser_vm, self.abuser_client)
                 self.last[pid] = (role, used)
 
     def totals(self) -> dict[str, float]:
@@ -137,9 +138,18 @@ class CpuByRole:
                 sums[role] += used
         return dict(sums)
 
+    def cores(self, start: float, end: float) -> dict[str, float]:
+        """Cores each role used between two moments (time.time(), as the learners' marks; the
+        samples nearest them)."""
+        inside = [(at, sums) for at, sums in self.history if start - 0.5 <= at <= end + 0.5]
+        if len(inside) < 2:
+            return {}
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        return {role: (used - first.get(role, 0.0)) / (t1 - t0) for role, used in last.items()}
+
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            self.look()
+            self.history.append((time.time(), self.totals()))
 
     def __enter__(self) -> CpuByRole:
         self._thread.start()
@@ -150,13 +160,15 @@ class CpuByRole:
         self._thread.join()
 
 
-def _role(pid: int, argv: bytes, web: set[int], abuser_vm: str) -> str:
+def _role(pid: int, argv: bytes, web: set[int], abuser_vm: str, abuser_client: int) -> str:
     if b"qemu-system" in argv:
         return "abuser's QEMU" if f"guest={abuser_vm},".encode() in argv else "learners' QEMUs"
     if pid in web:
         return "web"
+    if pid == abuser_client:
+        return "abuser's client"
     for needle, role in ((b"celery", "host workers"), (b"redis-server", "redis"), (b"libvirtd", "libvirtd"),
-                         (b"bench/isolation.py", "bench and abuser clients")):  # fmt: skip
+                         (b"bench/isolation.py", "bench (learners' clients)")):  # fmt: skip
         if needle in argv:
             return role
     try:
@@ -309,7 +321,7 @@ def main() -> None:
         sampler = Sampler(redis_url, web)
         loads: list[float] = []  # this machine's 1-minute load average, as the abuse began and ended
         cpu: list[tuple[float, dict[str, float]]] = []  # (when, CPU seconds by role) at each phase
-        by_role = stack.enter_context(CpuByRole(web, domain_name(abuser_sid)))
+        by_role = stack.enter_context(CpuByRole(web, domain_name(abuser_sid), abuser_proc.pid or 0))
 
         async def run() -> None:
             learning = asyncio.create_task(run_learners(learners, pace, phases, marks))
@@ -362,13 +374,15 @@ def main() -> None:
             values = of(phase, kind)
             line = summary(f"{kind}, {n} learners, {phase}", values, unit, scale) if values else f"{kind}: none"
             print(line)
-    print("echo through the abuse, by 10 s window (when a tail happens, and what ran then):")
+    print("echo through the abuse, by 10 s window (when a tail happens, and what ran then: cores by role):")
     for start in range(0, int(abuse_s), 10):
         since = marks["abuse"] + start
         window = [lat for lr in learners for at, lat in lr.echo_at if since <= at < since + 10]
         if window:
             tail, worst = p95(window) * 1000, max(window) * 1000
-            print(f"  +{start:3d}s  p95 {tail:7.1f} ms  max {worst:7.1f} ms  n={len(window)}")
+            busiest = sorted(by_role.cores(since, since + 10).items(), key=lambda item: -item[1])[:4]
+            ran = ", ".join(f"{role} {cores:.2f}" for role, cores in busiest)
+            print(f"  +{start:3d}s  p95 {tail:7.1f} ms  max {worst:7.1f} ms  n={len(window)}  {ran}")
     for phase, values in guest_s.items():  # the rest of a check's time is its queue, the web and the DB
         print(summary(f"  of which in the guest, {phase}", values, "s", 1) if values else f"guest, {phase}: none")
     print(f"redis {sampler.baseline[0]:.1f} MiB -> max {max(sampler.redis):.1f}; "
