@@ -3,8 +3,9 @@
 Setup and verification commands run here, never on the learner's console, and return exit code
 and output separately. The agent is untrusted input: the learner is root in the guest and may
 replace it. Every reply is checked for shape, types and size before use (agent_replies.py:
-GuestAgentMisbehaving otherwise), every wait has a deadline, and `exec(max_output=...)` cuts a command's output inside
-the guest, so a flood of output cannot break libvirt's connection to the agent.
+GuestAgentMisbehaving otherwise), every wait has a deadline, and `exec(max_output=...)` cuts a
+command's output inside the guest, so a flood of output cannot break libvirt's connection to the
+agent.
 """
 
 from __future__ import annotations

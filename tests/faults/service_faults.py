@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -57,22 +58,13 @@ def libvirtd_killed_mid_check(drill: Drill, sid: str) -> Outcome:
     outcome = Outcome("kill libvirtd: checking", phase="ready", session=sid)
     client = drill.owner(sid)
     box = drill.box(sid)
-    events, session = open_events(client, sid)
-    step = int(session["current_step"])
-    before = session["results"].get(str(step), {}).get("at")
-    with events:
-        status, body = client.request("POST", f"/api/sessions/{sid}/check", {"step": step})
-        outcome.expect(status == 202, f"check refused: {status} {body}")
-        next_event(events, lambda m: m.get("type") == "progress" and m.get("stage") == "checking", 60)
+
+    def kill_libvirtd() -> None:
         outcome.phase = "checking"
         outcome.hit()
         box.restart_libvirtd(signal.SIGKILL, down_s=1.0)
-        try:
-            verdict = next_event(events, lambda m: _new_result(m, step, before), 90)
-            state = verdict["session"]["state"]
-            outcome.expect(state == S.READY, f"the check ended the lab: {state} {verdict['session']['error']}")
-        except AssertionError as exc:
-            outcome.problems.append(f"no verdict: {exc}")
+
+    check_current_step(outcome, client, sid, midway=kill_libvirtd)
     drill.settle(outcome)
     session = drill.learner_sees_clear_state(outcome, client, sid)
     outcome.expect(session["state"] == S.READY, f"the lab ended: {session['state']} {session['error']}")
@@ -148,14 +140,20 @@ def _console_and_check_work(drill: Drill, outcome: Outcome, client: lab_stack.La
     check_current_step(outcome, client, sid)
 
 
-def check_current_step(outcome: Outcome, client: lab_stack.LabClient, sid: str) -> None:
-    """Press Check on the current step; its verdict must reach the page (and the lab stay up)."""
+def check_current_step(
+    outcome: Outcome, client: lab_stack.LabClient, sid: str, midway: Callable[[], None] | None = None
+) -> None:
+    """Press Check on the current step; its verdict must reach the page (and the lab stay up).
+    `midway` (a fault) is applied once the page is told the check runs in the guest."""
     events, session = open_events(client, sid)
     step = int(session["current_step"])
     before = session["results"].get(str(step), {}).get("at")
     with events:
         status, body = client.request("POST", f"/api/sessions/{sid}/check", {"step": step})
         outcome.expect(status == 202, f"check refused: {status} {body}")
+        if midway is not None:
+            next_event(events, lambda m: m.get("type") == "progress" and m.get("stage") == "checking", 60)
+            midway()
         try:
             verdict = next_event(events, lambda m: _new_result(m, step, before), 90)
         except AssertionError as exc:
